@@ -1,0 +1,1 @@
+"""The read-only FUSE filesystem over index/ (see docs and README)."""

@@ -1,0 +1,1 @@
+"""The `histfs` command: argument and configuration parsing, output."""

@@ -1,0 +1,7 @@
+"""`python -m histfs`."""
+
+import sys
+
+from histfs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,195 @@
+"""The `histfs` command line: parse, call into the packages, print.
+
+Each subcommand imports what it needs inside its handler, so `histfs backup`
+never loads the FUSE code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from index.errors import ConfigError, HistfsError
+from index.repository import Repository
+
+EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
+
+
+def _die(message: str) -> int:
+    print(f"histfs: error: {message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _repo_path(args: argparse.Namespace, from_config: Path | None = None) -> Path:
+    value = args.repo or os.environ.get("HISTFS_REPO") or from_config
+    if not value:
+        raise ConfigError("no repository given: use --repo, HISTFS_REPO or a config file")
+    return Path(value)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """`histfs init REPO`."""
+    repo = Repository.init(Path(args.path))
+    print(f"created histfs repository {repo.root} (format {repo.config.version})")
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """`histfs backup`."""
+    from histfs.config import FileConfig, check_compression, load_config, parse_part_args
+    from histfs.output import Progress, human_bytes
+    from writer.backup import Part, run_backup
+    from writer.stats import BackupStats
+
+    cfg = load_config(Path(args.config)) if args.config else FileConfig()
+    repo = Repository.open(_repo_path(args, cfg.repository))
+    host = args.host or cfg.host or socket.gethostname().split(".")[0]
+    level = cfg.compression if args.compression is None else args.compression
+    level = check_compression(3 if level is None else level)
+    part_cfgs = parse_part_args(args.parts, args.exclude) if args.parts else cfg.parts
+    if not part_cfgs:
+        raise ConfigError("no parts to back up: give NAME=PATH arguments or [[part]] in --config")
+    parts = [Part(p.name, p.path, p.exclude, p.enabled) for p in part_cfgs]
+    stats = BackupStats()
+
+    def render() -> str:
+        rate = stats.bytes_read / stats.duration if stats.duration > 0 else 0
+        return (f"{stats.files} files, {human_bytes(stats.bytes_read)} read "
+                f"({human_bytes(rate)}/s), {human_bytes(stats.bytes_added)} added")
+
+    show = sys.stderr.isatty() and not args.json and not args.quiet
+    with Progress(render) if show else contextlib.nullcontext():
+        result = run_backup(repo, host, parts, level=level, lock_wait=args.lock_wait,
+                            stats=stats)
+    summary: dict[str, Any] = {
+        "repository": str(repo.root),
+        "host": host,
+        "snapshot": result.snapshot.name if result.snapshot else None,
+        "exit_status": result.exit_status,
+        **stats.as_dict(),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return result.exit_status
+    for w in stats.warnings[:50]:
+        print(f"histfs: warning: {w}", file=sys.stderr)
+    if len(stats.warnings) > 50:
+        print(f"histfs: warning: … and {len(stats.warnings) - 50} more", file=sys.stderr)
+    if args.quiet:
+        return result.exit_status
+    d = stats.duration
+    print(f"snapshot   {host}/{summary['snapshot']}")
+    print(f"files      {stats.files_new} new, {stats.files_changed} changed, "
+          f"{stats.files_unchanged} unchanged, {stats.files_failed} failed"
+          f" ({stats.dirs} directories, {stats.other} other)")
+    print(f"read       {human_bytes(stats.bytes_read)} of {human_bytes(stats.logical_bytes)}")
+    print(f"added      {human_bytes(stats.bytes_added)} in {stats.chunks_added} new chunks "
+          "(after deduplication and compression)")
+    print(f"duration   {d:.1f} s ({human_bytes(stats.bytes_read / d if d else 0)}/s)")
+    if stats.warnings:
+        print(f"warnings   {len(stats.warnings)} (see above)")
+    return result.exit_status
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    """`histfs snapshots`."""
+    from histfs.output import human_bytes
+
+    repo = Repository.open(_repo_path(args))
+    rows: list[dict[str, Any]] = []
+    for ref in repo.snapshots(args.host):
+        with repo.open_snapshot(ref) as snap:
+            m = snap.meta
+        rows.append({
+            "host": ref.host,
+            "name": ref.name,
+            "time": m.get("time"),
+            "parts": [p["name"] for p in m.get("parts", [])],
+            "files": m.get("files", 0),
+            "logical_bytes": m.get("logical_bytes", 0),
+            "bytes_added": m.get("bytes_added", 0),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no snapshots")
+        return EXIT_OK
+    print(f"{'host':<16} {'snapshot':<22} {'files':>9} {'size':>10} {'added':>10}  parts")
+    for r in rows:
+        print(f"{r['host']:<16} {r['name']:<22} {r['files']:>9} "
+              f"{human_bytes(r['logical_bytes']):>10} {human_bytes(r['bytes_added']):>10}  "
+              f"{','.join(r['parts'])}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="histfs",
+        description="Deduplicated backups of mail servers, mounted as dated directories.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a repository")
+    p.add_argument("path", help="directory for the new repository (absent or empty)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("backup", help="back up parts into a new snapshot")
+    p.add_argument("parts", nargs="*", metavar="NAME=PATH",
+                   help="parts to back up (replace the config file's parts)")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO or the config file)")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--host", help="host name of the snapshot (default: this machine's)")
+    p.add_argument("--compression", type=int, help="zstd level 1-22, 0 for none (default 3)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="exclude pattern for the NAME=PATH parts (repeatable)")
+    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another backup of the host to finish")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("snapshots", help="list snapshots")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    p.add_argument("--host", help="only this host")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_snapshots)
+    return parser
+
+
+@contextlib.contextmanager
+def _broken_pipe_ok() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `histfs` command."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        with _broken_pipe_ok():
+            return func(args)
+    except HistfsError as exc:
+        return _die(str(exc))
+    except KeyboardInterrupt:
+        return _die("interrupted")
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _die(f"{exc.strerror or exc}{where}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

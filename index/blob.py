@@ -1,0 +1,93 @@
+"""Blobs: one stored chunk with a header that says how it is encoded.
+
+The header is `BLOB_HEADER` (44 bytes, little-endian):
+
+    offset size type  field
+    0      1    u8    encoding (0 raw, 1 zstd)
+    1      1    u8    encryption (0 none; room for later formats)
+    2      2    u16   reserved, 0
+    4      4    u32   stored size (bytes after the header)
+    8      4    u32   raw size (bytes after decoding)
+    12     32   bytes chunk id (keyed BLAKE3 of the raw bytes)
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import blake3
+import zstandard
+
+from index.errors import CorruptChunk
+from index.types import ChunkId
+
+BLOB_HEADER = struct.Struct("<BBHII32s")
+ENCODING_RAW = 0
+ENCODING_ZSTD = 1
+ENCRYPTION_NONE = 0
+
+# Compression that saves less than this fraction is not worth a decompression
+# on every read: the chunk is stored raw.
+_MIN_SAVING = 1 / 32
+
+_local = threading.local()
+
+
+def chunk_id(key: bytes, data: bytes | memoryview) -> ChunkId:
+    """The keyed BLAKE3 id of a chunk's raw bytes (multithreaded for big ones)."""
+    threads = blake3.blake3.AUTO if len(data) >= 4 * 1024 * 1024 else 1
+    return ChunkId(blake3.blake3(data, key=key, max_threads=threads).digest())
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    # zstandard objects are not safe to share between threads.
+    cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("c", {})
+    comp = cache.get(level)
+    if comp is None:
+        comp = cache[level] = zstandard.ZstdCompressor(level=level)
+    return comp
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d
+
+
+def encode(cid: ChunkId, data: bytes | memoryview, level: int) -> bytes:
+    """Header plus payload for `data`, compressed unless that does not pay."""
+    raw_size = len(data)
+    payload: bytes | memoryview = data
+    encoding = ENCODING_RAW
+    if level > 0 and raw_size > 64:
+        packed = _compressor(level).compress(data)
+        if len(packed) < raw_size * (1 - _MIN_SAVING):
+            payload, encoding = packed, ENCODING_ZSTD
+    header = BLOB_HEADER.pack(encoding, ENCRYPTION_NONE, 0, len(payload), raw_size, cid)
+    return header + payload
+
+
+def decode(blob: bytes | memoryview, expected: ChunkId, key: bytes) -> bytes:
+    """The raw bytes of a blob, checked against its header and its id."""
+    if len(blob) < BLOB_HEADER.size:
+        raise CorruptChunk(f"chunk {expected.hex()}: truncated blob")
+    encoding, encryption, _, stored, raw_size, cid = BLOB_HEADER.unpack_from(blob)
+    if cid != expected or encryption != ENCRYPTION_NONE:
+        raise CorruptChunk(f"chunk {expected.hex()}: blob header does not match")
+    payload = memoryview(blob)[BLOB_HEADER.size : BLOB_HEADER.size + stored]
+    if len(payload) != stored:
+        raise CorruptChunk(f"chunk {expected.hex()}: truncated blob")
+    if encoding == ENCODING_RAW:
+        data = bytes(payload)
+    elif encoding == ENCODING_ZSTD:
+        try:
+            data = _decompressor().decompress(payload, max_output_size=raw_size)
+        except zstandard.ZstdError as exc:
+            raise CorruptChunk(f"chunk {expected.hex()}: {exc}") from exc
+    else:
+        raise CorruptChunk(f"chunk {expected.hex()}: unknown encoding {encoding}")
+    if len(data) != raw_size or chunk_id(key, data) != expected:
+        raise CorruptChunk(f"chunk {expected.hex()}: content does not match its id")
+    return data

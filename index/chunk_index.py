@@ -1,0 +1,97 @@
+"""The local deduplication index: which chunks the repository already has.
+
+It is a cache on a local disk (LMDB must not be written over NFS) that can
+be rebuilt from the repository alone: `sync` reads the table of every pack it
+does not know yet and forgets packs that have gone. Entries are added only
+for packs that are already durable, so the cache never promises a chunk that
+a crash could lose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import lmdb
+
+from index.errors import RepositoryCorrupt
+from index.pack import PackedChunk, list_packs, location, pack_relpath, read_pack_table
+from index.snapshot_format import decode_location, encode_location
+from index.storage import LocalStorage
+from index.types import ChunkId, ChunkLocation, PackId
+
+_MAP_SIZE = 1 << 36
+
+
+class ChunkIndex:
+    """chunk id -> location, for every chunk in a published pack."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._env = lmdb.open(
+            str(path), subdir=False, map_size=_MAP_SIZE, max_dbs=4,
+            sync=False, metasync=False, readahead=False,
+        )
+        self._chunks = self._env.open_db(b"chunks")
+        self._packs = self._env.open_db(b"packs")
+
+    def close(self) -> None:
+        """Flush and close."""
+        self._env.sync(True)
+        self._env.close()
+
+    def get(self, cid: ChunkId) -> ChunkLocation | None:
+        """Where the repository stores `cid`, if it does."""
+        with self._env.begin(db=self._chunks) as txn:
+            raw = txn.get(cid)
+        return None if raw is None else decode_location(raw)
+
+    def get_many(self, cids: Iterable[ChunkId]) -> dict[ChunkId, ChunkLocation]:
+        """Locations of those of `cids` the repository stores, in one transaction."""
+        found: dict[ChunkId, ChunkLocation] = {}
+        with self._env.begin(db=self._chunks) as txn:
+            for cid in cids:
+                raw = txn.get(cid)
+                if raw is not None:
+                    found[cid] = decode_location(raw)
+        return found
+
+    def add_pack(self, pack_id: PackId, rows: list[PackedChunk]) -> None:
+        """Record the chunks of a durable pack."""
+        with self._env.begin(write=True) as txn:
+            cur = txn.cursor(db=self._chunks)
+            for row in rows:
+                cur.put(row.chunk_id, encode_location(location(pack_id, row)), overwrite=False)
+            txn.put(pack_id, str(len(rows)).encode(), db=self._packs)
+
+    def known_packs(self) -> set[PackId]:
+        """Packs whose chunks are recorded."""
+        with self._env.begin(db=self._packs) as txn:
+            return {PackId(bytes(k)) for k in txn.cursor().iternext(values=False)}
+
+    def sync(self, storage: LocalStorage) -> tuple[int, int]:
+        """Bring the cache in line with the repository's packs.
+
+        Returns (packs added, packs forgotten).
+        """
+        present = set(list_packs(storage))
+        known = self.known_packs()
+        added = present - known
+        gone = known - present
+        for pack_id in sorted(added):
+            try:
+                rows = read_pack_table(storage.path(pack_relpath(pack_id)))
+            except (FileNotFoundError, RepositoryCorrupt):
+                # A damaged pack is not trusted for deduplication: its
+                # chunks are stored again; `check` reports the damage.
+                continue
+            self.add_pack(pack_id, rows)
+        if gone:
+            with self._env.begin(write=True) as txn:
+                cur = txn.cursor(db=self._chunks)
+                for key, value in list(cur.iternext()):
+                    if decode_location(value).pack_id in gone:
+                        txn.delete(key, db=self._chunks)
+                for pack_id in gone:
+                    txn.delete(pack_id, db=self._packs)
+        return len(added), len(gone)

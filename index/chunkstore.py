@@ -1,0 +1,130 @@
+"""Reading chunks out of pack files, with a bounded cache of decoded chunks."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from index import blob
+from index.errors import CorruptChunk, MissingChunk
+from index.pack import pack_relpath
+from index.storage import LocalStorage
+from index.types import ChunkId, ChunkLocation, PackId
+
+
+@dataclass(slots=True)
+class ChunkStoreStats:
+    """Counters for benchmarks and `--debug`."""
+
+    hits: int = 0
+    misses: int = 0
+    bytes_read: int = 0
+    bytes_decoded: int = 0
+
+
+@dataclass(slots=True)
+class _OpenPack:
+    """A pack's descriptor, closed only when no read is using it."""
+
+    fd: int
+    users: int = 0
+    retired: bool = False
+
+
+class ChunkStore:
+    """Reads and verifies chunks; safe to call from several threads.
+
+    Decoded chunks are kept in an LRU bounded by `cache_bytes`; open pack
+    file descriptors in one bounded by `max_open_packs`.
+    """
+
+    def __init__(
+        self,
+        storage: LocalStorage,
+        key: bytes,
+        cache_bytes: int = 64 * 1024 * 1024,
+        max_open_packs: int = 64,
+    ) -> None:
+        self._storage = storage
+        self._key = key
+        self._cache: OrderedDict[ChunkId, bytes] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_limit = cache_bytes
+        self._fds: OrderedDict[PackId, _OpenPack] = OrderedDict()
+        self._max_fds = max_open_packs
+        self._lock = threading.Lock()
+        self.stats = ChunkStoreStats()
+
+    def _acquire(self, pack_id: PackId) -> _OpenPack:
+        with self._lock:
+            op = self._fds.get(pack_id)
+            if op is not None:
+                self._fds.move_to_end(pack_id)
+                op.users += 1
+                return op
+        try:
+            fd = os.open(self._storage.path(pack_relpath(pack_id)), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise MissingChunk(f"pack {pack_id.hex()} is missing") from exc
+        with self._lock:
+            op = self._fds.get(pack_id)
+            if op is not None:
+                os.close(fd)
+            else:
+                op = self._fds[pack_id] = _OpenPack(fd)
+                while len(self._fds) > self._max_fds:
+                    _, old = self._fds.popitem(last=False)
+                    old.retired = True
+                    if old.users == 0:
+                        os.close(old.fd)
+            op.users += 1
+            return op
+
+    def _release(self, op: _OpenPack) -> None:
+        with self._lock:
+            op.users -= 1
+            if op.retired and op.users == 0:
+                os.close(op.fd)
+
+    def read(self, cid: ChunkId, loc: ChunkLocation) -> bytes:
+        """The raw bytes of chunk `cid` stored at `loc`, verified."""
+        with self._lock:
+            data = self._cache.get(cid)
+            if data is not None:
+                self._cache.move_to_end(cid)
+                self.stats.hits += 1
+                return data
+            self.stats.misses += 1
+        op = self._acquire(loc.pack_id)
+        try:
+            raw = os.pread(op.fd, loc.stored_size, loc.offset)
+        finally:
+            self._release(op)
+        if len(raw) != loc.stored_size:
+            raise CorruptChunk(
+                f"chunk {cid.hex()}: pack {loc.pack_id.hex()} is truncated"
+            )
+        data = blob.decode(raw, cid, self._key)
+        with self._lock:
+            self.stats.bytes_read += len(raw)
+            self.stats.bytes_decoded += len(data)
+            if cid not in self._cache:
+                self._cache[cid] = data
+                self._cache_bytes += len(data)
+                while self._cache_bytes > self._cache_limit and self._cache:
+                    _, old = self._cache.popitem(last=False)
+                    self._cache_bytes -= len(old)
+        return data
+
+    def close(self) -> None:
+        """Close every open pack file."""
+        with self._lock:
+            for op in self._fds.values():
+                op.retired = True
+                if op.users == 0:
+                    os.close(op.fd)
+            self._fds.clear()
+            self._cache.clear()
+            self._cache_bytes = 0

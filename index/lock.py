@@ -1,0 +1,123 @@
+"""Lock files: `locks/<name>.lock`, created exclusively, refreshed while held.
+
+A lock names its holder (machine, pid, start time). A lock is stale when its
+holder is a process on this machine that no longer exists, or when it has not
+been refreshed for `STALE_AFTER` seconds (a holder on another machine that
+died); a stale lock is removed and taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from index.errors import Locked
+
+LOCKS_DIR = "locks"
+REFRESH_EVERY = 60.0
+STALE_AFTER = 30 * 60.0
+
+
+def _holder_alive(doc: dict[str, object]) -> bool:
+    if doc.get("machine") != socket.gethostname():
+        return True
+    pid = doc.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RepositoryLock:
+    """An exclusive lock on one name (for example `backup-mx1`)."""
+
+    def __init__(self, locks_dir: Path, name: str, purpose: str) -> None:
+        self.path = locks_dir / f"{name}.lock"
+        self._purpose = purpose
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+
+    def _describe(self) -> str:
+        try:
+            doc = json.loads(self.path.read_text())
+            return (
+                f"{doc.get('purpose', '?')} by pid {doc.get('pid')} on "
+                f"{doc.get('machine')} since {doc.get('since')}"
+            )
+        except (OSError, ValueError):
+            return "another process"
+
+    def _is_stale(self) -> bool:
+        try:
+            doc = json.loads(self.path.read_text())
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            # Unreadable or half-written: stale only once old enough.
+            try:
+                return time.time() - self.path.stat().st_mtime > STALE_AFTER
+            except FileNotFoundError:
+                return False
+        return age > STALE_AFTER or not _holder_alive(doc)
+
+    def acquire(self, wait: float = 0.0) -> None:
+        """Take the lock, waiting up to `wait` seconds; raises `Locked`."""
+        deadline = time.monotonic() + wait
+        doc = json.dumps({
+            "machine": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "purpose": self._purpose,
+        }).encode()
+        while True:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if self._is_stale():
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+                    continue
+                if time.monotonic() >= deadline:
+                    raise Locked(f"repository is locked: {self._describe()}") from None
+                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+                continue
+            try:
+                os.write(fd, doc)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            break
+        self._refresher = threading.Thread(target=self._refresh, daemon=True)
+        self._refresher.start()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH_EVERY):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
+    def release(self) -> None:
+        """Give the lock up."""
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def __enter__(self) -> RepositoryLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,58 @@
+"""Names users see: hosts, parts and snapshots, and their validation."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from index.errors import ConfigError
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_SNAPSHOT_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})(\d{2})(\d{2})Z(?:-(\d+))?$")
+SNAPSHOT_TIME_FORMAT = "%Y-%m-%dT%H%M%SZ"
+LAST = "last"
+
+
+def check_host(host: str) -> str:
+    """Return `host` if it can name a directory of the mount, else raise."""
+    if not _HOST_RE.match(host) or host == LAST:
+        raise ConfigError(
+            f"invalid host name {host!r}: use letters, digits, '.', '_' and '-'"
+        )
+    return host
+
+
+def check_part(part: str) -> str:
+    """Return `part` if it can name a directory in a snapshot, else raise."""
+    if not _PART_RE.match(part):
+        raise ConfigError(
+            f"invalid part name {part!r}: use letters, digits, '.', '_' and '-'"
+        )
+    return part
+
+
+def snapshot_name(when: datetime, suffix: int = 0) -> str:
+    """The name of a snapshot taken at `when`; `suffix` > 1 disambiguates."""
+    base = when.astimezone(UTC).strftime(SNAPSHOT_TIME_FORMAT)
+    return f"{base}-{suffix}" if suffix > 1 else base
+
+
+def is_snapshot_name(name: str) -> bool:
+    """Whether `name` has the shape of a snapshot name."""
+    return _SNAPSHOT_RE.match(name) is not None
+
+
+def snapshot_time(name: str) -> datetime:
+    """The UTC time encoded in a snapshot name."""
+    m = _SNAPSHOT_RE.match(name)
+    if not m:
+        raise ValueError(f"not a snapshot name: {name!r}")
+    y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
+    return datetime(y, mo, d, h, mi, s, tzinfo=UTC)
+
+
+def snapshot_sort_key(name: str) -> tuple[str, int]:
+    """Orders snapshot names by time, then by suffix (so -10 follows -9)."""
+    base, _, suffix = name.partition("Z-")
+    return (base.rstrip("Z"), int(suffix) if suffix.isdigit() else 0)

@@ -1,0 +1,187 @@
+"""Pack files: many blobs in one immutable file, with a table at the end.
+
+Layout (little-endian), documented in docs/FORMAT.md:
+
+    PACK_HEADER   16 bytes   magic "HISTFSPK", u16 version, u16 0, u32 0
+    blobs         each a blob header (index.blob) and its payload
+    table         one PACK_TABLE_ENTRY (48 bytes) per blob
+    PACK_TRAILER  56 bytes   u64 table offset, u32 count, u32 0,
+                             BLAKE3 of every byte before the trailer,
+                             magic "HISTFSPE"
+
+A pack's name is the hex BLAKE3 of the whole file, so a pack can be checked
+against its own name.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+from index.blob import BLOB_HEADER
+from index.errors import FormatTooNew, RepositoryCorrupt
+from index.storage import LocalStorage, PendingFile
+from index.types import ChunkId, ChunkLocation, PackId
+
+PACK_MAGIC = b"HISTFSPK"
+PACK_END_MAGIC = b"HISTFSPE"
+PACK_VERSION = 1
+PACK_HEADER = struct.Struct("<8sHHI")
+PACK_TABLE_ENTRY = struct.Struct("<32sQII")
+PACK_TRAILER = struct.Struct("<QII32s8s")
+PACKS_DIR = "packs"
+
+
+def pack_relpath(pack_id: PackId) -> str:
+    """Where a pack lives: packs/<first two hex digits>/<hex id>."""
+    h = pack_id.hex()
+    return f"{PACKS_DIR}/{h[:2]}/{h}"
+
+
+@dataclass(frozen=True, slots=True)
+class PackedChunk:
+    """One row of a pack's table."""
+
+    chunk_id: ChunkId
+    offset: int
+    stored_size: int
+    raw_size: int
+
+
+class PackWriter:
+    """Appends encoded blobs to a new pack; `finish` publishes it.
+
+    Not thread-safe: the caller serialises `add`. After any error the writer
+    refuses further use, so a half-written pack can never be published.
+    """
+
+    def __init__(self, storage: LocalStorage) -> None:
+        self._storage = storage
+        self._pending: PendingFile | None = storage.create()
+        self._hash = blake3.blake3()
+        self._rows: list[PackedChunk] = []
+        self._size = 0
+        self._broken = False
+        self._write(PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION, 0, 0))
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self._broken or self._pending is None:
+            raise RuntimeError("pack writer used after an error or after finish")
+        try:
+            self._pending.file.write(data)
+        except BaseException:
+            self._broken = True
+            raise
+        self._hash.update(data)
+        self._size += len(data)
+
+    def add(self, blob: bytes) -> PackedChunk:
+        """Append one encoded blob (header + payload) and return its row."""
+        _, _, _, stored, raw, cid = BLOB_HEADER.unpack_from(blob)
+        row = PackedChunk(ChunkId(cid), self._size, BLOB_HEADER.size + stored, raw)
+        self._write(blob)
+        self._rows.append(row)
+        return row
+
+    def finish(self) -> tuple[PackId, list[PackedChunk]]:
+        """Write table and trailer, make the pack durable, verify, publish."""
+        table_offset = self._size
+        self._write(b"".join(
+            PACK_TABLE_ENTRY.pack(r.chunk_id, r.offset, r.stored_size, r.raw_size)
+            for r in self._rows
+        ))
+        body_hash = self._hash.copy().digest()
+        self._write(PACK_TRAILER.pack(
+            table_offset, len(self._rows), 0, body_hash, PACK_END_MAGIC
+        ))
+        pack_id = PackId(self._hash.digest())
+        pending = self._pending
+        assert pending is not None
+        self._pending = None
+        try:
+            pending.file.flush()
+            # Read back what the disk now holds before naming it.
+            with open(pending.tmp_path, "rb") as f:
+                written = read_table(f.fileno(), os.fstat(f.fileno()).st_size, "new pack")
+            if written != self._rows:
+                raise RepositoryCorrupt("a new pack does not read back as written")
+            pending.commit(pack_relpath(pack_id))
+        except BaseException:
+            self._broken = True
+            pending.abort()
+            raise
+        return pack_id, self._rows
+
+    def abort(self) -> None:
+        """Drop the unfinished pack."""
+        self._broken = True
+        if self._pending is not None:
+            self._pending.abort()
+            self._pending = None
+
+
+def read_table(fd: int, file_size: int, name: str) -> list[PackedChunk]:
+    """The table of a pack read from an open file, checked for structure."""
+    if file_size < PACK_HEADER.size + PACK_TRAILER.size:
+        raise RepositoryCorrupt(f"pack {name}: too short")
+    magic, version, _, _ = PACK_HEADER.unpack(os.pread(fd, PACK_HEADER.size, 0))
+    if magic != PACK_MAGIC:
+        raise RepositoryCorrupt(f"pack {name}: bad magic")
+    if version > PACK_VERSION:
+        raise FormatTooNew(f"pack {name}: format {version} is newer than supported")
+    trailer = os.pread(fd, PACK_TRAILER.size, file_size - PACK_TRAILER.size)
+    table_offset, count, _, _, end_magic = PACK_TRAILER.unpack(trailer)
+    table_end = table_offset + count * PACK_TABLE_ENTRY.size
+    if end_magic != PACK_END_MAGIC or table_end != file_size - PACK_TRAILER.size:
+        raise RepositoryCorrupt(f"pack {name}: bad trailer")
+    table = os.pread(fd, table_end - table_offset, table_offset)
+    rows = [
+        PackedChunk(ChunkId(cid), off, stored, raw)
+        for cid, off, stored, raw in PACK_TABLE_ENTRY.iter_unpack(table)
+    ]
+    for r in rows:
+        if r.offset + r.stored_size > table_offset:
+            raise RepositoryCorrupt(f"pack {name}: table points past the blobs")
+    return rows
+
+
+def read_pack_table(path: Path) -> list[PackedChunk]:
+    """The table of the pack file at `path`."""
+    with open(path, "rb") as f:
+        return read_table(f.fileno(), os.fstat(f.fileno()).st_size, path.name)
+
+
+def verify_pack_hash(path: Path) -> bool:
+    """Whether a pack's content still hashes to its name."""
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    h.update_mmap(path)
+    return h.hexdigest() == path.name
+
+
+def list_packs(storage: LocalStorage) -> Iterator[PackId]:
+    """Every published pack of a repository."""
+    for sub in storage.listdir(PACKS_DIR):
+        for name in storage.listdir(f"{PACKS_DIR}/{sub}"):
+            if len(name) == 64:
+                try:
+                    yield PackId(bytes.fromhex(name))
+                except ValueError:
+                    continue
+
+
+def location(pack_id: PackId, row: PackedChunk) -> ChunkLocation:
+    """A table row as a chunk location."""
+    return ChunkLocation(pack_id, row.offset, row.stored_size, row.raw_size)

@@ -1,0 +1,198 @@
+"""Reading one published snapshot index without loading it.
+
+Every operation is one or a few B-tree lookups in the snapshot's LMDB file,
+opened read-only and without a lock file, so any number of readers (and
+readers on NFS) can share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from index import codec
+from index.chunkstore import ChunkStore
+from index.errors import FormatTooNew, MissingChunk, PathNotFound, RepositoryCorrupt
+from index.snapshot_format import (
+    DB_CHUNKS,
+    DB_DIRENTS,
+    DB_ENTRIES,
+    DB_EXTENTS,
+    DB_META,
+    EXTENT_KEY,
+    ID_KEY,
+    INDEX_VERSION,
+    META_KEY,
+    decode_entry,
+    decode_extent,
+    decode_location,
+    dirent_key,
+    id_key,
+)
+from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
+
+
+class SnapshotReader:
+    """Read access to one snapshot index file."""
+
+    def __init__(self, path: Path, chunks: ChunkStore | None = None) -> None:
+        try:
+            self._env = lmdb.open(
+                str(path), subdir=False, readonly=True, lock=False, max_dbs=8,
+                readahead=False,
+            )
+            self._meta_db = self._env.open_db(DB_META, create=False)
+            self._entries = self._env.open_db(DB_ENTRIES, create=False)
+            self._dirents = self._env.open_db(DB_DIRENTS, create=False)
+            self._extents = self._env.open_db(DB_EXTENTS, create=False)
+            self._chunks = self._env.open_db(DB_CHUNKS, create=False)
+            with self._env.begin(db=self._meta_db) as txn:
+                raw = txn.get(META_KEY)
+        except lmdb.Error as exc:
+            raise RepositoryCorrupt(f"snapshot index {path.name}: {exc}") from exc
+        if raw is None:
+            raise RepositoryCorrupt(f"snapshot index {path.name}: no metadata")
+        self.meta: dict[str, Any] = codec.unpack(raw, "snapshot metadata")
+        if int(self.meta.get("version", 0)) > INDEX_VERSION:
+            raise FormatTooNew(f"snapshot index {path.name} has a newer format")
+        self.path = path
+        self.chunk_store = chunks
+
+    def close(self) -> None:
+        """Release the memory map."""
+        self._env.close()
+
+    def __enter__(self) -> SnapshotReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def entry(self, entry_id: EntryId) -> Entry:
+        """The entry with id `entry_id`."""
+        with self._env.begin(db=self._entries, buffers=True) as txn:
+            raw = txn.get(id_key(entry_id))
+            if raw is None:
+                raise PathNotFound(f"no entry {entry_id} in {self.path.name}")
+            return decode_entry(entry_id, raw)
+
+    def root(self) -> Entry:
+        """The snapshot's root directory (its children are the parts)."""
+        return self.entry(ROOT_ID)
+
+    def lookup(self, parent_id: EntryId, name: bytes) -> EntryId | None:
+        """The id of `name` inside directory `parent_id`, if present."""
+        with self._env.begin(db=self._dirents) as txn:
+            raw = txn.get(dirent_key(parent_id, name))
+        return None if raw is None else EntryId(ID_KEY.unpack(raw)[0])
+
+    def resolve(self, path: bytes | str) -> Entry:
+        """The entry at `path` ("part/dir/file"); raises PathNotFound."""
+        if isinstance(path, str):
+            path = path.encode("utf-8", "surrogateescape")
+        current = ROOT_ID
+        for name in path.split(b"/"):
+            if not name or name == b".":
+                continue
+            found = self.lookup(current, name)
+            if found is None:
+                shown = path.decode("utf-8", "backslashreplace")
+                raise PathNotFound(f"{shown}: not in snapshot {self.meta['name']}")
+            current = found
+        return self.entry(current)
+
+    def children(
+        self, dir_id: EntryId, after: bytes | None = None
+    ) -> Iterator[tuple[bytes, EntryId]]:
+        """Names and ids in directory `dir_id`, sorted, starting after `after`."""
+        prefix = ID_KEY.pack(dir_id)
+        with self._env.begin(db=self._dirents) as txn:
+            cur = txn.cursor()
+            start = prefix + after if after is not None else prefix
+            if not cur.set_range(start):
+                return
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    return
+                name = key[len(prefix):]
+                if after is not None and name == after:
+                    continue
+                yield name, EntryId(ID_KEY.unpack(value)[0])
+
+    def extents(self, entry: Entry, offset: int = 0, size: int | None = None) -> list[Extent]:
+        """The extents of a regular file that overlap [offset, offset+size)."""
+        end = entry.size if size is None else min(entry.size, offset + size)
+        if entry.kind != Kind.REGULAR or offset >= end:
+            return []
+        if isinstance(entry.data, bytes):
+            return [Extent(0, entry.size, ChunkId(entry.data))]
+        if not entry.data:
+            return [Extent(0, entry.size, None)]
+        result: list[Extent] = []
+        with self._env.begin(db=self._extents) as txn:
+            cur = txn.cursor()
+            # The extent holding `offset` starts at or before it.
+            wanted = EXTENT_KEY.pack(entry.entry_id, offset)
+            if not cur.set_range(wanted):
+                cur.last()
+            elif cur.key() != wanted:
+                cur.prev()
+            for key, value in cur:
+                eid, _ = EXTENT_KEY.unpack(key)
+                if eid != entry.entry_id:
+                    if eid < entry.entry_id:
+                        continue
+                    break
+                ext = decode_extent(key, value)
+                if ext.offset >= end:
+                    break
+                if ext.offset + ext.length > offset:
+                    result.append(ext)
+        return result
+
+    def location(self, cid: ChunkId) -> ChunkLocation:
+        """Where chunk `cid` is stored."""
+        with self._env.begin(db=self._chunks) as txn:
+            raw = txn.get(cid)
+        if raw is None:
+            raise MissingChunk(f"chunk {cid.hex()} is not in snapshot {self.meta['name']}")
+        return decode_location(raw)
+
+    def read(self, entry: Entry, offset: int, size: int) -> bytes:
+        """`size` bytes of a regular file from `offset` (short at the end)."""
+        store = self.chunk_store
+        if store is None:
+            raise RuntimeError("snapshot opened without a chunk store")
+        end = min(entry.size, offset + size)
+        parts: list[bytes] = []
+        pos = offset
+        for ext in self.extents(entry, offset, end - offset):
+            lo = max(pos, ext.offset)
+            hi = min(end, ext.offset + ext.length)
+            if lo >= hi:
+                continue
+            if ext.chunk_id is None:
+                parts.append(bytes(hi - lo))
+            else:
+                data = store.read(ext.chunk_id, self.location(ext.chunk_id))
+                parts.append(data[lo - ext.offset : hi - ext.offset])
+            pos = hi
+        return b"".join(parts)
+
+    def chunk_ids(self) -> Iterator[tuple[ChunkId, ChunkLocation]]:
+        """Every chunk this snapshot uses, with its location."""
+        with self._env.begin(db=self._chunks) as txn:
+            for key, value in txn.cursor():
+                yield ChunkId(bytes(key)), decode_location(value)
+
+    def walk(self, top: EntryId = ROOT_ID, prefix: bytes = b"") -> Iterator[tuple[bytes, Entry]]:
+        """Every entry below `top`, depth first, with its path."""
+        for name, child_id in list(self.children(top)):
+            entry = self.entry(child_id)
+            path = prefix + name
+            yield path, entry
+            if entry.kind == Kind.DIRECTORY:
+                yield from self.walk(child_id, path + b"/")

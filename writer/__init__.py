@@ -1,0 +1,1 @@
+"""Everything that changes a repository: backups (and later prune and gc)."""

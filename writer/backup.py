@@ -1,0 +1,449 @@
+"""One backup run: walk the parts, store what is new, publish a snapshot.
+
+The main thread walks the sources and owns the staging database; worker
+threads read, chunk, hash and compress files. Commit order: every pack is
+durable, then the snapshot index is published by one rename. Until that
+rename nothing of the run is visible; a crash leaves only unreferenced packs,
+which the next run reuses through the chunk index.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from index.chunk_index import ChunkIndex
+from index.errors import SourceError
+from index.names import check_host, check_part, snapshot_name
+from index.repository import Repository, SnapshotRef
+from index.snapshot_reader import SnapshotReader
+from index.types import ROOT_ID, ChunkId, EntryId, Kind
+from writer.excludes import Excludes
+from writer.filereader import FileChanged, FileReader
+from writer.index_builder import IndexBuilder
+from writer.metadata import kind_of, read_xattrs
+from writer.packer import ChunkSink
+from writer.staging import SEP, StagedEntry, Staging
+from writer.stats import BackupStats
+
+VERSION = "0.1.0"
+_RESCAN_ROUNDS = 3
+
+
+def crash_point(name: str) -> None:
+    """Kill this process at a named point when a crash test asks for it."""
+    if os.environ.get("HISTFS_TEST_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A named source directory of a backup."""
+
+    name: str
+    path: Path
+    exclude: tuple[str, ...] = ()
+    enabled: bool = True
+
+
+@dataclass
+class BackupResult:
+    """What `run_backup` did: the snapshot (None if failed) and counts."""
+
+    snapshot: SnapshotRef | None
+    stats: BackupStats
+
+    @property
+    def exit_status(self) -> int:
+        """0 clean, 1 finished with warnings, 2 failed."""
+        if self.snapshot is None:
+            return 2
+        return 1 if self.stats.warnings else 0
+
+
+@dataclass
+class _Dir:
+    key: bytes
+    path: bytes
+    mtime_ns: int
+    prev_id: EntryId | None
+    excludes: Excludes
+
+
+@dataclass
+class _Job:
+    key: bytes
+    path: bytes
+    category: str
+    future: Future[StagedEntry | str] = field(repr=False)
+
+
+class BackupRun:
+    """The state of one backup; use `run_backup`."""
+
+    def __init__(self, repo: Repository, host: str, parts: list[Part], level: int,
+                 stats: BackupStats, threads: int) -> None:
+        self.repo = repo
+        self.host = host
+        self.parts = parts
+        self.stats = stats
+        self.chunk_index = ChunkIndex(repo.cache_dir() / "chunks.lmdb")
+        self.staging = Staging(repo.cache_dir())
+        self.sink = ChunkSink(repo.storage, self.chunk_index, repo.config.chunk_id_key,
+                              level, repo.config.pack_size, stats)
+        self.encoders = ThreadPoolExecutor(2, thread_name_prefix="encode")
+        self.readers = ThreadPoolExecutor(threads, thread_name_prefix="read")
+        self.file_reader = FileReader(self.sink, repo.config.chunker, self.encoders)
+        self.prev: SnapshotReader | None = None
+        self.jobs: deque[_Job] = deque()
+        self.max_jobs = threads * 8
+        self.dirs: list[_Dir] = []
+        self.link_owner: dict[tuple[int, int], bytes] = {}
+        self.link_count: dict[tuple[int, int], int] = {}
+        self.link_category: dict[tuple[int, int], str] = {}
+        self.vanished: dict[int, str] = {}
+        self.notes: list[str] = []
+        st = os.stat(repo.root)
+        self.repo_dev_ino = (st.st_dev, st.st_ino)
+
+    # -- walking ---------------------------------------------------------
+
+    def walk_part(self, part: Part) -> None:
+        """Stage every entry of one part."""
+        excludes = Excludes(list(part.exclude))
+        path = os.fsencode(part.path.resolve())
+        st = os.lstat(path)
+        key = part.name.encode()
+        prev_id = self.prev.lookup(ROOT_ID, key) if self.prev else None
+        self.stage_dir(key, path, st)
+        self.walk_dir(_Dir(key, path, 0, prev_id, excludes))
+
+    def stage_dir(self, key: bytes, path: bytes, st: os.stat_result) -> None:
+        entry = StagedEntry.from_stat(Kind.DIRECTORY, st)
+        entry.xattrs = read_xattrs(path)
+        self.staging.put(key, entry)
+        self.stats.add(dirs=1)
+
+    def walk_dir(self, top: _Dir) -> None:
+        """Depth-first walk below `top`, names sorted."""
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            subdirs = self.scan_dir(d, only_new=False)
+            stack.extend(reversed(subdirs))
+
+    def scan_dir(self, d: _Dir, only_new: bool) -> list[_Dir]:
+        """Visit the names in `d`; with `only_new`, those not staged yet."""
+        try:
+            d.mtime_ns = os.lstat(d.path).st_mtime_ns
+            with os.scandir(d.path) as it:
+                names = sorted(de.name for de in it)
+        except FileNotFoundError:
+            self.warn_vanished(d.path, None)
+            return []
+        except OSError as exc:
+            self.stats.warn(f"{_show(d.path)}: cannot list directory: {exc.strerror}", failed=True)
+            return []
+        if not only_new:
+            self.dirs.append(d)
+        subdirs: list[_Dir] = []
+        for name in names:
+            key = d.key + SEP + name
+            if only_new and self.staging.contains(key):
+                continue
+            sub = self.visit(key, d.path + b"/" + name, name, d)
+            if sub is not None:
+                subdirs.append(sub)
+        return subdirs
+
+    def visit(self, key: bytes, path: bytes, name: bytes, parent: _Dir) -> _Dir | None:
+        """Stage one entry; returns a directory still to be walked."""
+        if parent.excludes.excluded(path, name):
+            return None
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.warn_vanished(path, None)
+            return None
+        except OSError as exc:
+            self.stats.warn(f"{_show(path)}: {exc.strerror}", failed=True)
+            return None
+        kind = kind_of(st)
+        if kind is None:
+            what = "socket" if stat.S_ISSOCK(st.st_mode) else "unknown file type"
+            self.stats.add(skipped=1)
+            self.note(f"{_show(path)}: {what} skipped")
+            return None
+        self.vanished.pop(st.st_ino, None)
+        prev_id = None
+        if self.prev is not None and parent.prev_id is not None:
+            prev_id = self.prev.lookup(parent.prev_id, name)
+        try:
+            if kind == Kind.DIRECTORY:
+                if (st.st_dev, st.st_ino) == self.repo_dev_ino:
+                    self.note(f"{_show(path)}: the repository itself, skipped")
+                    return None
+                self.stage_dir(key, path, st)
+                return _Dir(key, path, st.st_mtime_ns, prev_id, parent.excludes)
+            if kind == Kind.REGULAR:
+                self.visit_file(key, path, st, prev_id)
+                return None
+            entry = StagedEntry.from_stat(kind, st)
+            if kind == Kind.SYMLINK:
+                entry.data = os.readlink(path)
+            entry.xattrs = read_xattrs(path)
+        except FileNotFoundError:
+            self.warn_vanished(path, st.st_ino)
+            return None
+        except OSError as exc:
+            self.stats.warn(f"{_show(path)}: {exc.strerror}", failed=True)
+            return None
+        self.staging.put(key, entry)
+        self.stats.add(other=1)
+        return None
+
+    def visit_file(self, key: bytes, path: bytes, st: os.stat_result,
+                   prev_id: EntryId | None) -> None:
+        if st.st_nlink > 1:
+            link = (st.st_dev, st.st_ino)
+            self.link_count[link] = self.link_count.get(link, 0) + 1
+            owner = self.link_owner.setdefault(link, key)
+            if owner != key:
+                entry = StagedEntry.from_stat(Kind.REGULAR, st)
+                entry.xattrs = read_xattrs(path)
+                entry.link_group, entry.link_owner = link, owner
+                self.staging.put(key, entry)
+                self.stats.add(**{self.link_category.get(link, "files_unchanged"): 1})
+                return
+        prev = self.prev.entry(prev_id) if self.prev is not None and prev_id else None
+        if prev is not None and prev.kind == Kind.REGULAR and (
+            prev.size, prev.mtime_ns, prev.ctime_ns, prev.source_ino
+        ) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+            assert self.prev is not None
+            extents = self.prev.extents(prev)
+            cids = [ChunkId(e.chunk_id) for e in extents if e.chunk_id is not None]
+            if len(self.chunk_index.get_many(cids)) == len(set(cids)):
+                entry = StagedEntry.from_stat(Kind.REGULAR, st)
+                entry.extents, entry.stored_bytes = extents, prev.stored_bytes
+                entry.xattrs = list(prev.xattrs)
+                if st.st_nlink > 1:
+                    entry.link_group = (st.st_dev, st.st_ino)
+                self.staging.put(key, entry)
+                self.stats.add(files_unchanged=1, logical_bytes=st.st_size)
+                if st.st_nlink > 1:
+                    self.link_category[(st.st_dev, st.st_ino)] = "files_unchanged"
+                return
+        category = "files_changed" if prev is not None else "files_new"
+        group = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+        if group is not None:
+            self.link_category[group] = category
+        while len(self.jobs) >= self.max_jobs:
+            self.finish_job(self.jobs.popleft())
+        fut = self.readers.submit(self.read_file, path, group)
+        self.jobs.append(_Job(key, path, category, fut))
+
+    # -- worker side -----------------------------------------------------
+
+    def read_file(self, path: bytes, group: tuple[int, int] | None) -> StagedEntry | str:
+        """Read one file in a worker thread: its entry, or "vanished" or
+        "failed" (already reported)."""
+        def on_bytes(n: int) -> None:
+            self.stats.add(bytes_read=n)
+
+        try:
+            try:
+                content = self.file_reader.read(path, on_bytes)
+            except FileChanged:
+                try:
+                    content = self.file_reader.read(path, on_bytes)
+                except FileChanged as again:
+                    content = again.content
+                    self.stats.warn(f"{_show(path)}: changed while being read; "
+                                    "stored as read")
+            entry = StagedEntry.from_stat(Kind.REGULAR, content.st)
+            entry.size = content.size
+            entry.extents = content.extents
+            entry.stored_bytes = content.stored_bytes
+            entry.xattrs = read_xattrs(path)
+        except FileNotFoundError:
+            return "vanished"
+        except OSError as exc:
+            self.stats.warn(f"{_show(path)}: {exc.strerror}", failed=True)
+            return "failed"
+        entry.link_group = group
+        return entry
+
+    def finish_job(self, job: _Job) -> None:
+        """Stage the result of a worker (main thread)."""
+        entry = job.future.result()
+        if entry == "vanished":
+            self.warn_vanished(job.path, None)
+        elif isinstance(entry, StagedEntry):
+            self.staging.put(job.key, entry)
+            self.stats.add(**{job.category: 1}, logical_bytes=entry.size)
+
+    def drain(self) -> None:
+        while self.jobs:
+            self.finish_job(self.jobs.popleft())
+
+    # -- helpers ---------------------------------------------------------
+
+    def warn_vanished(self, path: bytes, ino: int | None) -> None:
+        message = f"{_show(path)}: vanished during the backup"
+        if ino is None:
+            try:
+                ino = os.lstat(path).st_ino
+            except OSError:
+                ino = -len(self.vanished) - 1
+        self.vanished[ino] = message
+
+    def note(self, message: str) -> None:
+        """Something worth saying that is not a problem (a skipped socket)."""
+        self.notes.append(message)
+
+    def rescan_changed_dirs(self) -> None:
+        """Visit names that appeared in directories that changed meanwhile:
+        a Maildir message moved from new/ (not yet read) into cur/ (already
+        read) is found here instead of dropping out of the snapshot."""
+        for _ in range(_RESCAN_ROUNDS):
+            self.drain()
+            changed: list[_Dir] = []
+            for d in self.dirs:
+                try:
+                    st = os.lstat(d.path)
+                except OSError:
+                    continue
+                if st.st_mtime_ns != d.mtime_ns:
+                    self.stage_dir(d.key, d.path, st)
+                    self.stats.add(dirs=-1)
+                    changed.append(d)
+            if not changed:
+                return
+            for d in changed:
+                for sub in self.scan_dir(d, only_new=True):
+                    self.walk_dir(sub)
+        self.drain()
+
+
+def _show(path: bytes) -> str:
+    return path.decode("utf-8", "backslashreplace")
+
+
+def check_parts(parts: list[Part]) -> list[Part]:
+    """The enabled parts, checked: valid unique names, existing directories."""
+    seen: set[str] = set()
+    enabled = [p for p in parts if p.enabled]
+    if not enabled:
+        raise SourceError("nothing to back up: no enabled parts")
+    for part in enabled:
+        check_part(part.name)
+        if part.name in seen:
+            raise SourceError(f"part {part.name!r} is given twice")
+        seen.add(part.name)
+        if not part.path.exists():
+            raise SourceError(f"part {part.name}: {part.path} does not exist")
+        if not part.path.is_dir():
+            raise SourceError(f"part {part.name}: {part.path} is not a directory")
+    return enabled
+
+
+def run_backup(
+    repo: Repository,
+    host: str,
+    parts: list[Part],
+    level: int = 3,
+    lock_wait: float = 0.0,
+    threads: int | None = None,
+    stats: BackupStats | None = None,
+    on_start: Callable[[BackupStats], None] | None = None,
+) -> BackupResult:
+    """Back up `parts` as a new snapshot of `host`.
+
+    Problems with single files are warnings in the result; anything that
+    stops the run raises, and then nothing is published.
+    """
+    check_host(host)
+    enabled = check_parts(parts)
+    stats = stats or BackupStats()
+    started = datetime.now(UTC)
+    lock = repo.lock(f"backup-{host}", f"backup of {host}")
+    lock.acquire(wait=lock_wait)
+    try:
+        run = BackupRun(repo, host, enabled, level, stats,
+                        threads or max(2, min(8, 2 * (os.cpu_count() or 1))))
+        try:
+            if on_start is not None:
+                on_start(stats)
+            return _run(run, repo, host, enabled, started)
+        finally:
+            run.readers.shutdown(wait=True, cancel_futures=True)
+            run.encoders.shutdown(wait=True, cancel_futures=True)
+            run.sink.abort()
+            run.staging.close()
+            if run.prev is not None:
+                run.prev.close()
+            run.chunk_index.close()
+    finally:
+        lock.release()
+
+
+def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
+         started: datetime) -> BackupResult:
+    stats = run.stats
+    run.chunk_index.sync(repo.storage)
+    latest = repo.latest(host)
+    if latest is not None:
+        run.prev = repo.open_snapshot(latest)
+    for part in parts:
+        run.walk_part(part)
+    run.rescan_changed_dirs()
+    for message in run.vanished.values():
+        stats.warn(message)
+    run.sink.flush()
+    crash_point("after-packs")
+    base = snapshot_name(started)
+    name, n = base, 1
+    while repo.storage.exists(SnapshotRef(host, name).relpath):
+        n += 1
+        name = snapshot_name(started, n)
+    ref = SnapshotRef(host, name)
+    stats.finished = None
+    root_st = os.stat(repo.root)
+    root = StagedEntry.from_stat(Kind.DIRECTORY, root_st)
+    root.mode, root.uid, root.gid = 0o755, 0, 0
+    ts = int(started.timestamp() * 1e9)
+    root.mtime_ns = root.ctime_ns = root.atime_ns = ts
+    builder = IndexBuilder(repo, run.chunk_index, root, run.link_count)
+    try:
+        meta = {
+            "host": host,
+            "name": name,
+            "time": started.isoformat(),
+            "parts": [{"name": p.name, "source": str(p.path), "exclude": list(p.exclude)}
+                      for p in parts],
+            "histfs_version": VERSION,
+            "machine": os.uname().nodename,
+            "files": stats.files,
+            "directories": stats.dirs,
+            "bytes_added": stats.bytes_added,
+            "chunks_added": stats.chunks_added,
+            "warnings": len(stats.warnings),
+            "duration_seconds": round(stats.duration, 3),
+        }
+        result = builder.build(run.staging, meta)
+        for orphan in result.orphans:
+            stats.warn(f"{_show(orphan.replace(SEP, b'/'))}: parent directory missing; left out")
+        crash_point("before-publish")
+        builder.publish(ref)
+        crash_point("after-publish")
+    finally:
+        builder.close()
+    stats.finished = stats.started + stats.duration
+    return BackupResult(ref, stats)

@@ -1,0 +1,163 @@
+"""Reading one source file into chunks: small files whole, large ones by
+FastCDC, sparse files region by region so that holes are never stored."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+
+from pyfastcdc import FastCDC
+
+from index.config import ChunkerParams
+from index.types import Extent
+from writer.packer import ChunkSink
+
+# Chunks of one large file handed to the encoder threads at a time.
+_IN_FLIGHT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class FileContent:
+    """What reading a file produced."""
+
+    st: os.stat_result
+    extents: list[Extent]
+    stored_bytes: int
+    bytes_read: int
+
+    @property
+    def size(self) -> int:
+        """The length the extents describe (the file's size unless it changed)."""
+        return self.extents[-1].offset + self.extents[-1].length if self.extents else 0
+
+
+class FileChanged(Exception):
+    """The file changed while it was being read; `content` is what was read."""
+
+    def __init__(self, content: FileContent) -> None:
+        super().__init__("changed while being read")
+        self.content = content
+
+
+class _RegionReader:
+    """A `readinto` stream over [start, end) of a file descriptor."""
+
+    def __init__(self, fd: int, start: int, end: int | None) -> None:
+        self._fd = fd
+        self._pos = start
+        self._end = end
+
+    def readinto(self, buf: memoryview) -> int:
+        n = len(buf) if self._end is None else min(len(buf), self._end - self._pos)
+        if n <= 0:
+            return 0
+        got = os.preadv(self._fd, [buf[:n]], self._pos)
+        self._pos += got
+        return got
+
+
+def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) ranges holding data; the gaps between them are holes."""
+    regions: list[tuple[int, int]] = []
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        if end > start:
+            regions.append((start, end))
+        pos = end
+    return regions
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) == (
+        b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino
+    )
+
+
+class FileReader:
+    """Turns files into extents, storing new chunks in a `ChunkSink`."""
+
+    def __init__(self, sink: ChunkSink, params: ChunkerParams, encoders: Executor) -> None:
+        self._sink = sink
+        self._params = params
+        self._encoders = encoders
+
+    def _chunker(self) -> FastCDC:
+        return FastCDC(
+            self._params.avg_size,
+            min_size=self._params.min_size,
+            max_size=self._params.max_size,
+            normalized_chunking=self._params.normalized_chunking,  # type: ignore[arg-type]
+            seed=self._params.seed,
+        )
+
+    def read(self, path: bytes, on_bytes: Callable[[int], None]) -> FileContent:
+        """Read `path`; raises FileChanged if it changed meanwhile, OSError
+        if it cannot be opened or read."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
+        try:
+            fd = os.open(path, flags)
+        except PermissionError:
+            fd = os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
+        try:
+            before = os.fstat(fd)
+            extents, stored, nread = self._read_fd(fd, before, on_bytes)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        content = FileContent(before, extents, stored, nread)
+        if not _same(before, after) or nread != stored:
+            raise FileChanged(content)
+        return content
+
+    def _read_fd(
+        self, fd: int, st: os.stat_result, on_bytes: Callable[[int], None]
+    ) -> tuple[list[Extent], int, int]:
+        size = st.st_size
+        if size == 0:
+            return [], 0, 0
+        if size < self._params.min_size:
+            data = os.pread(fd, size + 1, 0)
+            on_bytes(len(data))
+            grew = len(data) > size
+            data = data[:size]
+            if not data:
+                return [], 0, int(grew)
+            cid = self._sink.chunk_id(data)
+            self._sink.store(cid, data)
+            return [Extent(0, len(data), cid)], len(data), len(data) + int(grew)
+        regions = _data_regions(fd, size) if st.st_blocks * 512 < size else [(0, size)]
+        extents: list[Extent] = []
+        pos = stored = nread = 0
+        pending: list[Future[None]] = []
+        chunker = self._chunker()
+        try:
+            for start, end in regions:
+                if start > pos:
+                    extents.append(Extent(pos, start - pos, None))
+                stream = _RegionReader(fd, start, end)
+                for chunk in chunker.cut_stream(stream):
+                    data = bytes(chunk.data)
+                    cid = self._sink.chunk_id(data)
+                    extents.append(Extent(start + chunk.offset, len(data), cid))
+                    nread += len(data)
+                    on_bytes(len(data))
+                    if len(pending) >= _IN_FLIGHT:
+                        pending.pop(0).result()
+                    pending.append(self._encoders.submit(self._sink.store, cid, data))
+                stored += end - start
+                pos = end
+            if pos < size:
+                extents.append(Extent(pos, size - pos, None))
+        finally:
+            for fut in pending:
+                fut.result()
+        # A file that grew shows up as more bytes read than its size.
+        extra = os.pread(fd, 1, size)
+        return extents, stored, nread + len(extra)

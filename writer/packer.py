@@ -1,0 +1,99 @@
+"""Storing new chunks: deduplicate, encode, append to packs, publish packs.
+
+Called from many worker threads. Encoding (zstd) runs outside the lock and
+releases the GIL; only appending to the open pack is serialised. A full pack
+is finished (fsynced, verified, renamed) and only then entered into the
+local chunk index, so the index never names a chunk that is not durable.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from index import blob
+from index.chunk_index import ChunkIndex
+from index.pack import PackWriter
+from index.storage import LocalStorage
+from index.types import ChunkId
+from writer.stats import BackupStats
+
+
+class ChunkSink:
+    """Accepts chunks for one backup; `flush` publishes the last pack."""
+
+    def __init__(
+        self,
+        storage: LocalStorage,
+        chunk_index: ChunkIndex,
+        key: bytes,
+        level: int,
+        pack_size: int,
+        stats: BackupStats,
+    ) -> None:
+        self._storage = storage
+        self._index = chunk_index
+        self._key = key
+        self._level = level
+        self._pack_size = pack_size
+        self._stats = stats
+        self._claimed: set[ChunkId] = set()
+        self._claim_lock = threading.Lock()
+        self._pack_lock = threading.Lock()
+        self._pack: PackWriter | None = None
+        self.packs_written = 0
+
+    def chunk_id(self, data: bytes | memoryview) -> ChunkId:
+        """The id `data` has in this repository."""
+        return blob.chunk_id(self._key, data)
+
+    def has(self, cid: ChunkId) -> bool:
+        """Whether the repository (or this run) already holds `cid`."""
+        with self._claim_lock:
+            if cid in self._claimed:
+                return True
+        return self._index.get(cid) is not None
+
+    def _claim(self, cid: ChunkId) -> bool:
+        with self._claim_lock:
+            if cid in self._claimed:
+                return False
+            self._claimed.add(cid)
+        return self._index.get(cid) is None
+
+    def store(self, cid: ChunkId, data: bytes | memoryview) -> None:
+        """Store `data` under `cid` unless the repository already has it."""
+        if not self._claim(cid):
+            return
+        encoded = blob.encode(cid, data, self._level)
+        full: PackWriter | None = None
+        with self._pack_lock:
+            if self._pack is None:
+                self._pack = PackWriter(self._storage)
+            self._pack.add(encoded)
+            if self._pack.size >= self._pack_size:
+                full, self._pack = self._pack, None
+        self._stats.add(bytes_added=len(encoded), chunks_added=1)
+        if full is not None:
+            self._finish(full)
+
+    def _finish(self, pack: PackWriter) -> None:
+        pack_id, rows = pack.finish()
+        self._index.add_pack(pack_id, rows)
+        with self._pack_lock:
+            self.packs_written += 1
+
+    def flush(self) -> None:
+        """Publish the pack being filled, if any."""
+        with self._pack_lock:
+            pack, self._pack = self._pack, None
+        if pack is not None and len(pack):
+            self._finish(pack)
+        elif pack is not None:
+            pack.abort()
+
+    def abort(self) -> None:
+        """Drop the unfinished pack after a failure."""
+        with self._pack_lock:
+            pack, self._pack = self._pack, None
+        if pack is not None:
+            pack.abort()

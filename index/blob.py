@@ -19,7 +19,7 @@ import threading
 import blake3
 import zstandard
 
-from index.errors import CorruptChunk
+from index.errors import CorruptChunk, FormatTooNew
 from index.types import ChunkId
 
 BLOB_HEADER = struct.Struct("<BBHII32s")
@@ -74,8 +74,10 @@ def decode(blob: bytes | memoryview, expected: ChunkId, key: bytes) -> bytes:
     if len(blob) < BLOB_HEADER.size:
         raise CorruptChunk(f"chunk {expected.hex()}: truncated blob")
     encoding, encryption, _, stored, raw_size, cid = BLOB_HEADER.unpack_from(blob)
-    if cid != expected or encryption != ENCRYPTION_NONE:
+    if cid != expected:
         raise CorruptChunk(f"chunk {expected.hex()}: blob header does not match")
+    if encryption != ENCRYPTION_NONE:
+        raise FormatTooNew(f"chunk {expected.hex()}: encryption {encryption} not supported")
     payload = memoryview(blob)[BLOB_HEADER.size : BLOB_HEADER.size + stored]
     if len(payload) != stored:
         raise CorruptChunk(f"chunk {expected.hex()}: truncated blob")

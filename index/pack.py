@@ -112,8 +112,8 @@ class PackWriter:
         assert pending is not None
         self._pending = None
         try:
-            pending.file.flush()
-            # Read back what the disk now holds before naming it.
+            pending.sync()
+            # Read the table back before the pack gets its name.
             with open(pending.tmp_path, "rb") as f:
                 written = read_table(f.fileno(), os.fstat(f.fileno()).st_size, "new pack")
             if written != self._rows:

@@ -73,9 +73,9 @@ def decode_entry(entry_id: int, raw: bytes | memoryview) -> Entry:
     rec: list[Any] = codec.unpack(raw, "entry record")
     if not isinstance(rec, list) or not rec:
         raise RepositoryCorrupt(f"entry {entry_id}: not a record")
-    if rec[0] > RECORD_VERSION:
-        raise FormatTooNew(f"entry record version {rec[0]} is newer than supported")
     try:
+        if rec[0] > RECORD_VERSION:
+            raise FormatTooNew(f"entry record version {rec[0]} is newer than supported")
         (_, parent, name, kind, mode, uid, gid, size, mtime, ctime, atime, nlink,
          rdev, inode_id, stored, data, xattrs, source_ino) = rec[:18]
         return Entry(

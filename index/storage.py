@@ -35,10 +35,14 @@ class PendingFile:
         self.tmp_path = storage.root / TMP_DIR / f".{secrets.token_hex(12)}.tmp"
         self.file: BinaryIO = open(self.tmp_path, "xb")  # noqa: SIM115 - closed in commit/abort
 
-    def commit(self, relpath: str) -> None:
-        """fsync the data, rename it to `relpath`, fsync the directory."""
+    def sync(self) -> None:
+        """Make the data written so far durable."""
         self.file.flush()
         os.fsync(self.file.fileno())
+
+    def commit(self, relpath: str) -> None:
+        """fsync the data, rename it to `relpath`, fsync the directory."""
+        self.sync()
         self.file.close()
         final = self._storage.root / relpath
         os.rename(self.tmp_path, final)

@@ -53,9 +53,9 @@ class Extent:
 class Entry:
     """Everything a snapshot knows about one path.
 
-    `data` depends on `kind`: for a regular file, None (empty or only holes
-    described by extents), a single `ChunkId` covering the whole file, or the
-    number of extents stored separately; for a symlink, its target; for a
+    `data` depends on `kind`: for a regular file, None (no content at all),
+    a single `ChunkId` covering the whole file, or the number of extents
+    stored separately (holes included); for a symlink, its target; for a
     directory, None.
     """
 

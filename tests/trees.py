@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import blake3
 import os
 import stat
 import subprocess
 from pathlib import Path
+
+import blake3
 
 from index.snapshot_reader import SnapshotReader
 from index.types import Entry, Kind

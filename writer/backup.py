@@ -30,7 +30,7 @@ from writer.filereader import FileChanged, FileReader
 from writer.index_builder import IndexBuilder
 from writer.metadata import kind_of, read_xattrs
 from writer.packer import ChunkSink
-from writer.staging import SEP, StagedEntry, Staging
+from writer.staging import SEP, StagedEntry, Staging, remove_stale_files
 from writer.stats import BackupStats
 
 VERSION = "0.1.0"
@@ -376,6 +376,7 @@ def run_backup(
     lock = repo.lock(f"backup-{host}", f"backup of {host}")
     lock.acquire(wait=lock_wait)
     try:
+        remove_stale_files(repo.cache_dir())
         run = BackupRun(repo, host, enabled, level, stats,
                         threads or max(2, min(8, 2 * (os.cpu_count() or 1))))
         try:
@@ -417,7 +418,7 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
     stats.finished = None
     root_st = os.stat(repo.root)
     root = StagedEntry.from_stat(Kind.DIRECTORY, root_st)
-    root.mode, root.uid, root.gid = 0o755, 0, 0
+    root.mode, root.uid, root.gid, root.source_ino = 0o755, 0, 0, 0
     ts = int(started.timestamp() * 1e9)
     root.mtime_ns = root.ctime_ns = root.atime_ns = ts
     builder = IndexBuilder(repo, run.chunk_index, root, run.link_count)
@@ -440,6 +441,9 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
         result = builder.build(run.staging, meta)
         for orphan in result.orphans:
             stats.warn(f"{_show(orphan.replace(SEP, b'/'))}: parent directory missing; left out")
+        for link in result.unreadable_links:
+            stats.warn(f"{_show(link.replace(SEP, b'/'))}: hard link to a file that could "
+                       "not be read; left out", failed=True)
         crash_point("before-publish")
         builder.publish(ref)
         crash_point("after-publish")

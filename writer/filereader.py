@@ -74,6 +74,19 @@ def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
     return regions
 
 
+def _without_gaps(extents: list[Extent]) -> list[Extent]:
+    """Extents that cover [0, end) without gaps: a region that came back
+    short (the file shrank while read) leaves a gap, shown as a hole."""
+    result: list[Extent] = []
+    pos = 0
+    for ext in extents:
+        if ext.offset > pos:
+            result.append(Extent(pos, ext.offset - pos, None))
+        result.append(ext)
+        pos = ext.offset + ext.length
+    return result
+
+
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) == (
         b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino
@@ -111,7 +124,7 @@ class FileReader:
             after = os.fstat(fd)
         finally:
             os.close(fd)
-        content = FileContent(before, extents, stored, nread)
+        content = FileContent(before, _without_gaps(extents), stored, nread)
         if not _same(before, after) or nread != stored:
             raise FileChanged(content)
         return content

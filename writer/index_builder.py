@@ -62,6 +62,7 @@ class BuildResult:
     chunks: int = 0
     logical_bytes: int = 0
     orphans: list[bytes] = field(default_factory=list)
+    unreadable_links: list[bytes] = field(default_factory=list)
 
 
 def _entry(eid: EntryId, d: _OpenDir | None, parent: EntryId, name: bytes,
@@ -119,6 +120,15 @@ class IndexBuilder:
                     result.orphans.append(key)
                     continue
                 s = StagedEntry.decode(raw)
+                if s.link_owner is not None:
+                    owner = staging_get(src, s.link_owner)
+                    if owner is None:
+                        # The path it shares content with could not be
+                        # read: this link has no content to show either.
+                        result.unreadable_links.append(key)
+                        continue
+                    s.size, s.stored_bytes, s.extents = (
+                        owner.size, owner.stored_bytes, owner.extents)
                 eid = EntryId(next_id)
                 next_id += 1
                 name = comps[-1]
@@ -132,11 +142,6 @@ class IndexBuilder:
                 if s.link_group is not None:
                     nlink = self._link_counts.get(s.link_group, 1)
                     inode_id = link_first.setdefault(s.link_group, eid)
-                    if s.link_owner is not None:
-                        owner = staging_get(src, s.link_owner)
-                        if owner is not None:
-                            s.size, s.stored_bytes, s.extents = (
-                                owner.size, owner.stored_bytes, owner.extents)
                 data: bytes | int | None = None
                 if s.kind == Kind.SYMLINK:
                     data = s.data

@@ -37,7 +37,7 @@ def read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:
             return []
         raise
     result: list[tuple[bytes, bytes]] = []
-    for name in sorted(names):
+    for name in sorted(names, key=os.fsencode):
         try:
             value = os.getxattr(path, name, follow_symlinks=False)
         except OSError as exc:

@@ -81,6 +81,29 @@ class StagedEntry:
         )
 
 
+def remove_stale_files(cache_dir: Path) -> int:
+    """Delete staging and index builds left by processes that died.
+
+    Their names carry the pid of the process that made them.
+    """
+    removed = 0
+    for path in cache_dir.glob("*-*-*.lmdb*"):
+        prefix, _, rest = path.name.partition("-")
+        pid = rest.partition("-")[0]
+        if prefix not in ("staging", "index") or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 class Staging:
     """A temporary LMDB in the local cache, deleted when closed."""
 

@@ -10,7 +10,6 @@ which the next run reuses through the chunk index.
 from __future__ import annotations
 
 import os
-import signal
 import stat
 from collections import deque
 from collections.abc import Callable
@@ -32,15 +31,10 @@ from writer.metadata import kind_of, read_xattrs
 from writer.packer import ChunkSink
 from writer.staging import SEP, StagedEntry, Staging, remove_stale_files
 from writer.stats import BackupStats
+from writer.testpoints import crash_point
 
 VERSION = "0.1.0"
 _RESCAN_ROUNDS = 3
-
-
-def crash_point(name: str) -> None:
-    """Kill this process at a named point when a crash test asks for it."""
-    if os.environ.get("HISTFS_TEST_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from index.pack import PackWriter
 from index.storage import LocalStorage
 from index.types import ChunkId
 from writer.stats import BackupStats
+from writer.testpoints import crash_point
 
 
 class ChunkSink:
@@ -78,6 +79,7 @@ class ChunkSink:
 
     def _finish(self, pack: PackWriter) -> None:
         pack_id, rows = pack.finish()
+        crash_point("pack-published")
         self._index.add_pack(pack_id, rows)
         with self._pack_lock:
             self.packs_written += 1

@@ -75,13 +75,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
         "exit_status": result.exit_status,
         **stats.as_dict(),
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return result.exit_status
     for w in stats.warnings[:50]:
         print(f"histfs: warning: {w}", file=sys.stderr)
     if len(stats.warnings) > 50:
         print(f"histfs: warning: … and {len(stats.warnings) - 50} more", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return result.exit_status
     if args.quiet:
         return result.exit_status
     d = stats.duration

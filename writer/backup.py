@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +35,10 @@ from writer.stats import BackupStats
 from writer.testpoints import crash_point
 
 VERSION = "0.1.0"
-_RESCAN_ROUNDS = 3
+_RESCAN_ROUNDS = 10
+# File systems stamp mtimes from a coarse clock (one tick is 1-10 ms): a
+# directory changed in the tick in which it was listed keeps its mtime.
+_RACY_NS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,16 @@ class _Dir:
     mtime_ns: int
     prev_id: EntryId | None
     excludes: Excludes
+    racy: bool = False
+    """Modified so shortly before it was listed that a later change could
+    leave its mtime unchanged (timestamps come from a coarse clock)."""
 
 
 @dataclass
 class _Job:
     key: bytes
     path: bytes
+    ino: int
     category: str
     future: Future[StagedEntry | str] = field(repr=False)
 
@@ -103,6 +111,10 @@ class BackupRun:
         self.link_count: dict[tuple[int, int], int] = {}
         self.link_category: dict[tuple[int, int], str] = {}
         self.vanished: dict[int, str] = {}
+        self.gone: dict[int, bytes] = {}
+        self.failed: set[bytes] = set()
+        self.rescanned: dict[int, bytes] = {}
+        self.rescanning = False
         self.notes: list[str] = []
         st = os.stat(repo.root)
         self.repo_dev_ino = (st.st_dev, st.st_ino)
@@ -137,20 +149,24 @@ class BackupRun:
         """Visit the names in `d`; with `only_new`, those not staged yet."""
         try:
             d.mtime_ns = os.lstat(d.path).st_mtime_ns
+            d.racy = time.time_ns() - d.mtime_ns < _RACY_NS
             with os.scandir(d.path) as it:
                 names = sorted(de.name for de in it)
         except FileNotFoundError:
             self.warn_vanished(d.path, None)
             return []
         except OSError as exc:
-            self.stats.warn(f"{_show(d.path)}: cannot list directory: {exc.strerror}", failed=True)
+            if d.key not in self.failed:
+                self.failed.add(d.key)
+                self.stats.warn(f"{_show(d.path)}: cannot list directory: {exc.strerror}",
+                                failed=True)
             return []
         if not only_new:
             self.dirs.append(d)
         subdirs: list[_Dir] = []
         for name in names:
             key = d.key + SEP + name
-            if only_new and self.staging.contains(key):
+            if only_new and (key in self.failed or self.staging.contains(key)):
                 continue
             sub = self.visit(key, d.path + b"/" + name, name, d)
             if sub is not None:
@@ -168,6 +184,7 @@ class BackupRun:
             return None
         except OSError as exc:
             self.stats.warn(f"{_show(path)}: {exc.strerror}", failed=True)
+            self.failed.add(key)
             return None
         kind = kind_of(st)
         if kind is None:
@@ -176,6 +193,12 @@ class BackupRun:
             self.note(f"{_show(path)}: {what} skipped")
             return None
         self.vanished.pop(st.st_ino, None)
+        if self.rescanning and kind != Kind.DIRECTORY:
+            moved_from = self.gone.pop(st.st_ino, None)
+            if moved_from is not None:
+                # Staged under its old name, now found under a new one: keep one.
+                self.staging.delete(moved_from)
+            self.rescanned[st.st_ino] = key
         prev_id = None
         if self.prev is not None and parent.prev_id is not None:
             prev_id = self.prev.lookup(parent.prev_id, name)
@@ -198,6 +221,7 @@ class BackupRun:
             return None
         except OSError as exc:
             self.stats.warn(f"{_show(path)}: {exc.strerror}", failed=True)
+            self.failed.add(key)
             return None
         self.staging.put(key, entry)
         self.stats.add(other=1)
@@ -241,7 +265,7 @@ class BackupRun:
         while len(self.jobs) >= self.max_jobs:
             self.finish_job(self.jobs.popleft())
         fut = self.readers.submit(self.read_file, path, group)
-        self.jobs.append(_Job(key, path, category, fut))
+        self.jobs.append(_Job(key, path, st.st_ino, category, fut))
 
     # -- worker side -----------------------------------------------------
 
@@ -278,7 +302,9 @@ class BackupRun:
         """Stage the result of a worker (main thread)."""
         entry = job.future.result()
         if entry == "vanished":
-            self.warn_vanished(job.path, None)
+            self.warn_vanished(job.path, job.ino)
+        elif entry == "failed":
+            self.failed.add(job.key)
         elif isinstance(entry, StagedEntry):
             self.staging.put(job.key, entry)
             self.stats.add(**{job.category: 1}, logical_bytes=entry.size)
@@ -290,36 +316,54 @@ class BackupRun:
     # -- helpers ---------------------------------------------------------
 
     def warn_vanished(self, path: bytes, ino: int | None) -> None:
+        """Report a file that disappeared, unless it turns up under another
+        name (same inode) before the backup ends: then it was only moved."""
         message = f"{_show(path)}: vanished during the backup"
-        if ino is None:
-            try:
-                ino = os.lstat(path).st_ino
-            except OSError:
-                ino = -len(self.vanished) - 1
-        self.vanished[ino] = message
+        self.vanished[ino if ino is not None else -len(self.vanished) - 1] = message
 
     def note(self, message: str) -> None:
         """Something worth saying that is not a problem (a skipped socket)."""
         self.notes.append(message)
 
+    def find_gone(self, d: _Dir) -> None:
+        """Remember staged files of `d` that are no longer there, by inode,
+        so that a rescan finding them under a new name drops the old one."""
+        try:
+            present = set(os.listdir(d.path))
+        except OSError:
+            return
+        prefix = d.key + SEP
+        for key, entry in self.staging.children(prefix):
+            if entry.kind != Kind.DIRECTORY and key[len(prefix):] not in present:
+                if self.rescanned.get(entry.source_ino, key) != key:
+                    self.staging.delete(key)
+                else:
+                    self.gone[entry.source_ino] = key
+
     def rescan_changed_dirs(self) -> None:
         """Visit names that appeared in directories that changed meanwhile:
         a Maildir message moved from new/ (not yet read) into cur/ (already
         read) is found here instead of dropping out of the snapshot."""
-        for _ in range(_RESCAN_ROUNDS):
+        self.rescanning = True
+        for round_no in range(_RESCAN_ROUNDS + 1):
             self.drain()
+            if any(d.racy for d in self.dirs):
+                # Past the tick: from now on any change moves the mtime.
+                time.sleep(_RACY_NS / 1e9)
             changed: list[_Dir] = []
             for d in self.dirs:
                 try:
                     st = os.lstat(d.path)
                 except OSError:
                     continue
-                if st.st_mtime_ns != d.mtime_ns:
+                if st.st_mtime_ns != d.mtime_ns or d.racy:
                     self.stage_dir(d.key, d.path, st)
                     self.stats.add(dirs=-1)
                     changed.append(d)
-            if not changed:
-                return
+            for d in changed:
+                self.find_gone(d)
+            if not changed or round_no == _RESCAN_ROUNDS:
+                break
             for d in changed:
                 for sub in self.scan_dir(d, only_new=True):
                     self.walk_dir(sub)

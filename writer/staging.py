@@ -132,6 +132,27 @@ class Staging:
             raw = txn.get(key)
         return None if raw is None else StagedEntry.decode(raw)
 
+    def delete(self, key: bytes) -> None:
+        """Forget the record of `key` (writer thread only)."""
+        if self._txn is None:
+            self._txn = self._env.begin(write=True)
+        self._txn.delete(key)
+
+    def children(self, prefix: bytes) -> list[tuple[bytes, StagedEntry]]:
+        """Staged records directly below `prefix` (a key followed by SEP)."""
+        self.commit()
+        found: list[tuple[bytes, StagedEntry]] = []
+        with self._env.begin() as txn:
+            cur = txn.cursor()
+            if not cur.set_range(prefix):
+                return found
+            for key, raw in cur:
+                if not key.startswith(prefix):
+                    break
+                if SEP not in key[len(prefix):]:
+                    found.append((bytes(key), StagedEntry.decode(raw)))
+        return found
+
     def contains(self, key: bytes) -> bool:
         """Whether `key` is staged."""
         self.commit()

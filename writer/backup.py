@@ -9,6 +9,7 @@ which the next run reuses through the chunk index.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -151,7 +152,9 @@ class BackupRun:
             d.mtime_ns = os.lstat(d.path).st_mtime_ns
             d.racy = time.time_ns() - d.mtime_ns < _RACY_NS
             with os.scandir(d.path) as it:
-                names = sorted(de.name for de in it)
+                # d_ino comes with the listing: it lets a file that vanishes
+                # before its lstat be recognised if it turns up elsewhere.
+                listing = sorted((de.name, de.inode()) for de in it)
         except FileNotFoundError:
             self.warn_vanished(d.path, None)
             return []
@@ -161,26 +164,29 @@ class BackupRun:
                 self.stats.warn(f"{_show(d.path)}: cannot list directory: {exc.strerror}",
                                 failed=True)
             return []
-        if not only_new:
+        if only_new:
+            self.find_gone(d, {name for name, _ in listing})
+        else:
             self.dirs.append(d)
         subdirs: list[_Dir] = []
-        for name in names:
+        for name, ino in listing:
             key = d.key + SEP + name
             if only_new and (key in self.failed or self.staging.contains(key)):
                 continue
-            sub = self.visit(key, d.path + b"/" + name, name, d)
+            sub = self.visit(key, d.path + b"/" + name, name, ino, d)
             if sub is not None:
                 subdirs.append(sub)
         return subdirs
 
-    def visit(self, key: bytes, path: bytes, name: bytes, parent: _Dir) -> _Dir | None:
+    def visit(self, key: bytes, path: bytes, name: bytes, ino: int,
+              parent: _Dir) -> _Dir | None:
         """Stage one entry; returns a directory still to be walked."""
         if parent.excludes.excluded(path, name):
             return None
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            self.warn_vanished(path, None)
+            self.warn_vanished(path, ino)
             return None
         except OSError as exc:
             self.stats.warn(f"{_show(path)}: {exc.strerror}", failed=True)
@@ -325,13 +331,10 @@ class BackupRun:
         """Something worth saying that is not a problem (a skipped socket)."""
         self.notes.append(message)
 
-    def find_gone(self, d: _Dir) -> None:
-        """Remember staged files of `d` that are no longer there, by inode,
-        so that a rescan finding them under a new name drops the old one."""
-        try:
-            present = set(os.listdir(d.path))
-        except OSError:
-            return
+    def find_gone(self, d: _Dir, present: set[bytes]) -> None:
+        """Remember staged files of `d` that are no longer `present`, by
+        inode, so that a rescan finding them under a new name drops the old
+        one (or drop them now if that already happened)."""
         prefix = d.key + SEP
         for key, entry in self.staging.children(prefix):
             if entry.kind != Kind.DIRECTORY and key[len(prefix):] not in present:
@@ -360,9 +363,12 @@ class BackupRun:
                     self.stage_dir(d.key, d.path, st)
                     self.stats.add(dirs=-1)
                     changed.append(d)
-            for d in changed:
-                self.find_gone(d)
-            if not changed or round_no == _RESCAN_ROUNDS:
+            if not changed:
+                break
+            if round_no == _RESCAN_ROUNDS:
+                for d in changed:
+                    with contextlib.suppress(OSError):
+                        self.find_gone(d, set(os.listdir(d.path)))
                 break
             for d in changed:
                 for sub in self.scan_dir(d, only_new=True):

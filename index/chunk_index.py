@@ -78,6 +78,7 @@ class ChunkIndex:
         known = self.known_packs()
         added = present - known
         gone = known - present
+        indexed = 0
         for pack_id in sorted(added):
             try:
                 rows = read_pack_table(storage.path(pack_relpath(pack_id)))
@@ -86,6 +87,7 @@ class ChunkIndex:
                 # chunks are stored again; `check` reports the damage.
                 continue
             self.add_pack(pack_id, rows)
+            indexed += 1
         if gone:
             with self._env.begin(write=True) as txn:
                 cur = txn.cursor(db=self._chunks)
@@ -94,4 +96,4 @@ class ChunkIndex:
                         txn.delete(key, db=self._chunks)
                 for pack_id in gone:
                     txn.delete(pack_id, db=self._packs)
-        return len(added), len(gone)
+        return indexed, len(gone)

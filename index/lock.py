@@ -80,6 +80,7 @@ class RepositoryLock:
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "purpose": self._purpose,
         }).encode()
+        self.path.parent.mkdir(exist_ok=True)
         while True:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

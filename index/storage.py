@@ -33,7 +33,12 @@ class PendingFile:
     def __init__(self, storage: LocalStorage) -> None:
         self._storage = storage
         self.tmp_path = storage.root / TMP_DIR / f".{secrets.token_hex(12)}.tmp"
-        self.file: BinaryIO = open(self.tmp_path, "xb")  # noqa: SIM115 - closed in commit/abort
+        try:
+            self.file: BinaryIO = open(self.tmp_path, "xb")  # noqa: SIM115 - closed in commit/abort
+        except FileNotFoundError:
+            # Empty directories do not survive every copy of a repository.
+            self.tmp_path.parent.mkdir(exist_ok=True)
+            self.file = open(self.tmp_path, "xb")  # noqa: SIM115
 
     def sync(self) -> None:
         """Make the data written so far durable."""
@@ -45,7 +50,12 @@ class PendingFile:
         self.sync()
         self.file.close()
         final = self._storage.root / relpath
-        os.rename(self.tmp_path, final)
+        try:
+            os.rename(self.tmp_path, final)
+        except FileNotFoundError:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(final.parent.parent)
+            os.rename(self.tmp_path, final)
         fsync_dir(final.parent)
 
     def abort(self) -> None:

@@ -66,7 +66,7 @@ def test_two_real_backups_at_once(repo: Repository, tmp_path: Path) -> None:
            "--json", f"d={src}"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
-    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
     codes = sorted(r[2] for r in results)
     assert codes == [0, 2], results
     loser = next(r for r in results if r[2] == 2)

@@ -1,0 +1,60 @@
+"""Repositories written by earlier releases still read, and can be extended."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from index.repository import Repository
+from tests.trees import snapshot_state
+from writer.backup import Part, run_backup
+
+DATA = Path(__file__).parent / "data"
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        return bytes.fromhex(value["hex"])
+    if isinstance(value, list):
+        return tuple(_decode(v) for v in value)
+    return value
+
+
+def _expected(name: str) -> dict[bytes, tuple[object, ...]]:
+    doc = json.loads((DATA / f"{name}.json").read_text())
+    return {
+        snap: {bytes.fromhex(k): _decode(v) for k, v in state.items()}
+        for snap, state in doc["snapshots"].items()
+    }
+
+
+def test_format_1_repository_reads_exactly() -> None:
+    expected = _expected("repo-v1")
+    repo = Repository.open(DATA / "repo-v1")
+    refs = repo.snapshots()
+    assert [(r.host, r.name) for r in refs] == [
+        ("mx1", "2026-11-22T010916Z"), ("mx2", "2026-11-22T010918Z")]
+    for ref in refs:
+        with repo.open_snapshot(ref) as snap:
+            assert snapshot_state(snap, "data") == expected[ref.name]
+            assert snap.meta["host"] == ref.host and snap.meta["name"] == ref.name
+    repo.close()
+
+
+def test_format_1_repository_takes_new_backups(tmp_path: Path) -> None:
+    # git keeps no empty directories: the copy lacks tmp/, locks/ and most of
+    # packs/, as a repository restored from some archive formats would.
+    shutil.copytree(DATA / "repo-v1", tmp_path / "repo")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "new").write_text("a new file")
+    repo = Repository.open(tmp_path / "repo")
+    result = run_backup(repo, "mx1", [Part("data", src)])
+    assert result.exit_status == 0
+    assert len(repo.snapshots("mx1")) == 2
+    with repo.open_snapshot(repo.snapshots("mx1")[-1]) as snap:
+        e = snap.resolve("data/new")
+        assert snap.read(e, 0, 100) == b"a new file"
+    repo.close()

@@ -130,6 +130,25 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_mount(args: argparse.Namespace) -> int:
+    """`histfs mount`."""
+    from fusefs.mount import MountOptions, mount
+
+    return mount(MountOptions(
+        repo=_repo_path(args), mountpoint=Path(args.mountpoint), host=args.host,
+        allow_other=args.allow_other, last_symlink=args.last_symlink, debug=args.debug,
+        foreground=args.foreground, log_file=Path(args.log_file) if args.log_file else None,
+        pid_file=Path(args.pid_file) if args.pid_file else None,
+    ))
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    """`histfs umount`."""
+    from fusefs.mount import umount
+
+    return umount(Path(args.mountpoint), lazy=args.lazy)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -162,6 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="only this host")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_snapshots)
+
+    p = sub.add_parser("mount", help="mount the repository read-only")
+    p.add_argument("mountpoint", help="an empty directory")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    p.add_argument("--host", help="show only this host, its snapshots at the root")
+    p.add_argument("--foreground", action="store_true",
+                   help="stay attached and log to stderr; Ctrl-C unmounts")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let other users in (permissions are checked against stored owners)")
+    p.add_argument("--last-symlink", action="store_true",
+                   help="show last as a symbolic link instead of a directory")
+    p.add_argument("--debug", action="store_true", help="log every request")
+    p.add_argument("--log-file", help="log here instead of syslog or stderr")
+    p.add_argument("--pid-file", help="write the daemon's pid here")
+    p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("umount", help="unmount a histfs mount")
+    p.add_argument("mountpoint")
+    p.add_argument("--lazy", action="store_true", help="detach now even if busy")
+    p.set_defaults(func=cmd_umount)
     return parser
 
 

@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,74 @@ def backup_json(repo_path: Path, *parts: str, host: str = "mx1", check: int = 0,
                   *extra, *parts, check=check)
     summary: dict[str, object] = json.loads(proc.stdout)
     return summary
+
+
+class Mount:
+    """A histfs mount run in the foreground by a test; see `mount_repo`."""
+
+    def __init__(self, repo: Path, mountpoint: Path, *options: str) -> None:
+        self.repo = repo
+        self.path = mountpoint
+        self.options = options
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = mountpoint.parent / f"{mountpoint.name}.log"
+
+    def start(self) -> Mount:
+        self.path.mkdir(exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "histfs", "mount", "--foreground", "--repo",
+                 str(self.repo), *self.options, str(self.path)],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(self.path):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mount exited: {self.log.read_text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("mount did not come up")
+            time.sleep(0.05)
+        os.stat(self.path)
+        return self
+
+    def stop(self) -> None:
+        """Unmount (lazily if need be) and reap the daemon."""
+        unmount(self.path)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+def unmount(path: Path) -> None:
+    """fusermount3 -u, falling back to a lazy unmount; quiet if not mounted."""
+    if not os.path.ismount(path) and not _is_dead_mount(path):
+        return
+    if subprocess.run(["fusermount3", "-u", str(path)], capture_output=True).returncode:
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _is_dead_mount(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError:
+        return True
+    return False
+
+
+@pytest.fixture
+def mount_repo(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
+    """`mount_repo(repo_path, *options)` mounts; every mount is undone at teardown."""
+    mounts: list[Mount] = []
+
+    def start(repo: Path, *options: str, name: str = "mnt") -> Mount:
+        m = Mount(repo, tmp_path / name, *options).start()
+        mounts.append(m)
+        return m
+
+    yield start
+    for m in mounts:
+        m.stop()

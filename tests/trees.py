@@ -20,8 +20,9 @@ FUTURE_NS = 4_102_444_800_987_654_321
 ODD_NS = 1_700_000_000_000_000_001
 
 
-def make_awkward_tree(root: Path) -> None:
-    """Every kind of file and metadata a backup must keep."""
+def make_awkward_tree(root: Path, huge: bool = True) -> None:
+    """Every kind of file and metadata a backup must keep (`huge`: with a
+    5 GiB sparse file, which tools copying out of a mount read whole)."""
     root.mkdir(parents=True)
     r = os.fsencode(root)
     (root / "plain.txt").write_bytes(b"hello\n")
@@ -74,11 +75,12 @@ def make_awkward_tree(root: Path) -> None:
         f.write(os.urandom(300_000))
         f.seek(8 * 1024 * 1024)
         f.write(b"after the hole")
-    with open(root / "huge", "wb") as f:
-        f.write(b"start")
-        f.seek(5 * GIB)
-        f.write(os.urandom(1_000_000))
-        f.truncate(5 * GIB + 2_000_000)
+    if huge:
+        with open(root / "huge", "wb") as f:
+            f.write(b"start")
+            f.seek(5 * GIB)
+            f.write(os.urandom(1_000_000))
+            f.truncate(5 * GIB + 2_000_000)
     # A file large enough for several content-defined chunks.
     (root / "large.bin").write_bytes(os.urandom(9 * 1024 * 1024))
     # Directory metadata too.

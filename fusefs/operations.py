@@ -1,0 +1,206 @@
+"""The pyfuse3 adapter: translates requests to `Vfs` calls, types and errors.
+
+Metadata requests are answered on the event loop (each is a few LMDB
+lookups); reads plan their chunks on the loop and decode them in worker
+threads, at most `READ_THREADS` at once, so a slow chunk never stalls
+lookups and concurrent readers do not wait for each other.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from fusefs.vfs import Attr, FsError, OpenFile, Piece, Vfs
+from index.errors import HistfsError, PathNotFound, RepositoryCorrupt, SnapshotNotFound
+
+log = logging.getLogger("histfs.mount")
+READ_THREADS = 4
+T = TypeVar("T")
+
+
+def _errno_of(exc: BaseException) -> int:
+    if isinstance(exc, FsError):
+        return exc.errno
+    if isinstance(exc, PathNotFound | SnapshotNotFound | FileNotFoundError):
+        return errno.ENOENT
+    return errno.EIO
+
+
+def _entry_attributes(a: Attr) -> pyfuse3.EntryAttributes:
+    ea = pyfuse3.EntryAttributes()
+    ea.st_ino = a.ino
+    ea.generation = 0
+    ea.entry_timeout = a.timeout
+    ea.attr_timeout = a.timeout
+    ea.st_mode = a.mode
+    ea.st_nlink = a.nlink
+    ea.st_uid = a.uid
+    ea.st_gid = a.gid
+    ea.st_rdev = a.rdev
+    ea.st_size = a.size
+    ea.st_blksize = 128 * 1024
+    ea.st_blocks = a.blocks
+    ea.st_atime_ns = a.atime_ns
+    ea.st_mtime_ns = a.mtime_ns
+    ea.st_ctime_ns = a.ctime_ns
+    return ea
+
+
+class Operations(pyfuse3.Operations):
+    """Read-only request handlers over a `Vfs`."""
+
+    enable_writeback_cache = False
+
+    def __init__(self, vfs: Vfs, debug: bool = False) -> None:
+        super().__init__()
+        self.vfs = vfs
+        self.debug = debug
+        self._files: dict[int, OpenFile] = {}
+        self._fh = itertools.count(1)
+        self._limiter = trio.CapacityLimiter(READ_THREADS)
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self._last_read: dict[int, int] = {}
+
+    def _sync(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except FsError as exc:
+            if self.debug:
+                log.debug("%s%r -> %s", what, args, os.strerror(exc.errno))
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except HistfsError as exc:
+            if isinstance(exc, RepositoryCorrupt):
+                log.error("%s%r: %s", what, args, exc)
+            raise pyfuse3.FUSEError(_errno_of(exc)) from None
+        except Exception:
+            log.exception("unexpected error in %s%r", what, args)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
+        return _entry_attributes(self._sync("lookup", self.vfs.lookup, parent_inode, name))
+
+    async def getattr(self, inode: int, ctx: Any = None) -> Any:
+        return _entry_attributes(self._sync("getattr", self.vfs.getattr, inode))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self.vfs.forget(inode, count)
+
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        return self._sync("readlink", self.vfs.readlink, inode)
+
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        attr = self._sync("opendir", self.vfs.getattr, inode)
+        if not attr.mode & 0o040000:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        def entries() -> list[tuple[bytes, Attr, int]]:
+            out = []
+            for item in self.vfs.readdir(fh, start_id):
+                out.append(item)
+                if len(out) >= 256:
+                    break
+            return out
+
+        batch = self._sync("readdir", entries)
+        for name, attr, next_id in batch:
+            if not pyfuse3.readdir_reply(token, name, _entry_attributes(attr), next_id):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> Any:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        f = self._sync("open", self.vfs.open, inode)
+        fh = next(self._fh)
+        self._files[fh] = f
+        return pyfuse3.FileInfo(fh=fh, keep_cache=f.keep_cache, direct_io=False)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        f = self._files.get(fh)
+        if f is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        pieces = self._sync("read", self.vfs.read_pieces, f, off, size)
+        try:
+            data = await trio.to_thread.run_sync(self.vfs.read, pieces, limiter=self._limiter)
+        except RepositoryCorrupt as exc:
+            log.error("read of %s/%s/%s: %s", f.ref.host, f.ref.name,
+                      f.path.decode("utf-8", "backslashreplace"), exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error reading %s", f.path)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        if self._last_read.get(fh) == off:
+            self._read_ahead(f, off + len(data))
+        self._last_read[fh] = off + len(data)
+        return data
+
+    def _read_ahead(self, f: OpenFile, offset: int) -> None:
+        """Sequential reader: decode the next chunk on the other core now."""
+        try:
+            pieces = self.vfs.read_pieces(f, offset, 1)
+        except Exception:  # the real read will report it
+            return
+        chunks: list[Piece] = [p for p in pieces if p.chunk is not None]
+        if chunks:
+            self._prefetch.submit(self._warm, chunks)
+
+    def _warm(self, pieces: list[Piece]) -> None:
+        try:
+            for p in pieces:
+                assert p.chunk is not None
+                self.vfs.repo.chunk_store.read(*p.chunk)
+        except Exception:  # a read-ahead failure is reported by the read itself
+            return
+
+    async def release(self, fh: int) -> None:
+        self._files.pop(fh, None)
+        self._last_read.pop(fh, None)
+
+    async def statfs(self, ctx: Any = None) -> Any:
+        st = self._sync("statfs", self.vfs.statfs)
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = st.f_bsize
+        out.f_frsize = st.f_frsize
+        out.f_blocks = st.f_blocks
+        out.f_bfree = 0
+        out.f_bavail = 0
+        out.f_files = st.f_files
+        out.f_ffree = 0
+        out.f_favail = 0
+        out.f_namemax = 255
+        return out
+
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        try:
+            return self._sync("getxattr", self.vfs.getxattr, inode, name)
+        except pyfuse3.FUSEError as exc:
+            if exc.errno == errno.ENODATA:
+                raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+            raise
+
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        return self._sync("listxattr", self.vfs.listxattr, inode)
+
+    async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
+        if mode & os.W_OK:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return True
+
+    def close(self) -> None:
+        """Stop the read-ahead thread."""
+        self._prefetch.shutdown(wait=True, cancel_futures=True)
+

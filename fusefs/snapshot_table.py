@@ -1,0 +1,94 @@
+"""Which snapshots exist, refreshed at most every few seconds, and the
+readers of those in use (a bounded number of open LMDB files)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from fusefs.inodes import next_key, snapshot_key
+from index.repository import Repository, SnapshotRef
+from index.snapshot_reader import SnapshotReader
+
+
+@dataclass
+class Listing:
+    """One reading of the repository's snapshot list."""
+
+    hosts: list[str]
+    by_host: dict[str, list[SnapshotRef]]
+    keys: dict[SnapshotRef, int]
+    refs: dict[int, SnapshotRef]
+    taken: float = field(default_factory=time.monotonic)
+
+    def latest(self, host: str) -> SnapshotRef | None:
+        """The newest snapshot of `host`."""
+        refs = self.by_host.get(host)
+        return refs[-1] if refs else None
+
+
+class SnapshotTable:
+    """The snapshot list and open snapshot indexes of one mount."""
+
+    def __init__(self, repo: Repository, host: str | None, ttl: float = 2.0,
+                 max_open: int = 32) -> None:
+        self._repo = repo
+        self._host = host
+        self._ttl = ttl
+        self._max_open = max_open
+        self._lock = threading.Lock()
+        self._open: OrderedDict[SnapshotRef, SnapshotReader] = OrderedDict()
+        self._listing = self._read()
+
+    def _read(self) -> Listing:
+        refs = self._repo.snapshots(self._host)
+        by_host: dict[str, list[SnapshotRef]] = {}
+        for ref in refs:
+            by_host.setdefault(ref.host, []).append(ref)
+        keys: dict[SnapshotRef, int] = {}
+        taken: dict[int, SnapshotRef] = {}
+        for ref in sorted(refs):
+            key = snapshot_key(ref.host, ref.name)
+            while key in taken:
+                key = next_key(key)
+            keys[ref] = key
+            taken[key] = ref
+        hosts = [self._host] if self._host else sorted(by_host)
+        return Listing(hosts, by_host, keys, taken)
+
+    def listing(self, fresh: bool = False) -> Listing:
+        """The current listing, re-read when older than the TTL (or `fresh`)."""
+        current = self._listing
+        if fresh or time.monotonic() - current.taken > self._ttl:
+            current = self._listing = self._read()
+        return current
+
+    def reader(self, ref: SnapshotRef) -> SnapshotReader:
+        """An open reader of `ref` (opened on demand, least used closed)."""
+        with self._lock:
+            snap = self._open.get(ref)
+            if snap is not None:
+                self._open.move_to_end(ref)
+                return snap
+        snap = self._repo.open_snapshot(ref)
+        with self._lock:
+            other = self._open.get(ref)
+            if other is not None:
+                snap.close()
+                return other
+            self._open[ref] = snap
+            while len(self._open) > self._max_open:
+                # Readers are only used on the event loop thread; reads in
+                # worker threads get chunk locations, never a reader.
+                _, old = self._open.popitem(last=False)
+                old.close()
+        return snap
+
+    def close(self) -> None:
+        """Close every open snapshot index."""
+        with self._lock:
+            for snap in self._open.values():
+                snap.close()
+            self._open.clear()

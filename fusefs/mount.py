@@ -130,7 +130,6 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
         pyfuse3.init(ops, target, options)
     except RuntimeError as exc:
         raise MountError(f"cannot mount {opts.mountpoint}: {exc}") from None
-    _raise_read_ahead(target)
     log.info("mounted %s on %s", opts.repo, opts.mountpoint)
     if report is not None:
         os.write(report, b"ok")
@@ -138,9 +137,17 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
     if ready is not None:
         ready.set()
 
+    async def read_ahead_after_init() -> None:
+        # The kernel resets read-ahead when it gets the INIT reply, which
+        # happens once the loop runs: set it a moment later.
+        for delay in (0.2, 1.0):
+            await trio.sleep(delay)
+            await trio.to_thread.run_sync(_raise_read_ahead, target)
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal)
+            nursery.start_soon(read_ahead_after_init)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 

@@ -1,0 +1,140 @@
+"""The file-system view without a kernel: inodes, listings, `last`, offsets."""
+
+from __future__ import annotations
+
+import errno
+import stat
+from pathlib import Path
+
+import pytest
+
+from fusefs.inodes import ROOT_INODE, entry_inode, is_virtual, snapshot_key, split_entry_inode
+from fusefs.vfs import FsError, Vfs
+from index.repository import Repository
+from writer.backup import Part, run_backup
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+def _walk(vfs: Vfs, ino: int, prefix: str = "") -> dict[str, int]:
+    found = {}
+    for name, attr, _ in vfs.readdir(ino, 0):
+        path = prefix + name.decode()
+        found[path] = attr.ino
+        if stat.S_ISDIR(attr.mode):
+            found.update(_walk(vfs, attr.ino, path + "/"))
+    return found
+
+
+@pytest.fixture
+def two_snapshots(repo: Repository, tmp_path: Path) -> Repository:
+    src = tmp_path / "src"
+    _tree(src, {"a/one": b"1", "a/two": b"2", "b": b"bee"})
+    run_backup(repo, "mx1", [Part("mail", src)])
+    (src / "a" / "two").write_bytes(b"changed")
+    (src / "c").write_bytes(b"new")
+    run_backup(repo, "mx1", [Part("mail", src)])
+    run_backup(repo, "mx2", [Part("mail", src)])
+    return repo
+
+
+def test_layout_and_lookup(two_snapshots: Repository) -> None:
+    vfs = Vfs(two_snapshots)
+    hosts = [n for n, _, _ in vfs.readdir(ROOT_INODE, 0)]
+    assert hosts == [b"mx1", b"mx2"]
+    mx1 = vfs.lookup(ROOT_INODE, b"mx1")
+    names = [n for n, _, _ in vfs.readdir(mx1.ino, 0)]
+    refs = two_snapshots.snapshots("mx1")
+    assert names == [r.name.encode() for r in refs] + [b"last"]
+    first = vfs.lookup(mx1.ino, refs[0].name.encode())
+    assert stat.S_ISDIR(first.mode) and not is_virtual(first.ino)
+    two = vfs.lookup(vfs.lookup(vfs.lookup(first.ino, b"mail").ino, b"a").ino, b"two")
+    f = vfs.open(two.ino)
+    assert vfs.read(vfs.read_pieces(f, 0, 100)) == b"2"
+    last_two = vfs.lookup(vfs.lookup(vfs.lookup(vfs.lookup(mx1.ino, b"last").ino, b"mail").ino,
+                                     b"a").ino, b"two")
+    assert vfs.read(vfs.read_pieces(vfs.open(last_two.ino), 0, 100)) == b"changed"
+    assert is_virtual(last_two.ino) and last_two.timeout < first.timeout
+    with pytest.raises(FsError) as info:
+        vfs.lookup(first.ino, b"missing")
+    assert info.value.errno == errno.ENOENT
+    with pytest.raises(FsError) as info:
+        vfs.lookup(two.ino, b"x")
+    assert info.value.errno == errno.ENOTDIR
+
+
+def test_inode_numbers_are_stable_and_distinct(two_snapshots: Repository) -> None:
+    a = _walk(Vfs(two_snapshots), ROOT_INODE)
+    b = _walk(Vfs(Repository.open(two_snapshots.root)), ROOT_INODE)
+    assert a == b
+    # No number is shared between two paths (there are no hard links here).
+    assert len(set(a.values())) == len(a)
+    for path, ino in a.items():
+        parts = path.split("/")
+        dated = len(parts) > 1 and parts[1] != "last"
+        assert is_virtual(ino) != dated, path
+
+
+def test_last_keeps_inode_numbers_across_snapshots(repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src, {"a/keep": b"k", "a/edit": b"1"})
+    run_backup(repo, "mx1", [Part("mail", src)])
+    before = _walk(Vfs(repo), ROOT_INODE)
+    (src / "a" / "edit").write_bytes(b"2")
+    (src / "a" / "keep").unlink()
+    (src / "a" / "keep").mkdir()  # same path, other type: a new number
+    run_backup(repo, "mx1", [Part("mail", src)])
+    after = _walk(Vfs(repo), ROOT_INODE)
+    assert after["mx1/last/mail/a/edit"] == before["mx1/last/mail/a/edit"]
+    assert after["mx1/last/mail/a"] == before["mx1/last/mail/a"]
+    assert after["mx1/last/mail/a/keep"] != before["mx1/last/mail/a/keep"]
+    # The dated directories' own numbers differ from each other and from last.
+    dated = [p for p in after if p.endswith("/mail/a/edit")]
+    assert len({after[p] for p in dated}) == 3
+
+
+def test_readdir_resumes_from_any_offset(repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src, {f"d/{i:04d}": b"x" for i in range(300)})
+    run_backup(repo, "mx1", [Part("mail", src)])
+    vfs = Vfs(repo)
+    for base in ("mx1/last/mail/d", None):
+        ino = ROOT_INODE
+        path = base or f"mx1/{repo.snapshots()[0].name}/mail/d"
+        for part in path.split("/"):
+            ino = vfs.lookup(ino, part.encode()).ino
+        full = list(vfs.readdir(ino, 0))
+        assert [n for n, _, _ in full] == [f"{i:04d}".encode() for i in range(300)]
+        for k in (0, 1, 150, 299):
+            rest = [n for n, _, _ in vfs.readdir(ino, full[k][2])]
+            assert rest == [n for n, _, _ in full[k + 1:]]
+
+
+def test_host_mount_and_last_symlink(two_snapshots: Repository) -> None:
+    vfs = Vfs(two_snapshots, host="mx1", last_symlink=True)
+    names = [n for n, _, _ in vfs.readdir(ROOT_INODE, 0)]
+    refs = two_snapshots.snapshots("mx1")
+    assert names == [r.name.encode() for r in refs] + [b"last"]
+    last = vfs.lookup(ROOT_INODE, b"last")
+    assert stat.S_ISLNK(last.mode)
+    assert vfs.readlink(last.ino) == refs[-1].name.encode()
+
+
+def test_snapshot_keys_probe_on_collision(two_snapshots: Repository,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    key = snapshot_key("mx1", "2026-11-20T030000Z")
+    assert 0 < key < 2**31
+    ino = entry_inode(key, 12345)
+    assert split_entry_inode(ino) == (key, 12345) and not is_virtual(ino)
+    monkeypatch.setattr("fusefs.snapshot_table.snapshot_key", lambda host, name: 7)
+    vfs = Vfs(two_snapshots)
+    keys = vfs.table.listing().keys
+    assert sorted(keys.values()) == [7, 8, 9]
+    assert [keys[r] for r in sorted(keys)] == [7, 8, 9]
+    walked = _walk(vfs, ROOT_INODE)
+    assert len(set(walked.values())) == len(walked)

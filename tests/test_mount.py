@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -156,3 +157,18 @@ def test_damaged_data_gives_eio_for_that_file_only(
     assert (last / "other").read_bytes() == b"fine\n"
     assert "d/victim" in m.log.read_text()
     assert os.listdir(m.path / "mx1")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_unmounts_cleanly(repo: Repository, tmp_path: Path,
+                                 mount_repo: Callable[..., Mount], sig: int) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    backup_json(repo.root, f"d={src}")
+    m = mount_repo(repo.root)
+    assert m.proc is not None
+    m.proc.send_signal(sig)
+    assert m.proc.wait(timeout=20) == 0
+    assert not os.path.ismount(m.path)
+    assert os.listdir(m.path) == []

@@ -190,6 +190,14 @@ class Vfs:
         return Attr(ino, _TYPE_BITS[e.kind] | e.mode, e.nlink, e.uid, e.gid, e.rdev, e.size,
                     blocks, e.atime_ns, e.mtime_ns, e.ctime_ns, timeout)
 
+    @staticmethod
+    def _dated_dir_attr(ino: Inode, ref: SnapshotRef) -> Attr:
+        # From the name alone: listing a host with thousands of snapshots
+        # opens none of them. nlink 1 means "subdirectories not counted".
+        # The short timeout lets a pruned snapshot disappear.
+        ns = int(snapshot_time(ref.name).timestamp()) * 1_000_000_000
+        return Attr(ino, stat.S_IFDIR | 0o555, 1, 0, 0, 0, 0, 0, ns, ns, ns, SHORT_TIMEOUT)
+
     def _last_link_attr(self, host: str) -> Attr:
         target = self._latest(host).name.encode()
         ns = int(snapshot_time(target.decode()).timestamp() * 1e9)
@@ -206,6 +214,9 @@ class Vfs:
             return self._virtual_dir_attr(Inode(ino), self.table.listing(), node.host)
         if node.kind == NodeKind.LAST and not node.path and self.last_symlink:
             return self._last_link_attr(node.host)
+        if node.kind == NodeKind.ENTRY and node.entry_id == ROOT_ID:
+            assert node.ref is not None
+            return self._dated_dir_attr(Inode(ino), node.ref)
         entry = self._entry(node)[2]
         if node.kind == NodeKind.LAST:
             return self._entry_attr(Inode(ino), entry, SHORT_TIMEOUT)

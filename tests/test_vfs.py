@@ -59,7 +59,7 @@ def test_layout_and_lookup(two_snapshots: Repository) -> None:
     last_two = vfs.lookup(vfs.lookup(vfs.lookup(vfs.lookup(mx1.ino, b"last").ino, b"mail").ino,
                                      b"a").ino, b"two")
     assert vfs.read(vfs.read_pieces(vfs.open(last_two.ino), 0, 100)) == b"changed"
-    assert is_virtual(last_two.ino) and last_two.timeout < first.timeout
+    assert is_virtual(last_two.ino) and last_two.timeout < two.timeout
     with pytest.raises(FsError) as info:
         vfs.lookup(first.ino, b"missing")
     assert info.value.errno == errno.ENOENT

@@ -21,6 +21,7 @@ import trio
 
 from fusefs.vfs import Attr, FsError, OpenFile, Piece, Vfs
 from index.errors import HistfsError, PathNotFound, RepositoryCorrupt, SnapshotNotFound
+from index.repository import SnapshotRef
 
 log = logging.getLogger("histfs.mount")
 READ_THREADS = 4
@@ -65,6 +66,7 @@ class Operations(pyfuse3.Operations):
         self.vfs = vfs
         self.debug = debug
         self._files: dict[int, OpenFile] = {}
+        self._dirs: dict[int, tuple[int, SnapshotRef | None]] = {}
         self._fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(READ_THREADS)
         self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
@@ -102,12 +104,17 @@ class Operations(pyfuse3.Operations):
         attr = self._sync("opendir", self.vfs.getattr, inode)
         if not attr.mode & 0o040000:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+        pinned = self._sync("opendir", self.vfs.opendir, inode)
+        fh = next(self._fh)
+        self._dirs[fh] = (inode, pinned)
+        return fh
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        inode, pinned = self._dirs[fh]
+
         def entries() -> list[tuple[bytes, Attr, int]]:
             out = []
-            for item in self.vfs.readdir(fh, start_id):
+            for item in self.vfs.readdir(inode, start_id, pinned):
                 out.append(item)
                 if len(out) >= 256:
                     break
@@ -119,7 +126,7 @@ class Operations(pyfuse3.Operations):
                 break
 
     async def releasedir(self, fh: int) -> None:
-        return None
+        self._dirs.pop(fh, None)
 
     async def open(self, inode: int, flags: int, ctx: Any = None) -> Any:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):

@@ -156,17 +156,20 @@ class Vfs:
             raise FsError(errno.ENOENT, f"no snapshot of {host}")
         return ref
 
-    def _resolve_last(self, node: Node) -> tuple[SnapshotRef, SnapshotReader, Entry]:
-        ref = self._latest(node.host)
+    def _resolve_last(self, node: Node, pinned: SnapshotRef | None = None
+                      ) -> tuple[SnapshotRef, SnapshotReader, Entry]:
+        ref = pinned if pinned is not None and pinned in self.table.listing().keys \
+            else self._latest(node.host)
         snap = self.table.reader(ref)
         try:
             return ref, snap, snap.resolve(node.path) if node.path else snap.root()
         except PathNotFound:
             raise FsError(errno.ENOENT, "no longer under last") from None
 
-    def _entry(self, node: Node) -> tuple[SnapshotRef, SnapshotReader, Entry]:
+    def _entry(self, node: Node, pinned: SnapshotRef | None = None
+               ) -> tuple[SnapshotRef, SnapshotReader, Entry]:
         if node.kind == NodeKind.LAST:
-            return self._resolve_last(node)
+            return self._resolve_last(node, pinned)
         assert node.ref is not None
         snap = self.table.reader(node.ref)
         try:
@@ -296,11 +299,22 @@ class Vfs:
             entry_id = e.parent_id
         return b"/".join(reversed(names))
 
-    def readdir(self, ino: int, start: int) -> Iterator[tuple[bytes, Attr, int]]:
+    def opendir(self, ino: int) -> SnapshotRef | None:
+        """The snapshot a listing of `ino` must stick to: under `last`, the
+        one that was newest when the directory was opened, so that a backup
+        finishing mid-listing neither repeats nor skips names."""
+        node = self.node(ino)
+        if node.kind == NodeKind.LAST and not (self.last_symlink and not node.path):
+            return self._latest(node.host)
+        return None
+
+    def readdir(self, ino: int, start: int, pinned: SnapshotRef | None = None
+                ) -> Iterator[tuple[bytes, Attr, int]]:
         """(name, attributes, next offset) after offset `start`.
 
         Offsets stay meaningful when the lists change: in a dated directory
-        an entry's id (ids grow with names), among snapshots the snapshot
+        an entry's id (ids grow with names), under `last` the same within
+        the `pinned` snapshot (see `opendir`), among snapshots the snapshot
         time, among hosts the position.
         """
         node = self.node(ino)
@@ -317,7 +331,7 @@ class Vfs:
                         self._remember_last(snap_ino, node.host, b"")
                     yield name, self.getattr(snap_ino), off
             return
-        ref, snap, entry = self._entry(node)
+        ref, snap, entry = self._entry(node, pinned)
         if entry.kind != Kind.DIRECTORY:
             raise FsError(errno.ENOTDIR)
         after = snap.entry(EntryId(start)).name if start > entry.entry_id else None

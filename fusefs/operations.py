@@ -73,6 +73,8 @@ class Operations(pyfuse3.Operations):
         self._last_read: dict[int, int] = {}
 
     def _sync(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        if self.debug:
+            log.debug("%s%r", what, args)
         try:
             return fn(*args)
         except FsError as exc:
@@ -137,6 +139,8 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=f.keep_cache, direct_io=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        if self.debug:
+            log.debug("read(fh=%d, off=%d, size=%d)", fh, off, size)
         f = self._files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)

@@ -172,3 +172,15 @@ def test_signal_unmounts_cleanly(repo: Repository, tmp_path: Path,
     assert m.proc.wait(timeout=20) == 0
     assert not os.path.ismount(m.path)
     assert os.listdir(m.path) == []
+
+
+def test_debug_logs_requests(repo: Repository, tmp_path: Path,
+                             mount_repo: Callable[..., Mount]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    backup_json(repo.root, f"d={src}")
+    m = mount_repo(repo.root, "--debug")
+    assert (m.path / "mx1" / "last" / "d" / "f").read_text() == "x"
+    log = m.log.read_text()
+    assert "lookup(" in log and "read(fh=" in log

@@ -138,3 +138,15 @@ def test_snapshot_keys_probe_on_collision(two_snapshots: Repository,
     assert [keys[r] for r in sorted(keys)] == [7, 8, 9]
     walked = _walk(vfs, ROOT_INODE)
     assert len(set(walked.values())) == len(walked)
+
+
+def test_removed_snapshot_disappears(two_snapshots: Repository) -> None:
+    vfs = Vfs(two_snapshots, list_ttl=0.0)
+    mx1 = vfs.lookup(ROOT_INODE, b"mx1").ino
+    first, second = two_snapshots.snapshots("mx1")
+    old = vfs.lookup(mx1, first.name.encode()).ino
+    two_snapshots.storage.delete(first.relpath)
+    assert [n for n, _, _ in vfs.readdir(mx1, 0)] == [second.name.encode(), b"last"]
+    with pytest.raises(FsError) as info:
+        vfs.getattr(old)
+    assert info.value.errno == errno.ENOENT

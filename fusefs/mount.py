@@ -123,8 +123,6 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
     options = set(pyfuse3.default_options) | {"ro", "fsname=histfs", "subtype=histfs"}
     if opts.allow_other:
         options.add("allow_other")
-    if opts.debug:
-        options.add("debug")
     target = os.path.realpath(opts.mountpoint)
     try:
         pyfuse3.init(ops, target, options)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from index.chunkstore import ChunkStore
 from index.config import CONFIG_FILE, RepoConfig
-from index.errors import RepositoryExists, RepositoryNotFound, SnapshotNotFound
+from index.errors import ConfigError, RepositoryExists, RepositoryNotFound, SnapshotNotFound
 from index.lock import LOCKS_DIR, RepositoryLock
 from index.names import check_host, is_snapshot_name, snapshot_sort_key
 from index.pack import PACKS_DIR
@@ -43,6 +43,31 @@ class SnapshotRef:
     def relpath(self) -> str:
         """Where its index file is."""
         return snapshot_relpath(self.host, self.name)
+
+
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "fuse.sshfs",
+    "fuse.glusterfs", "9p", "afs", "lustre", "gpfs", "fuse.s3fs", "fuse.rclone",
+})
+
+
+def filesystem_type(path: Path, mounts: str = "/proc/self/mounts") -> str:
+    """The type (as in /proc/mounts) of the file system holding `path`."""
+    real = os.path.realpath(path)
+    best, fstype = "", "unknown"
+    try:
+        with open(mounts) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mnt = fields[1].replace("\\040", " ")
+                inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best):
+                    best, fstype = mnt, fields[2]
+    except OSError:
+        pass
+    return fstype
 
 
 def default_cache_root() -> Path:
@@ -103,9 +128,19 @@ class Repository:
         return self._chunk_store
 
     def cache_dir(self) -> Path:
-        """This repository's local cache directory (created on demand)."""
+        """This repository's local cache directory (created on demand).
+
+        LMDB files are written there, so it must not be on a network file
+        system: that is refused with a clear message.
+        """
         path = default_cache_root() / self.config.repo_id
         path.mkdir(parents=True, exist_ok=True)
+        fstype = filesystem_type(path)
+        if fstype in NETWORK_FILESYSTEMS:
+            raise ConfigError(
+                f"the local cache {path} is on a network file system ({fstype}); "
+                "set HISTFS_CACHE_DIR to a directory on a local disk"
+            )
         return path
 
     def hosts(self) -> list[str]:

@@ -292,12 +292,7 @@ class Vfs:
     @staticmethod
     def path_of(snap: SnapshotReader, entry_id: EntryId) -> bytes:
         """The path of an entry inside its snapshot (for logs and hard links)."""
-        names: list[bytes] = []
-        while entry_id != ROOT_ID:
-            e = snap.entry(entry_id)
-            names.append(e.name)
-            entry_id = e.parent_id
-        return b"/".join(reversed(names))
+        return snap.path_of(entry_id)
 
     def opendir(self, ino: int) -> SnapshotRef | None:
         """The snapshot a listing of `ino` must stick to: under `last`, the

@@ -130,6 +130,144 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    """`histfs restore`."""
+    from histfs.output import Progress, human_bytes
+    from index.names import parse_when
+    from index.restore import Restorer
+
+    repo = Repository.open(_repo_path(args))
+    items = list(args.items)
+    at = parse_when(args.at) if args.at else None
+    name = None if at is not None or not items else items.pop(0)
+    if at is None and name is None:
+        raise ConfigError("name a snapshot (or 'last'), or give --at DATE")
+    ref = repo.select(args.host, name, at)
+    how = f" (the newest at or before {at:%Y-%m-%d %H:%M:%S} UTC)" if at else ""
+    print(f"restoring {ref.host}/{ref.name}{how} into {args.target}", file=sys.stderr)
+    with repo.open_snapshot(ref) as snap:
+        restorer = Restorer(snap, Path(args.target), overwrite=args.overwrite)
+        stats = restorer.stats
+
+        def render() -> str:
+            rate = stats.bytes / stats.duration if stats.duration > 0 else 0
+            return (f"{stats.files} files, {human_bytes(stats.bytes)} "
+                    f"({human_bytes(rate)}/s)")
+
+        paths = [os.fsencode(p) for p in items]
+        show = sys.stderr.isatty() and not args.json
+        with Progress(render) if show else contextlib.nullcontext():
+            restorer.restore(paths)
+    for line in stats.errors[:50]:
+        print(f"histfs: error: {line}", file=sys.stderr)
+    for line in stats.warnings[:50]:
+        print(f"histfs: warning: {line}", file=sys.stderr)
+    status = EXIT_FAILED if stats.errors else EXIT_WARNINGS if stats.warnings else EXIT_OK
+    if args.json:
+        print(json.dumps({"host": ref.host, "snapshot": ref.name, "target": args.target,
+                          "exit_status": status, **stats.as_dict()}, indent=2))
+    else:
+        d = stats.duration
+        print(f"restored   {stats.files} files, {stats.dirs} directories, {stats.other} other, "
+              f"{human_bytes(stats.bytes)} in {d:.1f} s "
+              f"({human_bytes(stats.bytes / d if d else 0)}/s)")
+        if stats.errors:
+            print(f"failed     {len(stats.errors)} (see above)")
+    return status
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """`histfs check`."""
+    from histfs.output import human_bytes
+    from index.check import check
+
+    subset = None
+    if args.read_data_subset:
+        k, sep, n = args.read_data_subset.partition("/")
+        if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise ConfigError(f"--read-data-subset {args.read_data_subset!r}: expected K/N "
+                              "with 1 <= K <= N, e.g. 1/7")
+        subset = (int(k), int(n))
+    repo = Repository.open(_repo_path(args))
+    quiet = args.json
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, file=sys.stderr)
+
+    report = check(repo, read_data=args.read_data or subset is not None, subset=subset,
+                   say=say)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(f"checked    {report.snapshots} snapshots, {report.packs} packs, "
+              f"{report.chunks} chunk references"
+              + (f"; read {report.packs_read} packs ({human_bytes(report.bytes_read)})"
+                 if report.packs_read else ""))
+        print(f"cache      {report.cache}")
+        for problem in report.problems:
+            print(f"problem    {problem}")
+        for label, paths in report.damaged.items():
+            print(f"damaged    {label}: {len(paths)} path(s)")
+            for path in paths:
+                print(f"           {path}")
+        print("repository is sound" if report.sound else "repository is DAMAGED")
+    return EXIT_OK if report.sound else EXIT_WARNINGS
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    """`histfs versions`."""
+    from datetime import UTC, datetime
+
+    from histfs.output import human_bytes
+    from index.history import versions
+
+    repo = Repository.open(_repo_path(args))
+    host = args.host or _only_host(repo)
+    found = versions(repo, host, os.fsencode(args.path.strip("/")))
+    if args.json:
+        print(json.dumps([{"snapshot": v.snapshot, "type": v.kind.name.lower(), "size": v.size,
+                           "mtime_ns": v.mtime_ns, "changed": v.changed} for v in found],
+                         indent=2))
+        return EXIT_OK
+    if not found:
+        print(f"{args.path}: in no snapshot of {host}", file=sys.stderr)
+        return EXIT_WARNINGS
+    for v in found:
+        when = datetime.fromtimestamp(v.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{v.snapshot:<22} {human_bytes(v.size):>10}  {when}  "
+              f"{'changed' if v.changed else ''}".rstrip())
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """`histfs diff`."""
+    from index.history import diff
+
+    repo = Repository.open(_repo_path(args))
+    host = args.host or _only_host(repo)
+    a = repo.select(host, args.first)
+    b = repo.select(host, args.second)
+    with repo.open_snapshot(a) as snap_a, repo.open_snapshot(b) as snap_b:
+        changes = list(diff(snap_a, snap_b))
+    if args.json:
+        print(json.dumps([{"status": s, "path": os.fsdecode(p)} for s, p in changes], indent=2))
+    else:
+        for status, path in changes:
+            print(f"{status:<8} {path.decode('utf-8', 'backslashreplace')}")
+    return EXIT_OK
+
+
+def _only_host(repo: Repository) -> str:
+    hosts = repo.hosts()
+    if len(hosts) == 1:
+        return hosts[0]
+    local = socket.gethostname().split(".")[0]
+    if local in hosts:
+        return local
+    raise ConfigError(f"several hosts in the repository ({', '.join(hosts)}): use --host")
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     """`histfs mount`."""
     from fusefs.mount import MountOptions, mount
@@ -181,6 +319,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="only this host")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_snapshots)
+
+    p = sub.add_parser("restore", help="restore a snapshot or some of its paths",
+                       description="Restore into --target, keeping each path's place "
+                       "(part/dir/file) below it. SNAPSHOT is a name or 'last'; with --at "
+                       "every argument is a path.")
+    p.add_argument("items", nargs="*", metavar="[SNAPSHOT] PATH",
+                   help="snapshot (unless --at) followed by paths; no path: everything")
+    p.add_argument("--target", required=True, help="directory to restore into")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    p.add_argument("--host", help="host of the snapshot (needed when several fit)")
+    p.add_argument("--at", metavar="DATE",
+                   help="the newest snapshot at or before DATE (a date means its end; UTC "
+                   "unless an offset is given)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("check", help="verify the repository")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    p.add_argument("--read-data", action="store_true",
+                   help="also re-read and re-hash every chunk")
+    p.add_argument("--read-data-subset", metavar="K/N",
+                   help="re-read only the K-th of N parts of the data (e.g. $(date +%%u)/7)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("versions", help="the snapshots that hold a path")
+    p.add_argument("path", help="path inside a snapshot, e.g. mail/imap/john/cur/123:2,S")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    p.add_argument("--host", help="host (default: the only one, or this machine)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_versions)
+
+    p = sub.add_parser("diff", help="what changed between two snapshots of a host")
+    p.add_argument("first", help="older snapshot (name or 'last')")
+    p.add_argument("second", help="newer snapshot (name or 'last')")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    p.add_argument("--host", help="host (default: the only one, or this machine)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("mount", help="mount the repository read-only")
     p.add_argument("mountpoint", help="an empty directory")

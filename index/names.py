@@ -52,6 +52,24 @@ def snapshot_time(name: str) -> datetime:
     return datetime(y, mo, d, h, mi, s, tzinfo=UTC)
 
 
+def parse_when(text: str) -> datetime:
+    """A point in time from a user: a date (meaning the end of that day), a
+    date and time (UTC unless an offset is given), or a snapshot name."""
+    text = text.strip()
+    if _SNAPSHOT_RE.match(text):
+        return snapshot_time(text)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise ConfigError(f"cannot read the date {text!r}: use e.g. 2026-11-14 or "
+                          "2026-11-14T03:00 or 2026-11-14T03:00+01:00") from None
+    if len(text) == 10:  # a date alone: as it was on that day, i.e. at its end
+        when = when.replace(hour=23, minute=59, second=59)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
 def snapshot_sort_key(name: str) -> tuple[str, int]:
     """Orders snapshot names by time, then by suffix (so -10 follows -9)."""
     base, _, suffix = name.partition("Z-")

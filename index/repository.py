@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from index.chunkstore import ChunkStore
 from index.config import CONFIG_FILE, RepoConfig
 from index.errors import ConfigError, RepositoryExists, RepositoryNotFound, SnapshotNotFound
 from index.lock import LOCKS_DIR, RepositoryLock
-from index.names import check_host, is_snapshot_name, snapshot_sort_key
+from index.names import LAST, check_host, is_snapshot_name, snapshot_sort_key, snapshot_time
 from index.pack import PACKS_DIR
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
@@ -163,6 +164,30 @@ class Repository:
         """The newest snapshot of `host`, if any."""
         refs = self.snapshots(host)
         return refs[-1] if refs else None
+
+    def select(self, host: str | None, name: str | None = None,
+               at: datetime | None = None) -> SnapshotRef:
+        """The snapshot a user means: by name (or "last"), or the newest
+        taken at or before `at`. `host` may be None when only one host
+        fits."""
+        refs = self.snapshots(host)
+        if name is not None and name != LAST:
+            refs = [r for r in refs if r.name == name]
+        if at is not None:
+            refs = [r for r in refs if snapshot_time(r.name) <= at]
+        hosts = {r.host for r in refs}
+        if not refs:
+            what = f"of host {host}" if host else "in the repository"
+            if name not in (None, LAST):
+                raise SnapshotNotFound(f"no snapshot {name} {what}")
+            if at is not None:
+                raise SnapshotNotFound(f"no snapshot {what} taken at or before "
+                                       f"{at.strftime('%Y-%m-%d %H:%M:%S UTC')}")
+            raise SnapshotNotFound(f"no snapshot {what}")
+        if len(hosts) > 1:
+            raise ConfigError(f"snapshots of several hosts match ({', '.join(sorted(hosts))}): "
+                              "use --host")
+        return refs[-1]
 
     def open_snapshot(self, ref: SnapshotRef) -> SnapshotReader:
         """A reader for a published snapshot."""

@@ -188,6 +188,29 @@ class SnapshotReader:
             for key, value in txn.cursor():
                 yield ChunkId(bytes(key)), decode_location(value)
 
+    def path_of(self, entry_id: EntryId) -> bytes:
+        """The path of an entry, from its parents (for messages and links)."""
+        names: list[bytes] = []
+        while entry_id != ROOT_ID:
+            e = self.entry(entry_id)
+            names.append(e.name)
+            entry_id = e.parent_id
+        return b"/".join(reversed(names))
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry in id order (depth first), decoded."""
+        with self._env.begin(db=self._entries) as txn:
+            for key, value in txn.cursor():
+                yield decode_entry(ID_KEY.unpack(key)[0], value)
+
+    def content_key(self, entry: Entry) -> tuple[object, ...]:
+        """What a file's content is made of: equal keys mean equal bytes."""
+        if entry.kind == Kind.SYMLINK:
+            return (entry.data,)
+        if entry.kind != Kind.REGULAR:
+            return (entry.kind, entry.rdev)
+        return (entry.size, *[(x.offset, x.length, x.chunk_id) for x in self.extents(entry)])
+
     def walk(self, top: EntryId = ROOT_ID, prefix: bytes = b"") -> Iterator[tuple[bytes, Entry]]:
         """Every entry below `top`, depth first, with its path."""
         for name, child_id in list(self.children(top)):

@@ -229,7 +229,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
         print(json.dumps([{"snapshot": v.snapshot, "type": v.kind.name.lower(), "size": v.size,
                            "mtime_ns": v.mtime_ns, "changed": v.changed} for v in found],
                          indent=2))
-        return EXIT_OK
+        return EXIT_OK if found else EXIT_WARNINGS
     if not found:
         print(f"{args.path}: in no snapshot of {host}", file=sys.stderr)
         return EXIT_WARNINGS
@@ -248,8 +248,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     host = args.host or _only_host(repo)
     a = repo.select(host, args.first)
     b = repo.select(host, args.second)
-    with repo.open_snapshot(a) as snap_a, repo.open_snapshot(b) as snap_b:
-        changes = list(diff(snap_a, snap_b))
+    changes: list[tuple[str, bytes]] = []
+    if a != b:  # a snapshot does not differ from itself
+        with repo.open_snapshot(a) as snap_a, repo.open_snapshot(b) as snap_b:
+            changes = list(diff(snap_a, snap_b))
     if args.json:
         print(json.dumps([{"status": s, "path": os.fsdecode(p)} for s, p in changes], indent=2))
     else:

@@ -80,7 +80,11 @@ def _diff_dirs(a: SnapshotReader, a_id: EntryId, b: SnapshotReader, b_id: EntryI
         ea, eb = a.entry(left[name]), b.entry(right[name])
         if ea.kind != eb.kind:
             yield "removed", path
+            if ea.kind == Kind.DIRECTORY:
+                yield from _all(a, ea.entry_id, path + b"/", "removed")
             yield "added", path
+            if eb.kind == Kind.DIRECTORY:
+                yield from _all(b, eb.entry_id, path + b"/", "added")
             continue
         if ea.kind == Kind.DIRECTORY:
             if _meta(ea) != _meta(eb):

@@ -30,6 +30,7 @@ from index.types import Entry, EntryId, Kind
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 _MAX_INFLIGHT = 64
+_INLINE_MAX = 1024 * 1024
 _MAX_LINK_FDS = 4096
 
 
@@ -231,6 +232,16 @@ class Restorer:
         if entry.nlink > 1 and len(self._links) < _MAX_LINK_FDS:
             self._links[entry.inode_id] = [os.dup(dir_fd), name, entry.nlink - 1]
         self.stats.files += 1
+        if entry.size < _INLINE_MAX:
+            # Small files are written here: a thread hand-off costs more than
+            # the file (threads contending for the GIL made 30,000 mail files
+            # take 16 s instead of a few).
+            try:
+                self._write_content(fd, entry)
+                self._apply_meta(dir_fd, name, entry, rel)
+            except HistfsError as exc:
+                self._failed(dir_fd, name, rel, exc)
+            return
         fut = self._pool.submit(self._write_content, fd, entry)
         self._inflight.append((fut, os.dup(dir_fd), name, entry, rel))
         self._wait(_MAX_INFLIGHT)
@@ -256,13 +267,17 @@ class Restorer:
                 fut.result()
                 self._apply_meta(dir_fd, name, entry, rel)
             except (HistfsError, OSError) as exc:
-                self.stats.errors.append(f"{_show(rel)}: not restored: {exc}")
-                with contextlib.suppress(OSError):
-                    os.unlink(name, dir_fd=dir_fd)
+                self._failed(dir_fd, name, rel, exc)
             finally:
                 os.close(dir_fd)
             if self._on_progress is not None:
                 self._on_progress(self.stats)
+
+    def _failed(self, dir_fd: int, name: bytes, rel: bytes, exc: Exception) -> None:
+        """A file whose data could not be restored is removed, not left wrong."""
+        self.stats.errors.append(f"{_show(rel)}: not restored: {exc}")
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dir_fd)
 
     # -- metadata -------------------------------------------------------
 

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 import threading
 import time
 from collections import deque
@@ -93,6 +94,7 @@ class Restorer:
         # First restored link of each hard-linked inode: (dir fd, name, links left).
         self._links: dict[EntryId, list[Any]] = {}
         self._on_progress = on_progress
+        self._open_dirs: set[EntryId] = set()
         self._owner_ok = os.geteuid() == 0
 
     # -- the walk -------------------------------------------------------
@@ -100,6 +102,8 @@ class Restorer:
     def restore(self, paths: list[bytes]) -> RestoreStats:
         """Restore `paths` (relative to the snapshot root; [] for all)."""
         selections = [self._select(p) for p in paths] if paths else [(b"", self.snap.root())]
+        # Directories are restored recursively; PATH_MAX allows ~2048 levels.
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 8000))
         self.target.mkdir(parents=True, exist_ok=True)
         root_fd = os.open(self.target, _OPEN_DIR)
         try:
@@ -136,7 +140,12 @@ class Restorer:
             for name in parts[:-1]:
                 prefix = prefix + b"/" + name if prefix else name
                 parent = fd
-                fd = self._open_dir(parent, name, create=True)
+                try:
+                    fd = self._open_dir(parent, name, create=True)
+                except RestoreError as exc:
+                    fd = parent
+                    self.stats.errors.append(f"{_show(prefix)}: {exc}")
+                    return
                 # Parents get their snapshot owner and mode too (not times:
                 # more may be restored into them).
                 self._apply_owner_mode(parent, name, self.snap.resolve(prefix), prefix)
@@ -155,7 +164,7 @@ class Restorer:
             return os.open(name, _OPEN_DIR, dir_fd=parent_fd)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise RestoreError(f"{_show(name)}: exists and is not a directory") from None
+                raise RestoreError("exists and is not a directory (not followed)") from None
             raise
 
     def _restore_children(self, dir_fd: int, rel: bytes, entry: Entry) -> None:
@@ -185,6 +194,8 @@ class Restorer:
                 self.stats.other += 1
         except OSError as exc:
             self.stats.errors.append(f"{_show(rel)}: {exc.strerror}")
+        except RestoreError as exc:
+            self.stats.errors.append(f"{_show(rel)}: {exc}")
 
     def _make_room(self, dir_fd: int, name: bytes, rel: bytes) -> bool:
         try:
@@ -201,6 +212,10 @@ class Restorer:
         return True
 
     def _make_dir(self, dir_fd: int, name: bytes, entry: Entry, rel: bytes) -> None:
+        if entry.entry_id in self._open_dirs:
+            self.stats.errors.append(f"{_show(rel)}: the index lists a directory inside "
+                                     "itself; skipped")
+            return
         try:
             os.mkdir(name, 0o700, dir_fd=dir_fd)
         except FileExistsError:
@@ -209,9 +224,11 @@ class Restorer:
                 return
         fd = self._open_dir(dir_fd, name, create=False)
         self.stats.dirs += 1
+        self._open_dirs.add(entry.entry_id)
         try:
             self._restore_children(fd, rel, entry)
         finally:
+            self._open_dirs.discard(entry.entry_id)
             os.close(fd)
         # Post-order: creating the children changed the directory's times.
         self._apply_meta(dir_fd, name, entry, rel)
@@ -229,18 +246,20 @@ class Restorer:
             return
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                      dir_fd=dir_fd)
-        if entry.nlink > 1 and len(self._links) < _MAX_LINK_FDS:
-            self._links[entry.inode_id] = [os.dup(dir_fd), name, entry.nlink - 1]
         self.stats.files += 1
-        if entry.size < _INLINE_MAX:
+        if entry.size < _INLINE_MAX or entry.nlink > 1:
             # Small files are written here: a thread hand-off costs more than
             # the file (threads contending for the GIL made 30,000 mail files
-            # take 16 s instead of a few).
+            # take 16 s instead of a few). Hard-linked files too, so that a
+            # later link is only made to data that was verified.
             try:
                 self._write_content(fd, entry)
                 self._apply_meta(dir_fd, name, entry, rel)
             except HistfsError as exc:
                 self._failed(dir_fd, name, rel, exc)
+                return
+            if entry.nlink > 1 and len(self._links) < _MAX_LINK_FDS:
+                self._links[entry.inode_id] = [os.dup(dir_fd), name, entry.nlink - 1]
             return
         fut = self._pool.submit(self._write_content, fd, entry)
         self._inflight.append((fut, os.dup(dir_fd), name, entry, rel))

@@ -1,0 +1,475 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of histfs, BorgBackup and restic on one corpus.
+
+    .venv/bin/python scripts/bench.py [--scale 1] [--peers borg,restic]
+                                      [--repeat 3] [--days 6] [--json FILE]
+
+Generates the corpus with scripts/gen_corpus.py (day 0, then one day at a
+time), and for every tool that is installed: first backup, the same data
+again, one incremental per day, repository size, then the mount (time until
+the root lists, `find`, cold and warm reads of the dump, `tar` of the
+Maildir, the mount's peak RSS), its own restore command and `cp -a` out of
+the mount. Tools run interleaved, step by step, so drift hits all alike;
+timings that can be repeated are repeated and the median is reported. The
+page cache is dropped before cold runs when this runs as root.
+
+It installs nothing: see the README's performance section for the peers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PARTS = ("mail", "pgsql", "es")
+
+
+def drop_caches() -> bool:
+    """Empty the page cache (root only)."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def run_timed(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+              ) -> tuple[float, float]:
+    """Run `cmd`; (wall seconds, peak RSS in MB of the process tree it waited for)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def tree_size(path: Path) -> int:
+    """Bytes used on disk below `path`."""
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def corpus_stats(path: Path) -> tuple[int, int]:
+    """(files, bytes) of the corpus."""
+    files = size = 0
+    for dirpath, _, names in os.walk(path):
+        for n in names:
+            if n.startswith(".corpus"):
+                continue
+            files += 1
+            size += os.lstat(os.path.join(dirpath, n)).st_size
+    return files, size
+
+
+class Tool:
+    """One backup program driven through its command line."""
+
+    name = ""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work / self.name
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.repo = self.work / "repo"
+        self.mnt = self.work / "mnt"
+        self.mount_proc: subprocess.Popen[bytes] | None = None
+        self.mount_pid = 0
+        self.env = dict(os.environ)
+        self.seq = 0
+
+    def fresh(self) -> None:
+        """Start over with an empty repository."""
+        self.unmount()
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        self.mnt.mkdir()
+        self.init()
+
+    def init(self) -> None:
+        raise NotImplementedError
+
+    def backup(self, corpus: Path) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def restore(self, target: Path) -> float:
+        raise NotImplementedError
+
+    def mount(self) -> float:
+        """Mount; seconds until the root lists."""
+        raise NotImplementedError
+
+    def snapshot_dir(self) -> Path:
+        """The newest snapshot's root inside the mount (holding mail/ pgsql/ es/)."""
+        raise NotImplementedError
+
+    def _mount_foreground(self, cmd: list[str]) -> float:
+        t = time.perf_counter()
+        self.mount_proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL)
+        self.mount_pid = self.mount_proc.pid
+        while True:
+            if self.mount_proc.poll() is not None:
+                raise RuntimeError(f"{self.name} mount exited")
+            if os.path.ismount(self.mnt):
+                try:
+                    if os.listdir(self.mnt):
+                        return time.perf_counter() - t
+                except OSError:
+                    pass
+            time.sleep(0.005)
+
+    def mount_rss(self) -> float:
+        """Peak RSS of the mount process in MB."""
+        try:
+            for line in Path(f"/proc/{self.mount_pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+    def unmount(self) -> None:
+        if os.path.ismount(self.mnt) and subprocess.run(
+                ["fusermount3", "-u", str(self.mnt)], capture_output=True).returncode:
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True)
+        if self.mount_proc is not None:
+            try:
+                self.mount_proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.mount_proc.kill()
+                self.mount_proc.wait()
+            self.mount_proc = None
+        elif self.mount_pid:
+            for _ in range(300):
+                if not Path(f"/proc/{self.mount_pid}").exists():
+                    break
+                time.sleep(0.1)
+        self.mount_pid = 0
+
+
+class Histfs(Tool):
+    name = "histfs"
+
+    def __init__(self, work: Path) -> None:
+        super().__init__(work)
+        self.env["HISTFS_CACHE_DIR"] = str(work / "histfs-cache")
+        self.exe = str(BIN / "histfs")
+
+    def fresh(self) -> None:
+        shutil.rmtree(self.env["HISTFS_CACHE_DIR"], ignore_errors=True)
+        super().fresh()
+
+    def init(self) -> None:
+        subprocess.run([self.exe, "init", str(self.repo)], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def backup(self, corpus: Path) -> tuple[float, float]:
+        return run_timed([self.exe, "backup", "--repo", str(self.repo), "--host", "bench",
+                          "--quiet", *(f"{p}={corpus / p}" for p in PARTS)], env=self.env)
+
+    def restore(self, target: Path) -> float:
+        return run_timed([self.exe, "restore", "--repo", str(self.repo), "--host", "bench",
+                          "last", "--target", str(target)], env=self.env)[0]
+
+    def mount(self) -> float:
+        return self._mount_foreground([self.exe, "mount", "--foreground", "--repo",
+                                       str(self.repo), "--host", "bench", str(self.mnt)])
+
+    def snapshot_dir(self) -> Path:
+        names = sorted(n for n in os.listdir(self.mnt) if n != "last")
+        return self.mnt / names[-1]
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def __init__(self, work: Path) -> None:
+        super().__init__(work)
+        self.exe = str(BIN / "borg") if (BIN / "borg").exists() else "borg"
+        self.env.update(BORG_BASE_DIR=str(work / "borg-base"),
+                        BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
+                        BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
+
+    def fresh(self) -> None:
+        shutil.rmtree(self.env["BORG_BASE_DIR"], ignore_errors=True)
+        super().fresh()
+
+    def init(self) -> None:
+        subprocess.run([self.exe, "init", "-e", "none", str(self.repo)], env=self.env,
+                       check=True, capture_output=True)
+
+    def backup(self, corpus: Path) -> tuple[float, float]:
+        self.seq += 1
+        return run_timed([self.exe, "create", "--compression", "zstd,3",
+                          f"{self.repo}::a{self.seq:04d}", *PARTS], cwd=corpus, env=self.env)
+
+    def restore(self, target: Path) -> float:
+        target.mkdir(parents=True, exist_ok=True)
+        return run_timed([self.exe, "extract", f"{self.repo}::a{self.seq:04d}"], cwd=target,
+                         env=self.env)[0]
+
+    def mount(self) -> float:
+        return self._mount_foreground([self.exe, "mount", "-f", str(self.repo),
+                                       str(self.mnt)])
+
+    def snapshot_dir(self) -> Path:
+        return self.mnt / f"a{self.seq:04d}"
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def __init__(self, work: Path) -> None:
+        super().__init__(work)
+        self.exe = "restic"
+        self.env.update(RESTIC_PASSWORD="bench", RESTIC_CACHE_DIR=str(work / "restic-cache"))
+
+    def fresh(self) -> None:
+        shutil.rmtree(self.env["RESTIC_CACHE_DIR"], ignore_errors=True)
+        super().fresh()
+
+    def init(self) -> None:
+        subprocess.run([self.exe, "init", "-r", str(self.repo)], env=self.env, check=True,
+                       capture_output=True)
+
+    def backup(self, corpus: Path) -> tuple[float, float]:
+        return run_timed([self.exe, "-r", str(self.repo), "backup", "-q", "--host", "bench",
+                          *PARTS], cwd=corpus, env=self.env)
+
+    def restore(self, target: Path) -> float:
+        return run_timed([self.exe, "-r", str(self.repo), "restore", "latest", "--target",
+                          str(target)], env=self.env)[0]
+
+    def mount(self) -> float:
+        return self._mount_foreground([self.exe, "-r", str(self.repo), "mount",
+                                       str(self.mnt)])
+
+    def snapshot_dir(self) -> Path:
+        return Path(os.path.realpath(self.mnt / "snapshots" / "latest"))
+
+
+TOOLS: dict[str, type[Tool]] = {"borg": Borg, "restic": Restic}
+
+
+def available(name: str) -> bool:
+    """Whether a peer's command is installed."""
+    if name == "borg":
+        return (BIN / "borg").exists() or shutil.which("borg") is not None
+    return shutil.which(name) is not None
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def read_file(path: Path) -> float:
+    t = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        while f.read(1 << 20):
+            pass
+    return time.perf_counter() - t
+
+
+def count_find(path: Path) -> tuple[float, int]:
+    t = time.perf_counter()
+    out = subprocess.run(["find", str(path)], capture_output=True, check=True).stdout
+    return time.perf_counter() - t, out.count(b"\n")
+
+
+def tar_maildir(path: Path) -> float:
+    # Through a pipe: GNU tar skips reading file data when writing to /dev/null.
+    t = time.perf_counter()
+    tar = subprocess.Popen(["tar", "-cf", "-", "-C", str(path), "mail"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert tar.stdout is not None
+    while tar.stdout.read(1 << 20):
+        pass
+    tar.wait()
+    return time.perf_counter() - t
+
+
+class Bench:
+    """Runs the steps and collects results[metric][tool]."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="histfs-bench-", dir=args.dir))
+        self.corpus = self.work / "corpus"
+        names = ["histfs", *[p for p in args.peers if available(p)]]
+        missing = [p for p in args.peers if not available(p)]
+        if missing:
+            print(f"not installed, left out: {', '.join(missing)}", file=sys.stderr)
+        self.tools: list[Tool] = [Histfs(self.work) if n == "histfs" else TOOLS[n](self.work)
+                                  for n in names]
+        self.results: dict[str, dict[str, float]] = {}
+        self.units: dict[str, str] = {}
+
+    def record(self, metric: str, unit: str, tool: Tool, value: float) -> None:
+        self.results.setdefault(metric, {})[tool.name] = value
+        self.units[metric] = unit
+        print(f"  {tool.name:<7} {metric:<34} {value:10.2f} {unit}", file=sys.stderr)
+
+    def gen(self, day: int) -> None:
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_corpus.py"),
+                        str(self.corpus), "--scale", str(self.args.scale), "--day", str(day)],
+                       check=True)
+
+    def each(self, fn: Callable[[Tool], None]) -> None:
+        for tool in self.tools:
+            fn(tool)
+
+    def run(self) -> None:
+        a = self.args
+        self.gen(0)
+        files, size = corpus_stats(self.corpus)
+        print(f"corpus: {files} files, {size / 1e6:.0f} MB", file=sys.stderr)
+        # 1. First backup, on fresh repositories, repeated.
+        times: dict[str, list[float]] = {t.name: [] for t in self.tools}
+        rss: dict[str, list[float]] = {t.name: [] for t in self.tools}
+        for _ in range(a.repeat):
+            for tool in self.tools:
+                tool.fresh()
+                drop_caches()
+                wall, peak = tool.backup(self.corpus)
+                times[tool.name].append(wall)
+                rss[tool.name].append(peak)
+        for tool in self.tools:
+            t = median(times[tool.name])
+            self.record("first backup", "s", tool, t)
+            self.record("first backup rate", "MB/s", tool, size / t / 1e6)
+            self.record("first backup files/s", "files/s", tool, files / t)
+            self.record("first backup peak RSS", "MB", tool, max(rss[tool.name]))
+        # 2. Nothing changed.
+        same: dict[str, list[float]] = {t.name: [] for t in self.tools}
+        for _ in range(a.repeat):
+            for tool in self.tools:
+                same[tool.name].append(tool.backup(self.corpus)[0])
+        for tool in self.tools:
+            self.record("nothing changed", "s", tool, median(same[tool.name]))
+        # 3. One incremental per day.
+        daily: dict[str, list[float]] = {t.name: [] for t in self.tools}
+        for day in range(1, a.days + 1):
+            self.gen(day)
+            for tool in self.tools:
+                daily[tool.name].append(tool.backup(self.corpus)[0])
+        for tool in self.tools:
+            if daily[tool.name]:
+                self.record("daily backup (median)", "s", tool, median(daily[tool.name]))
+            self.record("repository size", "MB", tool, tree_size(tool.repo) / 1e6)
+        self.mount_steps(size)
+        self.restore_steps()
+
+    def mount_steps(self, size: int) -> None:
+        a = self.args
+        for tool in self.tools:
+            starts, finds, colds, warms, tars = [], [], [], [], []
+            entries = 0
+            for _ in range(a.repeat):
+                tool.unmount()
+                drop_caches()
+                starts.append(tool.mount())
+                snap = tool.snapshot_dir()
+                t, entries = count_find(snap)
+                finds.append(entries / t)
+                dump = snap / "pgsql" / "mail.sql"
+                dump_size = dump.stat().st_size
+                drop_caches()
+                colds.append(dump_size / read_file(dump) / 1e6)
+                warms.append(dump_size / read_file(dump) / 1e6)
+                drop_caches()
+                mail_files = sum(len(n) for _, _, n in os.walk(snap / "mail"))
+                tars.append(mail_files / tar_maildir(snap))
+            self.record("mount: root lists", "s", tool, median(starts))
+            self.record(f"find ({entries} entries)", "entries/s", tool, median(finds))
+            self.record("dump read cold", "MB/s", tool, median(colds))
+            self.record("dump read warm", "MB/s", tool, median(warms))
+            self.record("tar of Maildir", "files/s", tool, median(tars))
+            self.record("mount peak RSS", "MB", tool, tool.mount_rss())
+
+    def restore_steps(self) -> None:
+        for tool in self.tools:
+            own, cps = [], []
+            for k in range(self.args.repeat):
+                target = self.work / f"restore-{tool.name}-{k}"
+                drop_caches()
+                own.append(tool.restore(target))
+                shutil.rmtree(target)
+                if not os.path.ismount(tool.mnt):
+                    tool.mount()
+                snap = tool.snapshot_dir()
+                target.mkdir()
+                drop_caches()
+                t = time.perf_counter()
+                subprocess.run(["cp", "-a", *(str(snap / p) for p in PARTS), str(target)],
+                               check=True)
+                cps.append(time.perf_counter() - t)
+                shutil.rmtree(target)
+            self.record("restore (own command)", "s", tool, median(own))
+            self.record("cp -a out of the mount", "s", tool, median(cps))
+            tool.unmount()
+
+    def table(self) -> str:
+        peers = [t.name for t in self.tools if t.name != "histfs"]
+        header = ["metric", "unit", "histfs", *peers, *(f"histfs/{p}" for p in peers)]
+        rows = [header, ["---"] * len(header)]
+        for metric, values in self.results.items():
+            h = values.get("histfs", float("nan"))
+            rows.append([metric, self.units[metric], f"{h:.2f}",
+                         *(f"{values.get(p, float('nan')):.2f}" for p in peers),
+                         *(f"{h / values[p]:.2f}" if values.get(p) else "-" for p in peers)])
+        return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+    def cleanup(self) -> None:
+        for tool in self.tools:
+            tool.unmount()
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--peers", default="borg,restic",
+                    help="comma-separated: borg, restic (those not installed are left out)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--days", type=int, default=6)
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--dir", help="where to work (default: the system's temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    args.peers = [p for p in args.peers.split(",") if p]
+    bench = Bench(args)
+    try:
+        bench.run()
+    finally:
+        bench.cleanup()
+    print(f"\nhistfs benchmark, scale {args.scale}, {args.repeat} repeats, "
+          f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores\n")
+    print(bench.table())
+    print("\nratios: histfs/peer; below 1 is better for s and MB, above 1 for rates.")
+    if args.json:
+        args.json.write_text(json.dumps({"scale": args.scale, "repeat": args.repeat,
+                                         "results": bench.results, "units": bench.units},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -119,11 +119,11 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
 
     repo = Repository.open(opts.repo)
     vfs = Vfs(repo, opts.host, opts.last_symlink)
-    ops = Operations(vfs, opts.debug)
+    target = os.path.realpath(opts.mountpoint)
+    ops = Operations(vfs, opts.debug, after_init=lambda: _raise_read_ahead(target))
     options = set(pyfuse3.default_options) | {"ro", "fsname=histfs", "subtype=histfs"}
     if opts.allow_other:
         options.add("allow_other")
-    target = os.path.realpath(opts.mountpoint)
     try:
         pyfuse3.init(ops, target, options)
     except RuntimeError as exc:
@@ -135,17 +135,9 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
     if ready is not None:
         ready.set()
 
-    async def read_ahead_after_init() -> None:
-        # The kernel resets read-ahead when it gets the INIT reply, which
-        # happens once the loop runs: set it a moment later.
-        for delay in (0.2, 1.0):
-            await trio.sleep(delay)
-            await trio.to_thread.run_sync(_raise_read_ahead, target)
-
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal)
-            nursery.start_soon(read_ahead_after_init)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 

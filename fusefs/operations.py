@@ -61,10 +61,14 @@ class Operations(pyfuse3.Operations):
 
     enable_writeback_cache = False
 
-    def __init__(self, vfs: Vfs, debug: bool = False) -> None:
+    def __init__(self, vfs: Vfs, debug: bool = False,
+                 after_init: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.vfs = vfs
         self.debug = debug
+        # Runs at the first request: by then the kernel has our INIT reply,
+        # which would have overwritten what this sets (read-ahead).
+        self._after_init = after_init
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, tuple[int, SnapshotRef | None]] = {}
         self._fh = itertools.count(1)
@@ -73,6 +77,12 @@ class Operations(pyfuse3.Operations):
         self._last_read: dict[int, int] = {}
 
     def _sync(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        if self._after_init is not None:
+            after, self._after_init = self._after_init, None
+            try:
+                after()
+            except Exception:
+                log.exception("setting up the mount after INIT failed")
         if self.debug:
             log.debug("%s%r", what, args)
         try:

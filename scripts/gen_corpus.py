@@ -17,7 +17,7 @@ The three parts
     Dovecot: ``<time>.M<usec>P<pid>.mx1,S=<size>:2,<flags>`` in cur/, without
     the ``:2,`` part in new/. 95% of messages are 1.8-11 KB of RFC 5322 text:
     Received/DKIM/Message-ID headers and a body sliced out of a pool of
-    Zipf-distributed word text (made once per day and process, it compresses
+    Zipf-distributed word text (made once per day; message text compresses
     about 3x). 5% are 100 KB-3 MB multipart messages carrying a base64
     attachment of pseudo-random bytes (barely compressible). File mtimes are
     the delivery times in the names.
@@ -51,22 +51,24 @@ Going from day N-1 to day N touches only what that day changes:
   login) and 0.2% inserted, between neighbours whose ids leave room or
   appended with new ids; the dump is rewritten (atomically, by rename) and
   every other row stays byte-identical; sequence values follow.
-* es: 1 (at scale 1: 2) merges per day, each replacing 2-5 similar-sized
-  segments of one shard by one new segment of about their total size, plus
-  1-3 small new segments, and a new ``segments_<gen>`` in each shard touched.
+* es: 1.5 * S merges a day (at least 1), each replacing 2-5 similar-sized
+  segments of one shard by one new segment of about their total size (never
+  above the largest segment size), plus 1-3 small new segments, and a new
+  ``segments_<gen>`` replacing the old one in each shard touched.
 
 Determinism
 -----------
 Every choice is drawn from a ``random.Random`` seeded by a string made of
 (seed, day, part[, user or shard]); bulk pseudo-random bytes are BLAKE3
-output (XOF mode, ~10x faster than ``randbytes``) keyed by 32 bytes drawn from
-such a generator. Nothing depends on time, ``os.urandom``, the global
-generator, the number of worker processes or directory listing order (every
-listing is sorted). Day N's changes depend only on that day's generators and
-the day N-1 tree, so making day N from nothing (day 0, then days 1..N in
-turn) and advancing a directory one day at a time give byte-identical trees
-with identical file mtimes (``1_700_000_000 + day * 86400 + offset``; day 0
-files lie before that epoch). Directory mtimes are left to the file system.
+output (XOF mode, ~3x faster than ``randbytes``; blake3 is a histfs
+dependency) keyed by 32 bytes drawn from such a generator. Nothing depends
+on time, ``os.urandom``, the global generator, the number of worker
+processes or directory listing order (every listing is sorted). Day N's
+changes depend only on that day's generators and the day N-1 tree, so making
+day N from nothing (day 0, then days 1..N in turn) and advancing a directory
+one day at a time give byte-identical trees with identical file mtimes
+(``1_700_000_000 + day * 86400 + offset``; day 0 files lie before that
+epoch). Directory mtimes are left to the file system.
 
 ``OUT/.corpus-day`` records the day, scale and seed as JSON. Asking for an
 earlier day, another scale or seed, a directory left half-way by an
@@ -1247,7 +1249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = sum(s for _, s in parts.values())
     applied = f"days {first}-{args.day}" if first < args.day else (
         f"day {args.day}" if first == args.day else "nothing to do")
-    detail = ", ".join(f"{p} {f}/{s / MB:.1f} MB" for p, (f, s) in parts.items())
+    detail = ", ".join(f"{p} {f}/{s / MB:.1f} MiB" for p, (f, s) in parts.items())
     print(f"gen_corpus: day {args.day} scale {args.scale:g} seed {args.seed} ({applied}): "
           f"{files} files, {size} bytes ({detail}), {time.monotonic() - began:.1f} s",
           file=sys.stderr)

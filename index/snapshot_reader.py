@@ -40,9 +40,10 @@ class SnapshotReader:
 
     def __init__(self, path: Path, chunks: ChunkStore | None = None) -> None:
         try:
+            # Kernel read-ahead stays on: on a cold cache, a walk through a
+            # snapshot touches its index pages roughly in file order.
             self._env = lmdb.open(
                 str(path), subdir=False, readonly=True, lock=False, max_dbs=8,
-                readahead=False,
             )
             self._meta_db = self._env.open_db(DB_META, create=False)
             self._entries = self._env.open_db(DB_ENTRIES, create=False)

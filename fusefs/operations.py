@@ -159,10 +159,10 @@ class Operations(pyfuse3.Operations):
             data = await trio.to_thread.run_sync(self.vfs.read, pieces, limiter=self._limiter)
         except RepositoryCorrupt as exc:
             log.error("read of %s/%s/%s: %s", f.ref.host, f.ref.name,
-                      f.path.decode("utf-8", "backslashreplace"), exc)
+                      self.vfs.file_path(f).decode("utf-8", "backslashreplace"), exc)
             raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
-            log.exception("unexpected error reading %s", f.path)
+            log.exception("unexpected error reading %s", self.vfs.file_path(f))
             raise pyfuse3.FUSEError(errno.EIO) from None
         if self._last_read.get(fh) == off:
             self._read_ahead(f, off + len(data))

@@ -29,6 +29,9 @@ class Listing:
         return refs[-1] if refs else None
 
 
+_WARM_EVERY = 10.0
+
+
 class SnapshotTable:
     """The snapshot list and open snapshot indexes of one mount."""
 
@@ -40,6 +43,7 @@ class SnapshotTable:
         self._max_open = max_open
         self._lock = threading.Lock()
         self._open: OrderedDict[SnapshotRef, SnapshotReader] = OrderedDict()
+        self._warmed: dict[SnapshotRef, float] = {}
         self._listing = self._read()
 
     def _read(self) -> Listing:
@@ -85,6 +89,15 @@ class SnapshotTable:
                 _, old = self._open.popitem(last=False)
                 old.close()
         return snap
+
+    def warm(self, ref: SnapshotRef) -> None:
+        """Before reading files of `ref`: have its whole index read into the
+        page cache, at most every `_WARM_EVERY` seconds (it may have been
+        evicted since; chunk lookups go to random pages)."""
+        now = time.monotonic()
+        if now - self._warmed.get(ref, -_WARM_EVERY) >= _WARM_EVERY:
+            self._warmed[ref] = now
+            self.reader(ref).prefetch()
 
     def close(self) -> None:
         """Close every open snapshot index."""

@@ -105,7 +105,7 @@ class OpenFile:
 
     ref: SnapshotRef
     entry: Entry
-    path: bytes
+    path: bytes | None
     keep_cache: bool
 
 
@@ -380,15 +380,23 @@ class Vfs:
         node = self.node(ino)
         if node.kind in (NodeKind.ROOT, NodeKind.HOST):
             raise FsError(errno.EISDIR)
-        ref, snap, entry = self._entry(node)
+        ref, _, entry = self._entry(node)
         if entry.kind == Kind.DIRECTORY:
             raise FsError(errno.EISDIR)
         if entry.kind != Kind.REGULAR:
             raise FsError(errno.ENXIO)
-        path = node.path if node.kind == NodeKind.LAST else self.path_of(snap, entry.entry_id)
+        self.table.warm(ref)
+        # The path is only needed for error messages: found then (`file_path`).
+        path = node.path if node.kind == NodeKind.LAST else None
         # Under `last` the same inode shows another snapshot tomorrow: the
         # page cache is dropped at each open there, kept in dated directories.
         return OpenFile(ref, entry, path, keep_cache=node.kind != NodeKind.LAST)
+
+    def file_path(self, f: OpenFile) -> bytes:
+        """The path of an open file inside its snapshot (for messages)."""
+        if f.path is None:
+            f.path = self.path_of(self.table.reader(f.ref), f.entry.entry_id)
+        return f.path
 
     def read_pieces(self, f: OpenFile, offset: int, size: int) -> list[Piece]:
         """What a read of [offset, offset+size) is made of (event loop thread)."""

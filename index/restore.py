@@ -101,6 +101,7 @@ class Restorer:
 
     def restore(self, paths: list[bytes]) -> RestoreStats:
         """Restore `paths` (relative to the snapshot root; [] for all)."""
+        self.snap.prefetch()
         selections = [self._select(p) for p in paths] if paths else [(b"", self.snap.root())]
         # Directories are restored recursively; PATH_MAX allows ~2048 levels.
         sys.setrecursionlimit(max(sys.getrecursionlimit(), 8000))

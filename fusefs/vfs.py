@@ -130,16 +130,16 @@ class Vfs:
             return Node(NodeKind.ROOT, self.single_host or "")
         listing = self.table.listing()
         if is_virtual(ino):
+            # Paths under `last` are the common case: a dict lookup, no hashing.
+            found = self._last_nodes.get(Inode(ino))
+            if found is not None:
+                return Node(NodeKind.LAST, found[0], path=found[1])
             for host in listing.hosts:
                 if host_inode(host) == ino and not self.single_host:
                     return Node(NodeKind.HOST, host)
-            found = self._last_nodes.get(Inode(ino))
-            if found is None:
-                for host in listing.hosts:
-                    if ino == self._last_root_inode(host):
-                        return Node(NodeKind.LAST, host)
-                raise FsError(errno.ENOENT)
-            return Node(NodeKind.LAST, found[0], path=found[1])
+                if ino == self._last_root_inode(host):
+                    return Node(NodeKind.LAST, host)
+            raise FsError(errno.ENOENT)
         key, inode_id = split_entry_inode(ino)
         ref = listing.refs.get(key) or self.table.listing(fresh=True).refs.get(key)
         if ref is None:
@@ -271,7 +271,7 @@ class Vfs:
                           child: Entry) -> Inode:
         if child.inode_id != child.entry_id:
             # A hard link: number it by the path of its first link, like its siblings.
-            path = self.path_of(snap, child.inode_id)
+            path = snap.path_of(child.inode_id)
         return last_inode(host, path, _TYPE_BITS[child.kind])
 
     def _remember_last(self, ino: Inode, host: str, path: bytes) -> None:
@@ -288,11 +288,6 @@ class Vfs:
             else:
                 self._last_lookups.pop(Inode(ino), None)
                 self._last_nodes.pop(Inode(ino), None)
-
-    @staticmethod
-    def path_of(snap: SnapshotReader, entry_id: EntryId) -> bytes:
-        """The path of an entry inside its snapshot (for logs and hard links)."""
-        return snap.path_of(entry_id)
 
     def opendir(self, ino: int) -> SnapshotRef | None:
         """The snapshot a listing of `ino` must stick to: under `last`, the
@@ -395,7 +390,7 @@ class Vfs:
     def file_path(self, f: OpenFile) -> bytes:
         """The path of an open file inside its snapshot (for messages)."""
         if f.path is None:
-            f.path = self.path_of(self.table.reader(f.ref), f.entry.entry_id)
+            f.path = self.table.reader(f.ref).path_of(f.entry.entry_id)
         return f.path
 
     def read_pieces(self, f: OpenFile, offset: int, size: int) -> list[Piece]:

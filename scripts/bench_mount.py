@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench import drop_caches  # noqa: E402 - the benchmark's own helper, one copy
+
 HISTFS = [sys.executable, "-m", "histfs"]
 
 
@@ -48,15 +51,6 @@ def make_tree(src: Path, files: int, big_mb: int) -> int:
         for _ in range(big_mb):
             f.write(os.urandom(1024 * 1024))
     return total + 2 * big_mb * 1024 * 1024
-
-
-def drop_caches() -> bool:
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def timed(cmd: list[str], **kw: object) -> float:

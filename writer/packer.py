@@ -47,13 +47,6 @@ class ChunkSink:
         """The id `data` has in this repository."""
         return blob.chunk_id(self._key, data)
 
-    def has(self, cid: ChunkId) -> bool:
-        """Whether the repository (or this run) already holds `cid`."""
-        with self._claim_lock:
-            if cid in self._claimed:
-                return True
-        return self._index.get(cid) is not None
-
     def _claim(self, cid: ChunkId) -> bool:
         with self._claim_lock:
             if cid in self._claimed:

@@ -125,13 +125,6 @@ class Staging:
         if self._pending >= _BATCH:
             self.commit()
 
-    def get(self, key: bytes) -> StagedEntry | None:
-        """The record of `key`, if staged."""
-        self.commit()
-        with self._env.begin() as txn:
-            raw = txn.get(key)
-        return None if raw is None else StagedEntry.decode(raw)
-
     def delete(self, key: bytes) -> None:
         """Forget the record of `key` (writer thread only)."""
         if self._txn is None:

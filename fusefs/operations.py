@@ -1,9 +1,12 @@
 """The pyfuse3 adapter: translates requests to `Vfs` calls, types and errors.
 
 Metadata requests are answered on the event loop (each is a few LMDB
-lookups); reads plan their chunks on the loop and decode them in worker
-threads, at most `READ_THREADS` at once, so a slow chunk never stalls
-lookups and concurrent readers do not wait for each other.
+lookups). Reads plan their chunks on the loop; a read whose chunks are small
+and already in memory or the page cache is served there too, since handing
+it to a thread costs two wake-ups, each as slow as the request itself in a
+virtual machine. Other reads decode in worker threads, at most
+`READ_THREADS` at once, so a slow chunk never stalls lookups and concurrent
+readers do not wait for each other.
 """
 
 from __future__ import annotations
@@ -156,7 +159,10 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         pieces = self._sync("read", self.vfs.read_pieces, f, off, size)
         try:
-            data = await trio.to_thread.run_sync(self.vfs.read, pieces, limiter=self._limiter)
+            data = self.vfs.read_now(pieces)
+            if data is None:
+                data = await trio.to_thread.run_sync(self.vfs.read, pieces,
+                                                     limiter=self._limiter)
         except RepositoryCorrupt as exc:
             log.error("read of %s/%s/%s: %s", f.ref.host, f.ref.name,
                       self.vfs.file_path(f).decode("utf-8", "backslashreplace"), exc)

@@ -118,8 +118,12 @@ class Vfs:
         self.single_host = host
         self.last_symlink = last_symlink
         self.table = SnapshotTable(repo, host, ttl=list_ttl)
-        self._last_nodes: dict[Inode, tuple[str, bytes]] = {}
+        # Under `last`: host and path of each inode the kernel knows, and the
+        # snapshot and entry it last resolved to (reused while that snapshot
+        # is still the newest, so most requests skip the path walk).
+        self._last_nodes: dict[Inode, tuple[str, bytes, SnapshotRef | None, int]] = {}
         self._last_lookups: dict[Inode, int] = {}
+        self._last_content: dict[Inode, tuple[object, ...]] = {}
         self._lock = threading.Lock()
 
     # -- resolving inodes ------------------------------------------------
@@ -133,7 +137,7 @@ class Vfs:
             # Paths under `last` are the common case: a dict lookup, no hashing.
             found = self._last_nodes.get(Inode(ino))
             if found is not None:
-                return Node(NodeKind.LAST, found[0], path=found[1])
+                return Node(NodeKind.LAST, found[0], found[2], found[3], found[1])
             for host in listing.hosts:
                 if host_inode(host) == ino and not self.single_host:
                     return Node(NodeKind.HOST, host)
@@ -161,6 +165,8 @@ class Vfs:
         ref = pinned if pinned is not None and pinned in self.table.listing().keys \
             else self._latest(node.host)
         snap = self.table.reader(ref)
+        if node.ref == ref and node.entry_id:
+            return ref, snap, snap.entry(EntryId(node.entry_id))
         try:
             return ref, snap, snap.resolve(node.path) if node.path else snap.root()
         except PathNotFound:
@@ -262,7 +268,7 @@ class Vfs:
         if node.kind == NodeKind.LAST:
             path = node.path + b"/" + name if node.path else name
             ino = self._last_child_inode(node.host, snap, path, child)
-            self._remember_last(ino, node.host, path)
+            self._remember_last(ino, node.host, path, ref, child_id)
             return self._entry_attr(ino, child, SHORT_TIMEOUT)
         key = self.table.listing().keys[ref]
         return self._entry_attr(entry_inode(key, child.inode_id), child, LONG_TIMEOUT)
@@ -274,9 +280,10 @@ class Vfs:
             path = snap.path_of(child.inode_id)
         return last_inode(host, path, _TYPE_BITS[child.kind])
 
-    def _remember_last(self, ino: Inode, host: str, path: bytes) -> None:
+    def _remember_last(self, ino: Inode, host: str, path: bytes,
+                       ref: SnapshotRef | None = None, entry_id: int = 0) -> None:
         with self._lock:
-            self._last_nodes[ino] = (host, path)
+            self._last_nodes[ino] = (host, path, ref, entry_id)
             self._last_lookups[ino] = self._last_lookups.get(ino, 0) + 1
 
     def forget(self, ino: int, count: int) -> None:
@@ -288,6 +295,7 @@ class Vfs:
             else:
                 self._last_lookups.pop(Inode(ino), None)
                 self._last_nodes.pop(Inode(ino), None)
+                self._last_content.pop(Inode(ino), None)
 
     def opendir(self, ino: int) -> SnapshotRef | None:
         """The snapshot a listing of `ino` must stick to: under `last`, the
@@ -331,7 +339,7 @@ class Vfs:
             if node.kind == NodeKind.LAST:
                 path = node.path + b"/" + name if node.path else name
                 child_ino = self._last_child_inode(node.host, snap, path, child)
-                self._remember_last(child_ino, node.host, path)
+                self._remember_last(child_ino, node.host, path, ref, child_id)
                 attr = self._entry_attr(child_ino, child, SHORT_TIMEOUT)
             else:
                 attr = self._entry_attr(entry_inode(key, child.inode_id), child, LONG_TIMEOUT)
@@ -375,17 +383,23 @@ class Vfs:
         node = self.node(ino)
         if node.kind in (NodeKind.ROOT, NodeKind.HOST):
             raise FsError(errno.EISDIR)
-        ref, _, entry = self._entry(node)
+        ref, snap, entry = self._entry(node)
         if entry.kind == Kind.DIRECTORY:
             raise FsError(errno.EISDIR)
         if entry.kind != Kind.REGULAR:
             raise FsError(errno.ENXIO)
         self.table.warm(ref)
-        # The path is only needed for error messages: found then (`file_path`).
-        path = node.path if node.kind == NodeKind.LAST else None
-        # Under `last` the same inode shows another snapshot tomorrow: the
-        # page cache is dropped at each open there, kept in dated directories.
-        return OpenFile(ref, entry, path, keep_cache=node.kind != NodeKind.LAST)
+        if node.kind != NodeKind.LAST:
+            # The path is only needed for error messages: found then (`file_path`).
+            return OpenFile(ref, entry, None, keep_cache=True)
+        # Under `last` an inode shows other content once a newer snapshot
+        # arrives: the kernel keeps its cached pages only while the content
+        # is the one they were read from.
+        content = snap.content_key(entry)
+        with self._lock:
+            same = self._last_content.get(Inode(ino)) == content
+            self._last_content[Inode(ino)] = content
+        return OpenFile(ref, entry, node.path, keep_cache=same)
 
     def file_path(self, f: OpenFile) -> bytes:
         """The path of an open file inside its snapshot (for messages)."""
@@ -425,6 +439,20 @@ class Vfs:
                 out.append(bytes(p.length))
             else:
                 data = store.read(*p.chunk)
+                out.append(data[p.lo : p.lo + p.length])
+        return b"".join(out)
+
+    def read_now(self, pieces: list[Piece]) -> bytes | None:
+        """`read` if it needs neither the disk nor a large decode, else None."""
+        store = self.repo.chunk_store
+        out: list[bytes] = []
+        for p in pieces:
+            if p.chunk is None:
+                out.append(bytes(p.length))
+            else:
+                data = store.read_cached(*p.chunk)
+                if data is None:
+                    return None
                 out.append(data[p.lo : p.lo + p.length])
         return b"".join(out)
 

@@ -26,6 +26,14 @@ class ChunkStoreStats:
 
 _READ_AHEAD = 4 * 1024 * 1024
 
+INLINE_LIMIT = 256 * 1024
+"""Largest stored chunk `read_cached` decodes: small enough to decode on the
+caller's thread without holding up others (a fraction of a millisecond)."""
+
+_CACHE_MIN = 128 * 1024
+
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+
 
 @dataclass(slots=True)
 class _OpenPack:
@@ -93,15 +101,38 @@ class ChunkStore:
             if op.retired and op.users == 0:
                 os.close(op.fd)
 
-    def read(self, cid: ChunkId, loc: ChunkLocation) -> bytes:
-        """The raw bytes of chunk `cid` stored at `loc`, verified."""
+    def _cached(self, cid: ChunkId) -> bytes | None:
         with self._lock:
             data = self._cache.get(cid)
             if data is not None:
                 self._cache.move_to_end(cid)
                 self.stats.hits += 1
-                return data
-            self.stats.misses += 1
+            return data
+
+    def read(self, cid: ChunkId, loc: ChunkLocation) -> bytes:
+        """The raw bytes of chunk `cid` stored at `loc`, verified."""
+        data = self._cached(cid)
+        if data is not None:
+            return data
+        raw = self._read_raw(cid, loc, 0)
+        assert raw is not None
+        return self._decoded(cid, raw)
+
+    def read_cached(self, cid: ChunkId, loc: ChunkLocation) -> bytes | None:
+        """Like `read`, but None instead of waiting for the disk.
+
+        For the file system's event loop: a chunk that is decoded already, or
+        small and in the page cache, costs less to serve on the spot than
+        handing it to a thread (two cross-CPU wake-ups, each slow in a VM)."""
+        data = self._cached(cid)
+        if data is not None:
+            return data
+        if not _NOWAIT or loc.stored_size > INLINE_LIMIT:
+            return None
+        raw = self._read_raw(cid, loc, _NOWAIT)
+        return None if raw is None else self._decoded(cid, raw)
+
+    def _read_raw(self, cid: ChunkId, loc: ChunkLocation, flags: int) -> bytes | None:
         op = self._acquire(loc.pack_id)
         try:
             if loc.offset + loc.stored_size > op.advised_to:
@@ -110,18 +141,34 @@ class ChunkStore:
                 # following megabytes while these are decoded.
                 op.advised_to = loc.offset + _READ_AHEAD
                 os.posix_fadvise(op.fd, loc.offset, _READ_AHEAD, os.POSIX_FADV_WILLNEED)
-            raw = os.pread(op.fd, loc.stored_size, loc.offset)
+            if flags:
+                buf = bytearray(loc.stored_size)
+                try:
+                    n = os.preadv(op.fd, [buf], loc.offset, flags)
+                except BlockingIOError:
+                    return None
+                if n != loc.stored_size:  # partly cached: let a thread wait
+                    return None
+                raw = bytes(buf)
+            else:
+                raw = os.pread(op.fd, loc.stored_size, loc.offset)
         finally:
             self._release(op)
         if len(raw) != loc.stored_size:
             raise CorruptChunk(
                 f"chunk {cid.hex()}: pack {loc.pack_id.hex()} is truncated"
             )
+        return raw
+
+    def _decoded(self, cid: ChunkId, raw: bytes) -> bytes:
         data = blob.decode(raw, cid, self._key)
         with self._lock:
+            self.stats.misses += 1
             self.stats.bytes_read += len(raw)
             self.stats.bytes_decoded += len(data)
-            if cid not in self._cache:
+            # A chunk smaller than one read request is used once (the kernel
+            # keeps the file's pages); only larger ones are met again.
+            if len(data) > _CACHE_MIN and cid not in self._cache:
                 self._cache[cid] = data
                 self._cache_bytes += len(data)
                 while self._cache_bytes > self._cache_limit and self._cache:

@@ -239,17 +239,26 @@ def test_backup_while_mounted_appears_and_last_follows(
     src.mkdir()
     (src / "changes.txt").write_bytes(b"old content\n")
     (src / "same.txt").write_bytes(b"same content\n")
+    (src / "same-size.txt").write_bytes(b"AAAA" * 4096)
     first = _backup(repo.root, f"data={src}")
     m = mount_repo(repo.root)
     host = m.path / "mx1"
     last = host / "last" / "data"
     assert sorted(os.listdir(host)) == [first, "last"]
     assert (last / "changes.txt").read_bytes() == b"old content\n"
+    # Pages the kernel caches for an inode under last/ ...
+    assert (last / "same-size.txt").read_bytes() == b"AAAA" * 4096
+    assert (last / "same.txt").read_bytes() == b"same content\n"
     before = {p: os.stat(last / p).st_ino for p in ("changes.txt", "same.txt", ".", "..")}
 
     new = b"new content, and not the same size\n"
     (src / "changes.txt").write_bytes(new)
     (src / "added.txt").write_bytes(b"added\n")
+    # Same size and mtime: only the ctime tells the backup it changed, and
+    # nothing in the attributes tells the kernel to drop its cached pages.
+    old = os.stat(src / "same-size.txt")
+    (src / "same-size.txt").write_bytes(b"BBBB" * 4096)
+    os.utime(src / "same-size.txt", ns=(old.st_atime_ns, old.st_mtime_ns))
     second = _backup(repo.root, f"data={src}")
     assert second != first
 
@@ -258,8 +267,11 @@ def test_backup_while_mounted_appears_and_last_follows(
     _wait_for(lambda: (last / "changes.txt").read_bytes() == new, "new content under last/")
     _wait_for(lambda: os.stat(last / "changes.txt").st_size == len(new), "new size under last/")
     _wait_for(lambda: "added.txt" in os.listdir(last), "added.txt under last/")
+    # ... are not served once the inode shows other content of the same size.
+    assert (last / "same-size.txt").read_bytes() == b"BBBB" * 4096
+    assert (last / "same.txt").read_bytes() == b"same content\n"
     assert sorted(os.listdir(last)) == sorted(os.listdir(host / second / "data")) == [
-        "added.txt", "changes.txt", "same.txt"]
+        "added.txt", "changes.txt", "same-size.txt", "same.txt"]
     st = os.stat(last / "changes.txt")
     assert st.st_mtime_ns == os.stat(src / "changes.txt").st_mtime_ns
     # Same path, same type: the same inode number, although the content changed.
@@ -267,7 +279,9 @@ def test_backup_while_mounted_appears_and_last_follows(
     assert after == before
     # The older dated directory did not move.
     assert (host / first / "data" / "changes.txt").read_bytes() == b"old content\n"
-    assert sorted(os.listdir(host / first / "data")) == ["changes.txt", "same.txt"]
+    assert sorted(os.listdir(host / first / "data")) == [
+        "changes.txt", "same-size.txt", "same.txt"]
+    assert (host / first / "data" / "same-size.txt").read_bytes() == b"AAAA" * 4096
 
 
 # -- 3. GNU tar --listed-incremental over last/ -----------------------------

@@ -432,13 +432,14 @@ class Vfs:
 
     def read(self, pieces: list[Piece]) -> bytes:
         """Assemble a read (any thread): decode chunks, fill holes with zeros."""
-        store = self.repo.chunk_store
+        chunks = [p.chunk for p in pieces if p.chunk is not None]
+        decoded = iter(self.repo.chunk_store.read_many(chunks))
         out: list[bytes] = []
         for p in pieces:
             if p.chunk is None:
                 out.append(bytes(p.length))
             else:
-                data = store.read(*p.chunk)
+                data = next(decoded)
                 out.append(data[p.lo : p.lo + p.length])
         return b"".join(out)
 

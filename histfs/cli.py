@@ -56,7 +56,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     part_cfgs = parse_part_args(args.parts, args.exclude) if args.parts else cfg.parts
     if not part_cfgs:
         raise ConfigError("no parts to back up: give NAME=PATH arguments or [[part]] in --config")
-    parts = [Part(p.name, p.path, p.exclude, p.enabled) for p in part_cfgs]
+    parts = [Part(p.name, p.path, p.exclude, p.enabled, p.chunk_size) for p in part_cfgs]
     stats = BackupStats()
 
     def render() -> str:

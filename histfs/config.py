@@ -10,7 +10,9 @@ from typing import Any
 from index.errors import ConfigError
 
 _TOP_KEYS = {"repository", "host", "compression", "part"}
-_PART_KEYS = {"name", "path", "exclude", "enabled"}
+_PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size"}
+_UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20}
+CHUNK_SIZE_RANGE = (4 << 10, 4 << 20)
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class PartConfig:
     path: Path
     exclude: tuple[str, ...] = ()
     enabled: bool = True
+    chunk_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,25 @@ def check_compression(value: int, where: str = "compression") -> int:
     if not 0 <= value <= 22:
         raise ConfigError(f"{where}: must be 0 (off) to 22, got {value}")
     return value
+
+
+def parse_chunk_size(value: object, where: str) -> int:
+    """An average chunk size: bytes, or a string such as "8KiB" or "1MiB"."""
+    size: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        digits = text.rstrip("KMIB")
+        unit = _UNITS.get(text[len(digits):])
+        if digits.isdigit() and unit is not None:
+            size = int(digits) * unit
+    lo, hi = CHUNK_SIZE_RANGE
+    if size is None:
+        raise ConfigError(f"{where}chunk_size: expected a size such as \"8KiB\", got {value!r}")
+    if not lo <= size <= hi:
+        raise ConfigError(f"{where}chunk_size: must be 4KiB to 4MiB, got {value!r}")
+    return size
 
 
 def load_config(path: Path) -> FileConfig:
@@ -89,8 +111,11 @@ def load_config(path: Path) -> FileConfig:
         if not all(isinstance(x, str) for x in exclude):
             raise ConfigError(f"{pw}exclude: expected a list of strings")
         enabled = _get(table, "enabled", bool, pw)
+        chunk_size = table.get("chunk_size")
         parts.append(PartConfig(name, Path(src), tuple(exclude),
-                                True if enabled is None else enabled))
+                                True if enabled is None else enabled,
+                                None if chunk_size is None
+                                else parse_chunk_size(chunk_size, pw)))
     return FileConfig(path, Path(repo) if repo else None, host, compression, parts)
 
 

@@ -31,6 +31,7 @@ INLINE_LIMIT = 256 * 1024
 caller's thread without holding up others (a fraction of a millisecond)."""
 
 _CACHE_MIN = 128 * 1024
+_RUN_CHUNKS = 256
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 
@@ -118,6 +119,39 @@ class ChunkStore:
         assert raw is not None
         return self._decoded(cid, raw)
 
+    def read_many(self, chunks: list[tuple[ChunkId, ChunkLocation]]) -> list[bytes]:
+        """`read` for several chunks; neighbours in a pack take one pread.
+
+        Small chunks (a dump cut in 8 KiB pieces) would otherwise cost a
+        system call and a trip through the locks each."""
+        out: list[bytes | None] = [self._cached(cid) for cid, _ in chunks]
+        i = 0
+        while i < len(chunks):
+            if out[i] is not None:
+                i += 1
+                continue
+            j = i + 1
+            while (j < len(chunks) and out[j] is None and j - i < _RUN_CHUNKS
+                   and chunks[j][1].pack_id == chunks[i][1].pack_id
+                   and chunks[j][1].offset == chunks[j - 1][1].offset
+                   + chunks[j - 1][1].stored_size):
+                j += 1
+            if j - i == 1:
+                out[i] = self.read(*chunks[i])
+            else:
+                first, last = chunks[i][1], chunks[j - 1][1]
+                span = ChunkLocation(first.pack_id, first.offset,
+                                     last.offset + last.stored_size - first.offset, 0)
+                raw = self._read_raw(chunks[i][0], span, 0)
+                assert raw is not None
+                view = memoryview(raw)
+                for k in range(i, j):
+                    cid, loc = chunks[k]
+                    at = loc.offset - first.offset
+                    out[k] = self._decoded(cid, view[at : at + loc.stored_size])
+            i = j
+        return [d for d in out if d is not None]
+
     def read_cached(self, cid: ChunkId, loc: ChunkLocation) -> bytes | None:
         """Like `read`, but None instead of waiting for the disk.
 
@@ -160,7 +194,7 @@ class ChunkStore:
             )
         return raw
 
-    def _decoded(self, cid: ChunkId, raw: bytes) -> bytes:
+    def _decoded(self, cid: ChunkId, raw: bytes | memoryview) -> bytes:
         data = blob.decode(raw, cid, self._key)
         with self._lock:
             self.stats.misses += 1

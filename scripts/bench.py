@@ -118,6 +118,10 @@ class Tool:
         """The newest snapshot's root inside the mount (holding mail/ pgsql/ es/)."""
         raise NotImplementedError
 
+    def all_snapshot_dirs(self) -> list[Path]:
+        """Every snapshot's root inside the mount, oldest first."""
+        raise NotImplementedError
+
     def _mount_foreground(self, cmd: list[str]) -> float:
         t = time.perf_counter()
         self.mount_proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
@@ -180,20 +184,30 @@ class Histfs(Tool):
                        stdout=subprocess.DEVNULL)
 
     def backup(self, corpus: Path) -> tuple[float, float]:
+        # As an administrator would configure it: the dump in small chunks,
+        # so that rows changed in scattered places cost kilobytes, not the
+        # whole file (README, "Chunk sizes").
+        config = self.work / "histfs.toml"
+        config.write_text("".join(
+            f'[[part]]\nname = "{p}"\npath = "{corpus / p}"\n'
+            + ('chunk_size = "16KiB"\n' if p == "pgsql" else "") for p in PARTS))
         return run_timed([self.exe, "backup", "--repo", str(self.repo), "--host", "bench",
-                          "--quiet", *(f"{p}={corpus / p}" for p in PARTS)], env=self.env)
+                          "--quiet", "--config", str(config)], env=self.env)
 
     def restore(self, target: Path) -> float:
         return run_timed([self.exe, "restore", "--repo", str(self.repo), "--host", "bench",
                           "last", "--target", str(target)], env=self.env)[0]
 
-    def mount(self) -> float:
+    def mount(self, host: str | None = "bench") -> float:
         return self._mount_foreground([self.exe, "mount", "--foreground", "--repo",
-                                       str(self.repo), "--host", "bench", str(self.mnt)])
+                                       str(self.repo), *(["--host", host] if host else []),
+                                       str(self.mnt)])
 
     def snapshot_dir(self) -> Path:
-        names = sorted(n for n in os.listdir(self.mnt) if n != "last")
-        return self.mnt / names[-1]
+        return self.all_snapshot_dirs()[-1]
+
+    def all_snapshot_dirs(self) -> list[Path]:
+        return [self.mnt / n for n in sorted(os.listdir(self.mnt)) if n != "last"]
 
 
 class Borg(Tool):
@@ -231,6 +245,9 @@ class Borg(Tool):
     def snapshot_dir(self) -> Path:
         return self.mnt / f"a{self.seq:04d}"
 
+    def all_snapshot_dirs(self) -> list[Path]:
+        return [self.mnt / n for n in sorted(os.listdir(self.mnt))]
+
 
 class Restic(Tool):
     name = "restic"
@@ -262,6 +279,10 @@ class Restic(Tool):
 
     def snapshot_dir(self) -> Path:
         return Path(os.path.realpath(self.mnt / "snapshots" / "latest"))
+
+    def all_snapshot_dirs(self) -> list[Path]:
+        snaps = self.mnt / "snapshots"
+        return [snaps / n for n in sorted(os.listdir(snaps)) if n != "latest"]
 
 
 TOOLS: dict[str, type[Tool]] = {"borg": Borg, "restic": Restic}
@@ -400,7 +421,12 @@ class Bench:
             self.record("dump read cold", "MB/s", tool, median(colds))
             self.record("dump read warm", "MB/s", tool, median(warms))
             self.record("tar of Maildir", "files/s", tool, median(tars))
-            self.record("mount peak RSS", "MB", tool, tool.mount_rss())
+            self.record("mount peak RSS, one walk", "MB", tool, tool.mount_rss())
+            snaps = tool.all_snapshot_dirs()
+            for snap in snaps:
+                count_find(snap)
+            self.record(f"mount peak RSS, {len(snaps)} snapshots walked", "MB", tool,
+                        tool.mount_rss())
 
     def restore_steps(self) -> None:
         for tool in self.tools:
@@ -442,6 +468,98 @@ class Bench:
             shutil.rmtree(self.work, ignore_errors=True)
 
 
+# -- scale test -------------------------------------------------------------
+
+
+def make_flat_tree(root: Path, files: int, per_dir: int = 1000) -> None:
+    """`files` small files of distinct content, `per_dir` to a directory."""
+    for d in range(0, files, per_dir):
+        sub = root / f"d{d // per_dir:05d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        for i in range(d, min(files, d + per_dir)):
+            fd = os.open(sub / f"message-{i:07d}.eml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                         0o644)
+            os.write(fd, b"Subject: %d\n\nbody %d\n" % (i, i))
+            os.close(fd)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def scale_test(args: argparse.Namespace) -> None:
+    """How cost grows with the number of files and of snapshots (histfs only)."""
+    work = Path(tempfile.mkdtemp(prefix="histfs-scale-", dir=args.dir))
+    tool = Histfs(work)
+    tool.fresh()
+    exe, env, repo = tool.exe, tool.env, str(tool.repo)
+    big = args.scale_files
+    small = big // 10
+    lines: list[tuple[str, str]] = []
+    try:
+        unchanged: dict[int, float] = {}
+        for n, host in ((small, "small"), (big, "big")):
+            t = time.perf_counter()
+            make_flat_tree(work / host, n)
+            print(f"made {n} files in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+            backup = [exe, "backup", "--repo", repo, "--host", host, "--quiet",
+                      f"mail={work / host}"]
+            first = run_timed(backup, env=env)
+            unchanged[n] = median([run_timed(backup, env=env)[0] for _ in range(args.repeat)])
+            lines.append((f"first backup, {n} files", f"{first[0]:.1f} s, peak RSS "
+                          f"{first[1]:.0f} MB"))
+            lines.append((f"unchanged backup, {n} files", f"{unchanged[n]:.1f} s "
+                          f"({unchanged[n] / n * 1e6:.0f} µs a file)"))
+        growth = unchanged[big] / unchanged[small]
+        verdict = ("O(n): every file is lstat'ed and every entry written to the new "
+                   "index, changed or not" if growth > big / small / 2 else "sublinear")
+        lines.append((f"unchanged backup, {big} vs {small} files",
+                      f"{growth:.1f}x the time for {big / small:.0f}x the files; {verdict}"))
+        # A host with 100 snapshots next to the big one.
+        few = work / "few"
+        few.mkdir()
+        (few / "one").write_text("1")
+        for _ in range(args.snapshots):
+            run_timed([exe, "backup", "--repo", repo, "--host", "many", "--quiet",
+                       f"etc={few}"], env=env)
+        drop_caches()
+        start = tool.mount(host=None)
+        lines.append((f"mount with {args.snapshots + 2 + 2 * args.repeat} snapshots: "
+                      "root lists", f"{start:.2f} s"))
+        t = time.perf_counter()
+        listed = os.listdir(tool.mnt / "many")
+        lines.append((f"list a host of {len(listed) - 1} snapshots",
+                      f"{(time.perf_counter() - t) * 1000:.1f} ms"))
+        snap = sorted(n for n in os.listdir(tool.mnt / "big") if n != "last")[-1]
+        root = tool.mnt / "big" / snap
+        rng = __import__("random").Random(1)
+        lat: list[float] = []
+        for _ in range(2000):
+            i = rng.randrange(big)
+            path = root / "mail" / f"d{i // 1000:05d}" / f"message-{i:07d}.eml"
+            t = time.perf_counter()
+            os.stat(path)
+            lat.append(time.perf_counter() - t)
+        lines.append(("lookup of a random path (cold dentry), p50 / p99",
+                      f"{percentile(lat, 0.5) * 1e3:.2f} / {percentile(lat, 0.99) * 1e3:.2f} ms"))
+        t = time.perf_counter()
+        _, entries = count_find(root)
+        walk = time.perf_counter() - t
+        lines.append((f"find of the {entries}-entry snapshot",
+                      f"{walk:.1f} s ({entries / walk:.0f} entries/s)"))
+        lines.append(("mount peak RSS after walking it", f"{tool.mount_rss():.0f} MB"))
+    finally:
+        tool.unmount()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\nhistfs scale test, {big} files, {time.strftime('%Y-%m-%d')}, "
+          f"{os.cpu_count()} cores\n")
+    print("| measure | result |\n|---|---|")
+    for k, v in lines:
+        print(f"| {k} | {v} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -453,7 +571,16 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--dir", help="where to work (default: the system's temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--scale-test", action="store_true",
+                    help="instead: how histfs's costs grow with files and snapshots")
+    ap.add_argument("--scale-files", type=int, default=1_000_000,
+                    help="files in the scale test's big tree (default 1,000,000)")
+    ap.add_argument("--snapshots", type=int, default=100,
+                    help="snapshots of a second host in the scale test (default 100)")
     args = ap.parse_args()
+    if args.scale_test:
+        scale_test(args)
+        return 0
     args.peers = [p for p in args.peers.split(",") if p]
     bench = Bench(args)
     try:

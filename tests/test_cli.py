@@ -188,6 +188,12 @@ def test_repository_of_a_newer_format(command: str, tmp_path: Path, src: Path) -
                      ["part[0].enabled", "expected bool", "'yes'"], id="enabled-not-bool"),
         pytest.param("compression = 23\n", ["compression", "0 (off) to 22", "23"],
                      id="compression-out-of-range"),
+        pytest.param('[[part]]\nname = "mail"\npath = "{src}"\nchunk_size = "2KiB"\n',
+                     ["part[0].chunk_size", "4KiB to 4MiB", "'2KiB'"],
+                     id="chunk-size-too-small"),
+        pytest.param('[[part]]\nname = "mail"\npath = "{src}"\nchunk_size = "8 kB"\n',
+                     ["part[0].chunk_size", "expected a size", "'8 kB'"],
+                     id="chunk-size-bad-unit"),
     ],
 )
 def test_bad_config_file(body: str, words: list[str], repo: Repository, src: Path,

@@ -73,6 +73,39 @@ def test_insert_in_the_middle_of_a_large_file(repo: Repository, tmp_path: Path) 
         assert snap.read(e, size // 2 - 5, 30) == bytes(data[size // 2 - 5 : size // 2 + 25])
 
 
+def test_part_chunk_size_finds_scattered_changes(repo: Repository, tmp_path: Path) -> None:
+    """A dump whose rows change in scattered places: with `chunk_size =
+    "8KiB"` only the small chunks around each change are new; with the
+    repository's 1 MiB chunks nearly every chunk is."""
+    rng = random.Random(7)
+    rows = [f"{i}\t{rng.randbytes(40).hex()}\tuser{i % 97}@example.org\n".encode()
+            for i in range(60_000)]  # about 8 MiB of text
+    added: dict[str, int] = {}
+    for part, size in (("fine", '"8KiB"'), ("coarse", None)):
+        src = tmp_path / part
+        src.mkdir()
+        cfg = tmp_path / f"{part}.toml"
+        cfg.write_text(f'[[part]]\nname = "pgsql"\npath = "{src}"\n'
+                       + (f"chunk_size = {size}\n" if size else ""))
+        dump = list(rows)
+        (src / "mail.sql").write_bytes(b"".join(dump))
+        backup_json(repo.root, host=part, extra=("--config", str(cfg)))
+        for i in range(0, len(dump), 3000):  # 20 rows changed, 400 KiB apart
+            dump[i] = dump[i].replace(b"@example.org", b"@example.net")
+        (src / "mail.sql").write_bytes(b"".join(dump))
+        second = backup_json(repo.root, host=part, extra=("--config", str(cfg)))
+        assert second["files_changed"] == 1
+        added[part] = int(second["bytes_added"])  # type: ignore[call-overload]
+        with repo.open_snapshot(repo.select(part, "last")) as snap:
+            e = snap.resolve("pgsql/mail.sql")
+            assert snap.read(e, 0, e.size) == b"".join(dump)
+    total = sum(map(len, rows))
+    # 20 changes: at most 20 chunks of up to 32 KiB each (compressed, less).
+    assert added["fine"] < 20 * 32 * 1024
+    assert added["coarse"] > total // 4
+    assert added["fine"] * 5 < added["coarse"]
+
+
 def test_identical_content_in_two_parts_is_stored_once(repo: Repository, tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     _mail_tree(a, users=2, messages=10)

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +50,10 @@ class Part:
     path: Path
     exclude: tuple[str, ...] = ()
     enabled: bool = True
+    chunk_size: int | None = None
+    """Average chunk size for this part's large files; None for the
+    repository's. Smaller chunks find more of a file whose changes are
+    scattered (a database dump) at the cost of more chunks to index."""
 
 
 @dataclass
@@ -86,6 +90,7 @@ class _File:
     ino: int
     category: str
     group: tuple[int, int] | None
+    reader: FileReader
 
 
 @dataclass
@@ -113,7 +118,8 @@ class BackupRun:
         self.readers = ThreadPoolExecutor(threads, thread_name_prefix="read")
         self.prefetcher = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
         self.small: list[_File] = []
-        self.file_reader = FileReader(self.sink, repo.config.chunker, self.encoders)
+        self.file_readers: dict[int | None, FileReader] = {}
+        self.file_reader = self.reader_for(None)
         self.prev: SnapshotReader | None = None
         self.jobs: deque[_Job] = deque()
         self.max_jobs = threads * 4
@@ -132,8 +138,21 @@ class BackupRun:
 
     # -- walking ---------------------------------------------------------
 
+    def reader_for(self, chunk_size: int | None) -> FileReader:
+        """The file reader that cuts chunks of `chunk_size` on average."""
+        reader = self.file_readers.get(chunk_size)
+        if reader is None:
+            params = self.repo.config.chunker
+            if chunk_size is not None:
+                params = replace(params, min_size=chunk_size // 4, avg_size=chunk_size,
+                                 max_size=chunk_size * 4)
+            reader = self.file_readers[chunk_size] = FileReader(self.sink, params,
+                                                                self.encoders)
+        return reader
+
     def walk_part(self, part: Part) -> None:
         """Stage every entry of one part."""
+        self.file_reader = self.reader_for(part.chunk_size)
         excludes = Excludes(list(part.exclude))
         path = os.fsencode(part.path.resolve())
         st = os.lstat(path)
@@ -200,7 +219,7 @@ class BackupRun:
         if len(items) > 1:
             self.prefetcher.submit(_fetch_ahead, [f.path for f in items[1:]])
         for item in items:
-            self.finish_file(item, self.read_file(item.path, item.group))
+            self.finish_file(item, self.read_file(item.path, item.group, item.reader))
 
     def visit(self, key: bytes, path: bytes, name: bytes, ino: int,
               parent: _Dir) -> _Dir | None:
@@ -292,8 +311,8 @@ class BackupRun:
         group = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
         if group is not None:
             self.link_category[group] = category
-        item = _File(key, path, st.st_ino, category, group)
-        if st.st_size >= self.repo.config.chunker.min_size:
+        item = _File(key, path, st.st_ino, category, group, self.file_reader)
+        if st.st_size >= self.file_reader.min_size:
             self.submit([item])
         else:
             # Small files are read by this thread once their directory has
@@ -311,11 +330,12 @@ class BackupRun:
 
     def read_files(self, files: list[_File]) -> list[StagedEntry | str]:
         """Read a batch of files in a worker thread."""
-        return [self.read_file(f.path, f.group) for f in files]
+        return [self.read_file(f.path, f.group, f.reader) for f in files]
 
     # -- worker side -----------------------------------------------------
 
-    def read_file(self, path: bytes, group: tuple[int, int] | None) -> StagedEntry | str:
+    def read_file(self, path: bytes, group: tuple[int, int] | None,
+                  reader: FileReader) -> StagedEntry | str:
         """Read one file in a worker thread: its entry, or "vanished" or
         "failed" (already reported)."""
         def on_bytes(n: int) -> None:
@@ -323,10 +343,10 @@ class BackupRun:
 
         try:
             try:
-                content = self.file_reader.read(path, on_bytes)
+                content = reader.read(path, on_bytes)
             except FileChanged:
                 try:
-                    content = self.file_reader.read(path, on_bytes)
+                    content = reader.read(path, on_bytes)
                 except FileChanged as again:
                     content = again.content
                     self.stats.warn(f"{_show(path)}: changed while being read; "

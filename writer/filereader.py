@@ -11,11 +11,15 @@ from dataclasses import dataclass
 from pyfastcdc import FastCDC
 
 from index.config import ChunkerParams
-from index.types import Extent
+from index.types import ChunkId, Extent
 from writer.packer import ChunkSink
 
 # Chunks of one large file handed to the encoder threads at a time.
 _IN_FLIGHT = 4
+# Chunks go to the encoder threads in runs of about this many bytes: one
+# 4 MiB chunk, or a few hundred small ones (per-chunk hand-offs cost more
+# than hashing or compressing 8 KiB).
+_BATCH_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,18 @@ class FileReader:
         self._params = params
         self._encoders = encoders
 
+    def _submit(self, batch: list[tuple[ChunkId, bytes]], size: int,
+                pending: list[Future[None]], on_bytes: Callable[[int], None]) -> None:
+        on_bytes(size)
+        if len(pending) >= _IN_FLIGHT:
+            pending.pop(0).result()
+        pending.append(self._encoders.submit(self._sink.store_many, batch))
+
+    @property
+    def min_size(self) -> int:
+        """Files smaller than this are one chunk."""
+        return self._params.min_size
+
     def _chunker(self) -> FastCDC:
         return FastCDC(
             self._params.avg_size,
@@ -155,15 +171,20 @@ class FileReader:
                 if start > pos:
                     extents.append(Extent(pos, start - pos, None))
                 stream = _RegionReader(fd, start, end)
+                batch: list[tuple[ChunkId, bytes]] = []
+                batch_bytes = 0
                 for chunk in chunker.cut_stream(stream):
                     data = bytes(chunk.data)
                     cid = self._sink.chunk_id(data)
                     extents.append(Extent(start + chunk.offset, len(data), cid))
+                    batch.append((cid, data))
+                    batch_bytes += len(data)
                     nread += len(data)
-                    on_bytes(len(data))
-                    if len(pending) >= _IN_FLIGHT:
-                        pending.pop(0).result()
-                    pending.append(self._encoders.submit(self._sink.store, cid, data))
+                    if batch_bytes >= _BATCH_BYTES:
+                        self._submit(batch, batch_bytes, pending, on_bytes)
+                        batch, batch_bytes = [], 0
+                if batch:
+                    self._submit(batch, batch_bytes, pending, on_bytes)
                 stored += end - start
                 pos = end
             if pos < size:

@@ -56,19 +56,34 @@ class ChunkSink:
 
     def store(self, cid: ChunkId, data: bytes | memoryview) -> None:
         """Store `data` under `cid` unless the repository already has it."""
-        if not self._claim(cid):
-            return
-        encoded = blob.encode(cid, data, self._level)
-        full: PackWriter | None = None
+        if self._claim(cid):
+            self._append([blob.encode(cid, data, self._level)])
+
+    def store_many(self, chunks: list[tuple[ChunkId, bytes]]) -> None:
+        """`store` for a run of chunks: one index transaction, one pack lock
+        and one stats update for all (small chunks come by the thousand)."""
+        with self._claim_lock:
+            fresh = [(cid, data) for cid, data in chunks if cid not in self._claimed]
+            self._claimed.update(cid for cid, _ in fresh)
+        known = self._index.get_many(cid for cid, _ in fresh)
+        encoded = [blob.encode(cid, data, self._level) for cid, data in fresh
+                   if cid not in known]
+        if encoded:
+            self._append(encoded)
+
+    def _append(self, encoded: list[bytes]) -> None:
+        full: list[PackWriter] = []
         with self._pack_lock:
-            if self._pack is None:
-                self._pack = PackWriter(self._storage)
-            self._pack.add(encoded)
-            if self._pack.size >= self._pack_size:
-                full, self._pack = self._pack, None
-        self._stats.add(bytes_added=len(encoded), chunks_added=1)
-        if full is not None:
-            self._finish(full)
+            for one in encoded:
+                if self._pack is None:
+                    self._pack = PackWriter(self._storage)
+                self._pack.add(one)
+                if self._pack.size >= self._pack_size:
+                    full.append(self._pack)
+                    self._pack = None
+        self._stats.add(bytes_added=sum(map(len, encoded)), chunks_added=len(encoded))
+        for pack in full:
+            self._finish(pack)
 
     def _finish(self, pack: PackWriter) -> None:
         pack_id, rows = pack.finish()

@@ -25,6 +25,10 @@ from index.errors import HistfsError
 
 log = logging.getLogger("histfs.mount")
 READ_AHEAD_KB = 1024
+# How often the snapshot index pages that lookups mapped are handed back to
+# the page cache (see index.mapped_pages): often enough that RSS reflects
+# the mount's own memory, rarely enough that the re-faults cost nothing.
+_DROP_PAGES_EVERY = 1.0
 
 
 class MountError(HistfsError):
@@ -138,8 +142,14 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal)
+            nursery.start_soon(_drop_index_pages)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
+
+    async def _drop_index_pages() -> None:
+        while True:
+            await trio.sleep(_DROP_PAGES_EVERY)
+            vfs.table.drop_mapped_pages()
 
     async def _stop_on_signal() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

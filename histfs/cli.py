@@ -13,10 +13,11 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from index.errors import ConfigError, HistfsError
+from index.errors import ConfigError, HistfsError, HookFailed
 from index.repository import Repository
 
 EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
@@ -44,9 +45,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     """`histfs backup`."""
     from histfs.config import FileConfig, check_compression, load_config, parse_part_args
-    from histfs.output import Progress, human_bytes
-    from writer.backup import Part, run_backup
-    from writer.stats import BackupStats
+    from histfs.hooks import (
+        STATUS_FAILED,
+        STATUS_SUCCESS,
+        STATUS_WARNINGS,
+        HookResult,
+        hook_env,
+        run_hook,
+    )
+    from writer.backup import Part
 
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
     repo = Repository.open(_repo_path(args, cfg.repository))
@@ -57,6 +64,81 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if not part_cfgs:
         raise ConfigError("no parts to back up: give NAME=PATH arguments or [[part]] in --config")
     parts = [Part(p.name, p.path, p.exclude, p.enabled, p.chunk_size) for p in part_cfgs]
+    if cfg.min_interval is not None and not args.force:
+        skip = _inside_min_interval(repo, host, cfg.min_interval)
+        if skip is not None:
+            if args.json:
+                print(json.dumps({"repository": str(repo.root), "host": host, "snapshot": None,
+                                  "skipped": skip, "exit_status": EXIT_OK}, indent=2))
+            elif not args.quiet:
+                print(f"histfs: {skip}", file=sys.stderr)
+            return EXIT_OK
+    hooks = cfg.hooks
+    mountpoint = str(cfg.mountpoint) if cfg.mountpoint else None
+
+    def log(line: str) -> None:
+        print(f"histfs: {line}", file=sys.stderr, flush=True)
+
+    def hook(name: str, command: str | None, snapshot: str | None,
+             status: str | None) -> HookResult | None:
+        if not command:
+            return None
+        env = hook_env(str(repo.root), host, snapshot, status, mountpoint)
+        return run_hook(name, command, env, hooks.timeout, log)
+
+    before = hook("before", hooks.before, None, None)
+    if before is not None and not before.ok:
+        hook("after", hooks.after, None, STATUS_FAILED)
+        raise HookFailed(f"{before.problem}: backup not started")
+    try:
+        status = _backup_and_report(args, repo, host, level, parts)
+    except BaseException:
+        hook("after", hooks.after, None, STATUS_FAILED)
+        raise
+    snapshot, code = status
+    state = STATUS_SUCCESS if code == EXIT_OK else (
+        STATUS_WARNINGS if code == EXIT_WARNINGS else STATUS_FAILED)
+    results = [hook("after", hooks.after, snapshot, state)]
+    if snapshot is not None:
+        results.append(hook("after_success", hooks.after_success, snapshot, state))
+    for result in results:
+        if result is not None and not result.ok:
+            print(f"histfs: warning: {result.problem}", file=sys.stderr)
+            code = max(code, EXIT_WARNINGS)
+    return code
+
+
+def _inside_min_interval(repo: Repository, host: str, interval: timedelta) -> str | None:
+    """Why a backup is skipped now, or None when it is due."""
+    from index.names import snapshot_time
+    from writer.retention import format_duration
+
+    latest = repo.latest(host)
+    if latest is None:
+        return None
+    age = datetime.now(UTC) - snapshot_time(latest.name)
+    if age >= interval:
+        return None
+    return (f"skipped: the last snapshot {host}/{latest.name} is {_age(age)} old, "
+            f"inside min_interval {format_duration(interval)} (--force backs up anyway)")
+
+
+def _age(age: timedelta) -> str:
+    seconds = max(0, int(age.total_seconds()))
+    if seconds >= 86400:
+        return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+    return f"{seconds // 60}m {seconds % 60}s"
+
+
+def _backup_and_report(args: argparse.Namespace, repo: Repository, host: str, level: int,
+                       parts: list[Any]) -> tuple[str | None, int]:
+    """Run the backup and print its summary: (snapshot name, exit status)."""
+    from histfs.output import Progress, human_bytes
+    from writer.backup import run_backup
+    from writer.stats import BackupStats
+
     stats = BackupStats()
 
     def render() -> str:
@@ -75,15 +157,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
         "exit_status": result.exit_status,
         **stats.as_dict(),
     }
+    name = result.snapshot.name if result.snapshot else None
     for w in stats.warnings[:50]:
         print(f"histfs: warning: {w}", file=sys.stderr)
     if len(stats.warnings) > 50:
         print(f"histfs: warning: … and {len(stats.warnings) - 50} more", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
-        return result.exit_status
+        return name, result.exit_status
     if args.quiet:
-        return result.exit_status
+        return name, result.exit_status
     d = stats.duration
     print(f"snapshot   {host}/{summary['snapshot']}")
     print(f"files      {stats.files_new} new, {stats.files_changed} changed, "
@@ -95,19 +178,25 @@ def cmd_backup(args: argparse.Namespace) -> int:
     print(f"duration   {d:.1f} s ({human_bytes(stats.bytes_read / d if d else 0)}/s)")
     if stats.warnings:
         print(f"warnings   {len(stats.warnings)} (see above)")
-    return result.exit_status
+    return name, result.exit_status
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
     """`histfs snapshots`."""
     from histfs.output import human_bytes
+    from index.holds import held_snapshots
 
     repo = Repository.open(_repo_path(args))
     rows: list[dict[str, Any]] = []
+    holds: dict[str, dict[str, list[str]]] = {}
     for ref in repo.snapshots(args.host):
+        if ref.host not in holds:
+            holds[ref.host] = {name: [h.reason for h in found] for name, found
+                               in held_snapshots(repo.storage, ref.host).items()}
         with repo.open_snapshot(ref) as snap:
             m = snap.meta
         rows.append({
+            "holds": holds[ref.host].get(ref.name, []),
             "host": ref.host,
             "name": ref.name,
             "time": m.get("time"),
@@ -126,7 +215,8 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['host']:<16} {r['name']:<22} {r['files']:>9} "
               f"{human_bytes(r['logical_bytes']):>10} {human_bytes(r['bytes_added']):>10}  "
-              f"{','.join(r['parts'])}")
+              f"{','.join(r['parts'])}"
+              + (f"  held: {', '.join(r['holds'])}" if r["holds"] else ""))
     return EXIT_OK
 
 
@@ -217,8 +307,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_versions(args: argparse.Namespace) -> int:
     """`histfs versions`."""
-    from datetime import UTC, datetime
-
     from histfs.output import human_bytes
     from index.history import versions
 
@@ -257,6 +345,97 @@ def cmd_diff(args: argparse.Namespace) -> int:
     else:
         for status, path in changes:
             print(f"{status:<8} {path.decode('utf-8', 'backslashreplace')}")
+    return EXIT_OK
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """`histfs prune`."""
+    from dataclasses import replace
+
+    from histfs.config import FileConfig, load_config, parse_duration
+    from writer.prune import prune
+    from writer.retention import Policy
+
+    cfg = load_config(Path(args.config)) if args.config else FileConfig()
+    repo = Repository.open(_repo_path(args, cfg.repository))
+    policy = cfg.retention or Policy()
+    overrides: dict[str, Any] = {}
+    for period in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        value = getattr(args, f"keep_{period}")
+        if value is not None:
+            if value < 0:
+                raise ConfigError(f"--keep-{period}: must be 0 or more, got {value}")
+            overrides[f"keep_{period}"] = value
+    if args.keep_within is not None:
+        overrides["keep_within"] = parse_duration(args.keep_within, "--keep-within")
+    if args.keep_age:
+        overrides["keep_ages"] = tuple(parse_duration(a, "--keep-age") for a in args.keep_age)
+    policy = replace(policy, **overrides)
+    host = args.host or cfg.host
+    if host is None and args.config:
+        host = socket.gethostname().split(".")[0]
+    items = prune(repo, policy, [host] if host else None, dry_run=args.dry_run,
+                  lock_wait=args.lock_wait)
+    if args.json:
+        print(json.dumps([{"host": i.ref.host, "snapshot": i.ref.name,
+                           "keep": i.decision.keep, "reasons": i.decision.reasons}
+                          for i in items], indent=2))
+        return EXIT_OK
+    removed = 0
+    for item in items:
+        if item.decision.keep:
+            verb = "keep"
+        else:
+            verb = "would remove" if args.dry_run else "removed"
+            removed += 1
+        print(f"{verb:<13}{item.ref.host:<16} {item.ref.name:<22} "
+              f"{', '.join(item.decision.reasons)}".rstrip())
+    kept = len(items) - removed
+    if args.dry_run:
+        print(f"dry run: {kept} kept, {removed} would be removed", file=sys.stderr)
+    else:
+        print(f"{kept} kept, {removed} removed"
+              + ("; run histfs gc to reclaim their space" if removed else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    """`histfs hold`."""
+    from index.holds import place_hold
+    from writer.prune import PRUNE_LOCK
+
+    repo = Repository.open(_repo_path(args))
+    host = args.host or _only_host(repo)
+    lock = repo.lock(PRUNE_LOCK, f"hold on {host}")
+    lock.acquire(wait=300.0)
+    try:
+        # Under the prune lock: the snapshot cannot be pruned before the hold is in place.
+        ref = repo.select(host, args.snapshot)
+        hold = place_hold(repo.storage, ref.host, ref.name, args.reason)
+    finally:
+        lock.release()
+    print(f"held       {ref.host}/{ref.name} ({hold.reason})")
+    return EXIT_OK
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """`histfs release`."""
+    from index.holds import release_holds
+    from writer.prune import PRUNE_LOCK
+
+    repo = Repository.open(_repo_path(args))
+    host = args.host or _only_host(repo)
+    lock = repo.lock(PRUNE_LOCK, f"release on {host}")
+    lock.acquire(wait=300.0)
+    try:
+        ref = repo.select(host, args.snapshot)
+        released = release_holds(repo.storage, ref.host, ref.name, args.reason)
+    finally:
+        lock.release()
+    if not released:
+        raise ConfigError(f"{ref.host}/{ref.name} has no hold with reason {args.reason!r}")
+    print(f"released   {ref.host}/{ref.name} ({args.reason}"
+          + (f", {len(released)} holds" if len(released) > 1 else "") + ")")
     return EXIT_OK
 
 
@@ -314,7 +493,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait this long for another backup of the host to finish")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    p.add_argument("--force", action="store_true",
+                   help="back up even inside the configured min_interval")
     p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("prune", help="remove snapshots outside the retention policy",
+                       description="Apply the retention policy ([retention] in --config, "
+                       "or --keep-* options, which override it) to each host separately. "
+                       "A snapshot is kept when any rule keeps it; the newest snapshot of a "
+                       "host and held snapshots are always kept. Space comes back with gc.")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO or the config file)")
+    p.add_argument("--config", help="TOML configuration file with a [retention] table")
+    p.add_argument("--host", help="only this host (default: the config's host, else all hosts)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would be kept (and by which rule) and removed")
+    p.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest snapshots")
+    for period, unit in (("hourly", "hours"), ("daily", "days"), ("weekly", "ISO weeks"),
+                         ("monthly", "months"), ("yearly", "years")):
+        p.add_argument(f"--keep-{period}", type=int, metavar="N",
+                       help=f"keep the newest snapshot of each of the N newest {unit} "
+                       "that have one (UTC)")
+    p.add_argument("--keep-within", metavar="DURATION",
+                   help="keep every snapshot within DURATION (e.g. 2d) of the newest")
+    p.add_argument("--keep-age", action="append", metavar="DURATION",
+                   help="keep the newest snapshot at least DURATION older than the newest "
+                   "(repeatable: --keep-age 7d --keep-age 30d)")
+    p.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="wait this long for another prune (default 60)")
+    p.add_argument("--json", action="store_true", help="print the decisions as JSON")
+    p.set_defaults(func=cmd_prune)
+
+    for verb, what in (("hold", "keep a snapshot whatever the retention policy says"),
+                       ("release", "release the holds with a reason")):
+        p = sub.add_parser(verb, help=what)
+        p.add_argument("snapshot", help="snapshot name, or 'last'")
+        p.add_argument("--reason", required=True,
+                       help="why, e.g. tape or legal (release: which holds)")
+        p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+        p.add_argument("--host", help="host (default: the only one, or this machine)")
+        p.set_defaults(func=cmd_hold if verb == "hold" else cmd_release)
 
     p = sub.add_parser("snapshots", help="list snapshots")
     p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from index.errors import ConfigError
+from writer.retention import Policy
 
-_TOP_KEYS = {"repository", "host", "compression", "part"}
+_TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "part",
+             "retention", "hooks"}
 _PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size"}
+_RETENTION_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+                     "keep_yearly")
+_RETENTION_KEYS = {*_RETENTION_COUNTS, "keep_within", "keep_ages"}
+_HOOK_KEYS = {"before", "after", "after_success", "timeout"}
+_DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DEFAULT_HOOK_TIMEOUT = timedelta(hours=1)
 _UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20}
 CHUNK_SIZE_RANGE = (4 << 10, 4 << 20)
 
@@ -27,6 +38,16 @@ class PartConfig:
 
 
 @dataclass(frozen=True)
+class Hooks:
+    """Commands run around a backup (`[hooks]`); each a shell command line."""
+
+    before: str | None = None
+    after: str | None = None
+    after_success: str | None = None
+    timeout: timedelta = DEFAULT_HOOK_TIMEOUT
+
+
+@dataclass(frozen=True)
 class FileConfig:
     """A parsed configuration file; None where the file is silent."""
 
@@ -35,6 +56,10 @@ class FileConfig:
     host: str | None = None
     compression: int | None = None
     parts: list[PartConfig] = field(default_factory=list)
+    min_interval: timedelta | None = None
+    mountpoint: Path | None = None
+    retention: Policy | None = None
+    hooks: Hooks = field(default_factory=Hooks)
 
 
 def _get(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -70,6 +95,60 @@ def parse_chunk_size(value: object, where: str) -> int:
     if not lo <= size <= hi:
         raise ConfigError(f"{where}chunk_size: must be 4KiB to 4MiB, got {value!r}")
     return size
+
+
+def parse_duration(value: object, where: str) -> timedelta:
+    """A duration such as "1d", "36h", "2w", "1d12h" or "90m" (s m h d w)."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    pos, seconds = 0, 0
+    for m in _DURATION_RE.finditer(text):
+        if text[pos:m.start()].strip():
+            break
+        seconds += int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    else:
+        if pos and not text[pos:].strip():
+            return timedelta(seconds=seconds)
+    raise ConfigError(f"{where}: expected a duration such as \"1d\", \"36h\" or \"2w\", "
+                      f"got {value!r}")
+
+
+def _load_retention(table: object, where: str) -> Policy:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}retention: expected a table")
+    for key in table:
+        if key not in _RETENTION_KEYS:
+            raise ConfigError(f"{where}retention.{key}: unknown key")
+    counts = {}
+    for key in _RETENTION_COUNTS:
+        value = _get(table, key, int, f"{where}retention.")
+        if value is not None and value < 0:
+            raise ConfigError(f"{where}retention.{key}: must be 0 or more, got {value}")
+        counts[key] = value or 0
+    within = table.get("keep_within")
+    ages = _get(table, "keep_ages", list, f"{where}retention.") or []
+    policy = Policy(
+        **counts,
+        keep_within=None if within is None
+        else parse_duration(within, f"{where}retention.keep_within"),
+        keep_ages=tuple(parse_duration(a, f"{where}retention.keep_ages") for a in ages),
+    )
+    if policy.is_empty():
+        raise ConfigError(f"{where}retention: no rule is set; a policy must keep something")
+    return policy
+
+
+def _load_hooks(table: object, where: str) -> Hooks:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}hooks: expected a table")
+    for key in table:
+        if key not in _HOOK_KEYS:
+            raise ConfigError(f"{where}hooks.{key}: unknown key")
+    commands = {k: _get(table, k, str, f"{where}hooks.") for k in ("before", "after",
+                                                                    "after_success")}
+    timeout = table.get("timeout")
+    return Hooks(**commands, timeout=DEFAULT_HOOK_TIMEOUT if timeout is None
+                 else parse_duration(timeout, f"{where}hooks.timeout"))
 
 
 def load_config(path: Path) -> FileConfig:
@@ -116,7 +195,16 @@ def load_config(path: Path) -> FileConfig:
                                 True if enabled is None else enabled,
                                 None if chunk_size is None
                                 else parse_chunk_size(chunk_size, pw)))
-    return FileConfig(path, Path(repo) if repo else None, host, compression, parts)
+    interval = doc.get("min_interval")
+    mountpoint = _get(doc, "mountpoint", str, where)
+    return FileConfig(
+        path, Path(repo) if repo else None, host, compression, parts,
+        min_interval=None if interval is None else parse_duration(interval,
+                                                                  f"{path}: min_interval"),
+        mountpoint=Path(mountpoint) if mountpoint else None,
+        retention=_load_retention(doc["retention"], where) if "retention" in doc else None,
+        hooks=_load_hooks(doc["hooks"], where) if "hooks" in doc else Hooks(),
+    )
 
 
 def parse_part_args(args: list[str], exclude: list[str]) -> list[PartConfig]:

@@ -72,3 +72,7 @@ class ConfigError(HistfsError):
 
 class SourceError(HistfsError):
     """A backup source cannot be used at all (missing, not a directory)."""
+
+
+class HookFailed(HistfsError):
+    """A `before` hook failed, so the backup did not run."""

@@ -1,0 +1,132 @@
+"""`histfs prune`, `hold` and `release` through the command line, on a real
+repository. Snapshots at chosen dates are copies of a real snapshot index
+under dated names (prune reads only names; nothing checks the copy's
+metadata against its name), so a month of history takes a second."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from index.names import snapshot_name
+from tests.conftest import backup_json, histfs
+
+
+def _history(tmp_path: Path, days: int, host: str = "mx1") -> tuple[Path, list[str]]:
+    """A repository with one real snapshot of `host` copied to `days` daily names."""
+    repo = tmp_path / "repo"
+    src = tmp_path / "src"
+    (src / "cur").mkdir(parents=True)
+    (src / "cur" / "1:2,S").write_text("hello\n")
+    histfs("init", str(repo), check=0)
+    real = backup_json(repo, f"mail={src}", host=host)["snapshot"]
+    folder = repo / "snapshots" / host
+    first = datetime(2026, 10, 1, 3, tzinfo=UTC)
+    names = [snapshot_name(first + timedelta(days=i)) for i in range(days)]
+    for name in names:
+        shutil.copyfile(folder / f"{real}.idx", folder / f"{name}.idx")
+    (folder / f"{real}.idx").unlink()
+    return repo, names
+
+
+def _listed(repo: Path, host: str = "mx1") -> list[str]:
+    proc = histfs("snapshots", "--repo", str(repo), "--host", host, "--json", check=0)
+    return [row["snapshot"] if "snapshot" in row else row["name"]
+            for row in json.loads(proc.stdout)]
+
+
+@pytest.mark.timeout(120)
+def test_dry_run_shows_rules_and_prune_removes_the_rest(tmp_path: Path) -> None:
+    repo, names = _history(tmp_path, 31)  # 2026-10-01 .. 2026-10-31
+    config = tmp_path / "histfs.toml"
+    config.write_text(f'repository = "{repo}"\nhost = "mx1"\n'
+                      "[retention]\nkeep_daily = 3\nkeep_weekly = 2\n"
+                      'keep_ages = ["14d"]\n')
+    proc = histfs("prune", "--config", str(config), "--dry-run", check=0)
+    lines = {next(word for word in line.split() if word.startswith("2026-")): line
+             for line in proc.stdout.splitlines()}
+    assert lines[names[-1]].startswith("keep") and "daily 2026-10-31" in lines[names[-1]]
+    # 2026-10-25 is the Sunday ending ISO week 43.
+    assert "weekly 2026-W43" in lines[snapshot_name(datetime(2026, 10, 25, 3, tzinfo=UTC))]
+    assert "age 14d" in lines[snapshot_name(datetime(2026, 10, 17, 3, tzinfo=UTC))]
+    assert lines[names[0]].startswith("would remove")
+    assert "5 kept, 26 would be removed" in proc.stderr
+    assert _listed(repo) == names  # a dry run removes nothing
+
+    proc = histfs("prune", "--config", str(config), "--json", check=0)
+    decisions = json.loads(proc.stdout)
+    kept = [d["snapshot"] for d in decisions if d["keep"]]
+    assert len(kept) == 5 and _listed(repo) == kept
+    # Whatever is left still reads.
+    histfs("check", "--repo", str(repo), check=0)
+    out = tmp_path / "out"
+    histfs("restore", "--repo", str(repo), "--host", "mx1", kept[0], "--target", str(out),
+           check=0)
+    assert (out / "mail" / "cur" / "1:2,S").read_text() == "hello\n"
+
+
+@pytest.mark.timeout(120)
+def test_command_line_rules_override_and_empty_policy_is_refused(tmp_path: Path) -> None:
+    repo, names = _history(tmp_path, 6)
+    proc = histfs("prune", "--repo", str(repo), check=2)
+    assert proc.stderr.startswith("histfs: error: the retention policy is empty")
+    assert _listed(repo) == names
+    proc = histfs("prune", "--repo", str(repo), "--keep-daily", "x", check=2)
+    assert "invalid int value" in proc.stderr
+    proc = histfs("prune", "--repo", str(repo), "--keep-within", "2 days", check=2)
+    assert "--keep-within: expected a duration" in proc.stderr
+    assert _listed(repo) == names
+    # keep_within counts back from the newest snapshot: 2d keeps three of them.
+    histfs("prune", "--repo", str(repo), "--keep-within", "2d", check=0)
+    assert _listed(repo) == names[-3:]
+    # Prune never removes the newest snapshot of a host.
+    histfs("prune", "--repo", str(repo), "--keep-ages", "400d", check=2)
+    histfs("prune", "--repo", str(repo), "--keep-age", "400d", check=0)
+    assert _listed(repo) == names[-1:]
+
+
+@pytest.mark.timeout(120)
+def test_held_snapshot_survives_prune_until_released(tmp_path: Path) -> None:
+    repo, names = _history(tmp_path, 10)
+    victim = names[2]
+    r = str(repo)
+    proc = histfs("hold", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=0)
+    assert proc.stdout.startswith(f"held       mx1/{victim} (tape)")
+    histfs("hold", "--repo", r, "--host", "mx1", victim, "--reason", "legal", check=0)
+    proc = histfs("snapshots", "--repo", r, check=0)
+    assert any(victim in line and "held: tape, legal" in line for line in proc.stdout.splitlines())
+
+    histfs("prune", "--repo", r, "--keep-last", "2", check=0)
+    assert _listed(repo) == [victim, *names[-2:]]
+    histfs("release", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=0)
+    proc = histfs("release", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=2)
+    assert "has no hold with reason 'tape'" in proc.stderr
+    proc = histfs("prune", "--repo", r, "--keep-last", "2", "--dry-run", check=0)
+    assert proc.stdout.splitlines()[0].split() == \
+        ["keep", "mx1", victim, "hold:", "legal"]
+    histfs("release", "--repo", r, "--host", "mx1", victim, "--reason", "legal", check=0)
+    histfs("prune", "--repo", r, "--keep-last", "2", check=0)
+    assert _listed(repo) == names[-2:]
+    # The removed snapshot's holds went with it; holds are refused on what is gone.
+    assert not (repo / "holds" / "mx1" / victim).exists()
+    proc = histfs("hold", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=2)
+    assert f"no snapshot {victim}" in proc.stderr
+    proc = histfs("hold", "--repo", r, "--host", "mx1", "last", "--reason", "", check=2)
+    assert "invalid hold reason" in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_prune_works_per_host(tmp_path: Path) -> None:
+    repo, names = _history(tmp_path, 4, host="mx1")
+    src = tmp_path / "src"
+    backup_json(repo, f"mail={src}", host="mx2")
+    backup_json(repo, f"mail={src}", host="mx2")
+    histfs("prune", "--repo", str(repo), "--host", "mx1", "--keep-last", "1", check=0)
+    assert _listed(repo, "mx1") == names[-1:]
+    assert len(_listed(repo, "mx2")) == 2
+    histfs("prune", "--repo", str(repo), "--keep-last", "1", check=0)
+    assert len(_listed(repo, "mx2")) == 1

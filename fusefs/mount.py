@@ -29,6 +29,9 @@ READ_AHEAD_KB = 1024
 # the page cache (see index.mapped_pages): often enough that RSS reflects
 # the mount's own memory, rarely enough that the re-faults cost nothing.
 _DROP_PAGES_EVERY = 1.0
+# Every this many of those ticks, idle pack descriptors are closed, so that
+# packs deleted by gc give their space back while the mount stays up.
+_CLOSE_PACKS_EVERY = 10
 
 
 class MountError(HistfsError):
@@ -147,9 +150,13 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
             nursery.cancel_scope.cancel()
 
     async def _drop_index_pages() -> None:
+        ticks = 0
         while True:
             await trio.sleep(_DROP_PAGES_EVERY)
             vfs.table.drop_mapped_pages()
+            ticks += 1
+            if ticks % _CLOSE_PACKS_EVERY == 0:
+                repo.chunk_store.close_idle()
 
     async def _stop_on_signal() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -3,6 +3,7 @@ readers of those in use (a bounded number of open LMDB files)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -45,6 +46,7 @@ class SnapshotTable:
         self._lock = threading.Lock()
         self._open: OrderedDict[SnapshotRef, SnapshotReader] = OrderedDict()
         self._warmed: dict[SnapshotRef, float] = {}
+        self._checked: dict[SnapshotRef, float] = {}
         self._listing = self._read()
 
     def _read(self) -> Listing:
@@ -70,13 +72,29 @@ class SnapshotTable:
             current = self._listing = self._read()
         return current
 
+    def _replaced(self, ref: SnapshotRef, snap: SnapshotReader) -> bool:
+        """Whether gc has published a relocated copy of `ref` since `snap`
+        was opened (checked at most every TTL: gc deletes the packs the old
+        copy names only after a grace period well above it)."""
+        now = time.monotonic()
+        if now - self._checked.get(ref, 0.0) < self._ttl:
+            return False
+        self._checked[ref] = now
+        try:
+            return os.stat(snap.path).st_ino != snap.file_id
+        except FileNotFoundError:
+            return False  # pruned: what is open still reads
+
     def reader(self, ref: SnapshotRef) -> SnapshotReader:
         """An open reader of `ref` (opened on demand, least used closed)."""
         with self._lock:
             snap = self._open.get(ref)
             if snap is not None:
                 self._open.move_to_end(ref)
-                return snap
+                if not self._replaced(ref, snap):
+                    return snap
+                del self._open[ref]
+                snap.close()
         snap = self._repo.open_snapshot(ref)
         with self._lock:
             other = self._open.get(ref)

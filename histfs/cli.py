@@ -29,6 +29,10 @@ def _die(message: str) -> int:
 
 
 def _repo_path(args: argparse.Namespace, from_config: Path | None = None) -> Path:
+    if from_config is None and getattr(args, "config", None):
+        from histfs.config import load_config
+
+        from_config = load_config(Path(args.config)).repository
     value = args.repo or os.environ.get("HISTFS_REPO") or from_config
     if not value:
         raise ConfigError("no repository given: use --repo, HISTFS_REPO or a config file")
@@ -399,6 +403,51 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parse_share(text: str) -> float:
+    value = text.strip()
+    try:
+        share = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share < 1.0:
+        raise ConfigError(f"--max-unused {text!r}: expected a share such as 10% (0% to 99%)")
+    return share
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """`histfs gc`."""
+    from histfs.output import human_bytes
+    from writer.gc import collect
+
+    repo = Repository.open(_repo_path(args))
+    share = _parse_share(args.max_unused)
+    if args.wait < 0 or args.grace < 0:
+        raise ConfigError("--wait and --grace take seconds, 0 or more")
+
+    def say(line: str) -> None:
+        if not args.json:
+            print(f"histfs: {line}", file=sys.stderr, flush=True)
+
+    result = collect(repo, max_unused=share, wait=args.wait, grace=args.grace, say=say)
+    status = EXIT_WARNINGS if result.problems else EXIT_OK
+    if args.json:
+        print(json.dumps({**{k: v for k, v in vars(result).items()},
+                          "bytes_freed": result.bytes_freed, "exit_status": status}, indent=2))
+        return status
+    for problem in result.problems:
+        print(f"histfs: warning: {problem}", file=sys.stderr)
+    print(f"scanned    {result.snapshots} snapshots, {result.packs} packs")
+    print(f"deleted    {result.packs_deleted} packs ({human_bytes(result.bytes_deleted)})")
+    print(f"rewrote    {result.packs_rewritten} packs into {result.packs_written} new "
+          f"({human_bytes(result.bytes_written)}), {result.snapshots_relocated} snapshot "
+          "indexes updated")
+    if result.packs_deferred:
+        print(f"deferred   {result.packs_deferred} packs ({human_bytes(result.bytes_deferred)}) "
+              "wait for backups that started before them")
+    print(f"freed      {human_bytes(max(0, result.bytes_freed))}")
+    return status
+
+
 def cmd_hold(args: argparse.Namespace) -> int:
     """`histfs hold`."""
     from index.holds import place_hold
@@ -523,13 +572,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the decisions as JSON")
     p.set_defaults(func=cmd_prune)
 
+    p = sub.add_parser("gc", help="reclaim the space of data no snapshot uses",
+                       description="Delete packs no snapshot uses and rewrite packs whose "
+                       "unused share exceeds --max-unused. Safe alongside backups, prunes "
+                       "and mounts; one gc at a time.")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    p.add_argument("--config", help="TOML configuration file naming the repository")
+    p.add_argument("--max-unused", default="10%", metavar="SHARE",
+                   help="rewrite packs with more unused space than this (default 10%%)")
+    p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                   help="wait this long for backups that started before gc (default 600); "
+                   "what they might need is then deleted by the next gc")
+    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                   help="time for mounts to switch to updated indexes before packs are "
+                   "deleted (default 10)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_gc)
+
     for verb, what in (("hold", "keep a snapshot whatever the retention policy says"),
                        ("release", "release the holds with a reason")):
         p = sub.add_parser(verb, help=what)
         p.add_argument("snapshot", help="snapshot name, or 'last'")
         p.add_argument("--reason", required=True,
                        help="why, e.g. tape or legal (release: which holds)")
-        p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+        p.add_argument("--repo", help="repository (default: $HISTFS_REPO or the config file)")
+        p.add_argument("--config", help="TOML configuration file naming the repository")
         p.add_argument("--host", help="host (default: the only one, or this machine)")
         p.set_defaults(func=cmd_hold if verb == "hold" else cmd_release)
 
@@ -581,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mount", help="mount the repository read-only")
     p.add_argument("mountpoint", help="an empty directory")
-    p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO or the config file)")
+    p.add_argument("--config", help="TOML configuration file naming the repository")
     p.add_argument("--host", help="show only this host, its snapshots at the root")
     p.add_argument("--foreground", action="store_true",
                    help="stay attached and log to stderr; Ctrl-C unmounts")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lmdb
 
+from index import garbage
 from index.errors import RepositoryCorrupt
 from index.pack import PackedChunk, list_packs, location, pack_relpath, read_pack_table
 from index.snapshot_format import decode_location, encode_location
@@ -34,6 +35,7 @@ class ChunkIndex:
         )
         self._chunks = self._env.open_db(b"chunks")
         self._packs = self._env.open_db(b"packs")
+        self.garbage_seen: set[str] = set()
 
     def close(self) -> None:
         """Flush and close."""
@@ -72,12 +74,26 @@ class ChunkIndex:
     def sync(self, storage: LocalStorage) -> tuple[int, int]:
         """Bring the cache in line with the repository's packs.
 
-        Returns (packs added, packs forgotten).
+        Packs named by a garbage list count as absent: nothing new may come
+        to depend on them. The names of the garbage lists taken into account
+        are left in `garbage_seen`. Returns (packs added, packs forgotten).
         """
-        present = set(list_packs(storage))
+        self.garbage_seen = garbage.list_names(storage)
+        doomed = garbage.doomed_packs(storage, self.garbage_seen)
+        present = set(list_packs(storage)) - doomed
         known = self.known_packs()
         added = present - known
         gone = known - present
+        # Forget first: a chunk that gc copied out of a listed pack into a
+        # new one must end up pointing at the new one.
+        if gone:
+            with self._env.begin(write=True) as txn:
+                cur = txn.cursor(db=self._chunks)
+                for key, value in list(cur.iternext()):
+                    if decode_location(value).pack_id in gone:
+                        txn.delete(key, db=self._chunks)
+                for pack_id in gone:
+                    txn.delete(pack_id, db=self._packs)
         indexed = 0
         for pack_id in sorted(added):
             try:
@@ -88,12 +104,4 @@ class ChunkIndex:
                 continue
             self.add_pack(pack_id, rows)
             indexed += 1
-        if gone:
-            with self._env.begin(write=True) as txn:
-                cur = txn.cursor(db=self._chunks)
-                for key, value in list(cur.iternext()):
-                    if decode_location(value).pack_id in gone:
-                        txn.delete(key, db=self._chunks)
-                for pack_id in gone:
-                    txn.delete(pack_id, db=self._packs)
         return indexed, len(gone)

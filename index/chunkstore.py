@@ -102,6 +102,17 @@ class ChunkStore:
             if op.retired and op.users == 0:
                 os.close(op.fd)
 
+    def close_idle(self) -> None:
+        """Close the pack files no read is using. A long-running reader calls
+        this now and then: a pack that gc deleted keeps its disk space for
+        as long as a descriptor of it stays open."""
+        with self._lock:
+            for op in self._fds.values():
+                op.retired = True
+                if op.users == 0:
+                    os.close(op.fd)
+            self._fds.clear()
+
     def _cached(self, cid: ChunkId) -> bytes | None:
         with self._lock:
             data = self._cache.get(cid)

@@ -8,6 +8,7 @@ died); a stale lock is removed and taken over.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import json
 import os
@@ -122,3 +123,22 @@ class RepositoryLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def live_locks_since(locks_dir: Path, prefix: str) -> list[float]:
+    """When each live (not stale) lock named `<prefix>…` was taken, in unix
+    seconds; a lock whose time cannot be read counts as taken at 0, i.e.
+    before anything else."""
+    found = []
+    for path in sorted(locks_dir.glob(f"{prefix}*.lock")):
+        lock = RepositoryLock(locks_dir, path.name[: -len(".lock")], "")
+        if lock._is_stale():
+            continue
+        try:
+            since = json.loads(path.read_text())["since"]
+            found.append(float(calendar.timegm(time.strptime(since, "%Y-%m-%dT%H:%M:%SZ"))))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            found.append(0.0)
+    return found

@@ -41,6 +41,10 @@ class SnapshotReader:
 
     def __init__(self, path: Path, chunks: ChunkStore | None = None) -> None:
         try:
+            # Which file this is: gc may replace an index by a relocated copy
+            # under the same name (index.relocate), and readers that stay
+            # open for long compare this with the name's current inode.
+            self.file_id = os.stat(path).st_ino
             # Kernel read-ahead stays on: on a cold cache, a walk through a
             # snapshot touches its index pages roughly in file order.
             self._env = lmdb.open(

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from index import garbage
 from index.chunk_index import ChunkIndex
 from index.errors import SourceError
 from index.names import check_host, check_part, snapshot_name
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
-from index.types import ROOT_ID, ChunkId, EntryId, Kind
+from index.types import ROOT_ID, ChunkId, ChunkLocation, EntryId, Kind
 from writer.excludes import Excludes
 from writer.filereader import FileChanged, FileReader
 from writer.index_builder import IndexBuilder
@@ -33,7 +34,7 @@ from writer.metadata import kind_of, read_xattrs
 from writer.packer import ChunkSink
 from writer.staging import SEP, StagedEntry, Staging, remove_stale_files
 from writer.stats import BackupStats
-from writer.testpoints import crash_point
+from writer.testpoints import crash_point, pause_point
 
 VERSION = "0.1.0"
 _RESCAN_ROUNDS = 10
@@ -383,6 +384,33 @@ class BackupRun:
         while self.jobs:
             self.finish_job(self.jobs.popleft())
 
+    # -- commit ----------------------------------------------------------
+
+    def locate(self, cids: list[ChunkId]) -> dict[ChunkId, ChunkLocation]:
+        """Where the chunks of the new snapshot are, moving any that live
+        only in a pack a garbage collection listed since this backup began
+        (gc deletes such a pack once this backup has ended, unless the
+        snapshot uses it; see writer/gc.py)."""
+        found = self.chunk_index.get_many(cids)
+        storage = self.repo.storage
+        new_lists = garbage.list_names(storage) - self.chunk_index.garbage_seen
+        if not new_lists:
+            return found
+        doomed = garbage.doomed_packs(storage, new_lists)
+        endangered = {cid: loc for cid, loc in found.items() if loc.pack_id in doomed}
+        if not endangered:
+            return found
+        # The sync forgets listed packs and learns gc's copies of their chunks.
+        self.chunk_index.sync(storage)
+        elsewhere = self.chunk_index.get_many(list(endangered))
+        for cid, loc in endangered.items():
+            if cid not in elsewhere:
+                self.sink.store_again(cid, self.repo.chunk_store.read(cid, loc))
+        self.sink.flush()
+        self.stats.add(chunks_rescued=len(endangered))
+        found.update(self.chunk_index.get_many(list(endangered)))
+        return found
+
     # -- helpers ---------------------------------------------------------
 
     def warn_vanished(self, path: bytes, ino: int | None) -> None:
@@ -546,7 +574,8 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
     root.mode, root.uid, root.gid, root.source_ino = 0o755, 0, 0, 0
     ts = int(started.timestamp() * 1e9)
     root.mtime_ns = root.ctime_ns = root.atime_ns = ts
-    builder = IndexBuilder(repo, run.chunk_index, root, run.link_count)
+    pause_point("before-index")
+    builder = IndexBuilder(repo, run.chunk_index, root, run.link_count, locate=run.locate)
     try:
         meta = {
             "host": host,

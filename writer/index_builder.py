@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from index.snapshot_format import (
     encode_location,
     id_key,
 )
-from index.types import ROOT_ID, ChunkId, Entry, EntryId, Kind
+from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Kind
 from writer.staging import SEP, StagedEntry, Staging
 
 _MAP_SIZE = 1 << 38
@@ -80,9 +81,11 @@ class IndexBuilder:
     """Builds one snapshot's index from a staging area."""
 
     def __init__(self, repo: Repository, chunk_index: ChunkIndex, root: StagedEntry,
-                 link_counts: dict[tuple[int, int], int]) -> None:
+                 link_counts: dict[tuple[int, int], int],
+                 locate: Callable[[list[ChunkId]], dict[ChunkId, ChunkLocation]] | None = None,
+                 ) -> None:
         self._repo = repo
-        self._chunk_index = chunk_index
+        self._locate = locate or chunk_index.get_many
         self._root = root
         self._link_counts = link_counts
         self.path = repo.cache_dir() / f"index-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
@@ -174,7 +177,7 @@ class IndexBuilder:
 
     def _write_chunks(self, txn: lmdb.Transaction, chunk_ids: set[ChunkId]) -> None:
         ordered = sorted(chunk_ids)
-        found = self._chunk_index.get_many(ordered)
+        found = self._locate(ordered)
         cur = txn.cursor(self._dbs[DB_CHUNKS])
         for cid in ordered:
             loc = found.get(cid)

@@ -71,6 +71,11 @@ class ChunkSink:
         if encoded:
             self._append(encoded)
 
+    def store_again(self, cid: ChunkId, data: bytes) -> None:
+        """Store `data` even though the repository has it: its only copy is
+        in a pack that garbage collection is about to delete."""
+        self._append([blob.encode(cid, data, self._level)])
+
     def _append(self, encoded: list[bytes]) -> None:
         full: list[PackWriter] = []
         with self._pack_lock:

@@ -22,6 +22,8 @@ class BackupStats:
     logical_bytes: int = 0
     bytes_added: int = 0
     chunks_added: int = 0
+    chunks_rescued: int = 0
+    """Chunks moved out of packs that a gc running alongside listed."""
     warnings: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -66,6 +68,7 @@ class BackupStats:
             "logical_bytes": self.logical_bytes,
             "bytes_added": self.bytes_added,
             "chunks_added": self.chunks_added,
+            "chunks_rescued": self.chunks_rescued,
             "duration_seconds": round(d, 3),
             "read_rate_bytes_per_second": round(self.bytes_read / d) if d > 0 else 0,
             "warnings": list(self.warnings),

@@ -1,0 +1,73 @@
+"""Pointing a published snapshot at the new home of chunks that gc moved.
+
+A snapshot index names the pack and offset of every chunk it uses (that is
+what makes it standalone). When gc copies the live chunks of a mostly empty
+pack into a new pack, each snapshot that used the old pack gets a new index
+file: a copy whose `chunks` rows for the moved chunks name the new place,
+everything else byte-for-byte the same data. It is published like any
+index (written under tmp/, fsynced, renamed over the old name), so a reader
+sees either the old file or the new one, and both are complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import lmdb
+
+from index.errors import RepositoryCorrupt
+from index.snapshot_format import ALL_DBS, DB_CHUNKS, decode_location, encode_location
+from index.storage import LocalStorage
+from index.types import ChunkId, ChunkLocation, PackId
+
+
+def relocate_snapshot(storage: LocalStorage, relpath: str, moved_packs: set[PackId],
+                      moves: dict[ChunkId, ChunkLocation], work_dir: Path) -> int:
+    """Publish a new index at `relpath` in which every chunk row naming one
+    of `moved_packs` names its place in `moves` instead. Returns how many
+    rows changed (0: nothing was written). `work_dir` is on a local disk."""
+    work = work_dir / f"index-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
+    shutil.copyfile(storage.path(relpath), work)
+    try:
+        size = work.stat().st_size
+        env = lmdb.open(str(work), subdir=False, map_size=max(2 * size, 1 << 30),
+                        max_dbs=len(ALL_DBS) + 1, lock=False, sync=False, metasync=False)
+        try:
+            changed = _rewrite_rows(env, moved_packs, moves, relpath)
+            if changed:
+                pending = storage.create()
+                try:
+                    env.copyfd(pending.file.fileno(), compact=True)
+                    pending.commit(relpath)
+                except BaseException:
+                    pending.abort()
+                    raise
+            return changed
+        finally:
+            env.close()
+    finally:
+        for p in (work, Path(str(work) + "-lock")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _rewrite_rows(env: lmdb.Environment, moved_packs: set[PackId],
+                  moves: dict[ChunkId, ChunkLocation], relpath: str) -> int:
+    with env.begin(write=True) as txn:
+        db = env.open_db(DB_CHUNKS, txn=txn, create=False)
+        updates = []
+        for key, value in txn.cursor(db):
+            if decode_location(value).pack_id in moved_packs:
+                cid = ChunkId(bytes(key))
+                new = moves.get(cid)
+                if new is None:
+                    raise RepositoryCorrupt(f"{relpath}: chunk {cid.hex()} was not moved "
+                                            "with its pack")
+                updates.append((cid, encode_location(new)))
+        for cid, value in updates:
+            txn.put(cid, value, db=db)
+    return len(updates)

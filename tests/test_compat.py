@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from index.pack import list_packs
 from index.repository import Repository
 from tests.trees import snapshot_state
 from writer.backup import Part, run_backup
@@ -57,4 +58,33 @@ def test_format_1_repository_takes_new_backups(tmp_path: Path) -> None:
     with repo.open_snapshot(repo.snapshots("mx1")[-1]) as snap:
         e = snap.resolve("data/new")
         assert snap.read(e, 0, 100) == b"a new file"
+    repo.close()
+
+
+def test_format_1_repository_is_pruned_and_collected(tmp_path: Path) -> None:
+    """A repository written before prune and gc existed: once both hosts have
+    new snapshots, prune removes the old ones and gc deletes their packs."""
+    from index.check import check
+    from writer.gc import collect
+    from writer.prune import prune
+    from writer.retention import Policy
+
+    shutil.copytree(DATA / "repo-v1", tmp_path / "repo")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "new").write_text("a new file")
+    repo = Repository.open(tmp_path / "repo")
+    old = repo.snapshots()
+    packs_before = set(list_packs(repo.storage))
+    for host in ("mx1", "mx2"):
+        assert run_backup(repo, host, [Part("data", src)]).exit_status == 0
+    items = prune(repo, Policy(keep_last=1))
+    assert sorted(i.ref for i in items if not i.decision.keep) == old
+    result = collect(repo, grace=0.0)
+    assert result.packs_deleted == len(packs_before) == 2
+    assert not packs_before & set(list_packs(repo.storage))
+    assert check(repo, read_data=True).sound
+    for ref in repo.snapshots():
+        with repo.open_snapshot(ref) as snap:
+            assert snap.read(snap.resolve("data/new"), 0, 100) == b"a new file"
     repo.close()

@@ -207,7 +207,7 @@ class _Collector:
         storage = self.repo.storage
         key = self.repo.config.chunk_id_key
         writer: PackWriter | None = None
-        pending: list[ChunkId] = []
+        pending: set[ChunkId] = set()
 
         def finish(w: PackWriter) -> None:
             pack_id, rows = w.finish()
@@ -231,10 +231,10 @@ class _Collector:
                     if writer is None:
                         writer = PackWriter(storage)
                     writer.add(raw)
-                    pending.append(row.chunk_id)
+                    pending.add(row.chunk_id)
                     if writer.size >= self.repo.config.pack_size:
                         finish(writer)
-                        writer, pending = None, []
+                        writer, pending = None, set()
                 self.copied.add(pack_id)
                 self.result.packs_rewritten += 1
             if writer is not None and len(writer):

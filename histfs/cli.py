@@ -448,21 +448,28 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_hold(args: argparse.Namespace) -> int:
-    """`histfs hold`."""
-    from index.holds import place_hold
+def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any]) -> tuple[Any, Any]:
+    """Run `change(storage, host, name, reason)` on the snapshot the user
+    named, holding the prune lock: a snapshot cannot be pruned between the
+    check that it exists and the change of its holds."""
     from writer.prune import PRUNE_LOCK
 
     repo = Repository.open(_repo_path(args))
     host = args.host or _only_host(repo)
-    lock = repo.lock(PRUNE_LOCK, f"hold on {host}")
+    lock = repo.lock(PRUNE_LOCK, f"{args.command} on {host}")
     lock.acquire(wait=300.0)
     try:
-        # Under the prune lock: the snapshot cannot be pruned before the hold is in place.
         ref = repo.select(host, args.snapshot)
-        hold = place_hold(repo.storage, ref.host, ref.name, args.reason)
+        return ref, change(repo.storage, ref.host, ref.name, args.reason)
     finally:
         lock.release()
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    """`histfs hold`."""
+    from index.holds import place_hold
+
+    ref, hold = _with_hold_lock(args, place_hold)
     print(f"held       {ref.host}/{ref.name} ({hold.reason})")
     return EXIT_OK
 
@@ -470,17 +477,8 @@ def cmd_hold(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     """`histfs release`."""
     from index.holds import release_holds
-    from writer.prune import PRUNE_LOCK
 
-    repo = Repository.open(_repo_path(args))
-    host = args.host or _only_host(repo)
-    lock = repo.lock(PRUNE_LOCK, f"release on {host}")
-    lock.acquire(wait=300.0)
-    try:
-        ref = repo.select(host, args.snapshot)
-        released = release_holds(repo.storage, ref.host, ref.name, args.reason)
-    finally:
-        lock.release()
+    ref, released = _with_hold_lock(args, release_holds)
     if not released:
         raise ConfigError(f"{ref.host}/{ref.name} has no hold with reason {args.reason!r}")
     print(f"released   {ref.host}/{ref.name} ({args.reason}"

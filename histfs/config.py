@@ -113,12 +113,18 @@ def parse_duration(value: object, where: str) -> timedelta:
                       f"got {value!r}")
 
 
-def _load_retention(table: object, where: str) -> Policy:
+def _check_table(table: object, name: str, allowed: set[str], where: str) -> dict[str, Any]:
+    """`table` if it is a TOML table with only `allowed` keys, else raise."""
     if not isinstance(table, dict):
-        raise ConfigError(f"{where}retention: expected a table")
+        raise ConfigError(f"{where}{name}: expected a table")
     for key in table:
-        if key not in _RETENTION_KEYS:
-            raise ConfigError(f"{where}retention.{key}: unknown key")
+        if key not in allowed:
+            raise ConfigError(f"{where}{name}.{key}: unknown key")
+    return table
+
+
+def _load_retention(raw: object, where: str) -> Policy:
+    table = _check_table(raw, "retention", _RETENTION_KEYS, where)
     counts = {}
     for key in _RETENTION_COUNTS:
         value = _get(table, key, int, f"{where}retention.")
@@ -138,12 +144,8 @@ def _load_retention(table: object, where: str) -> Policy:
     return policy
 
 
-def _load_hooks(table: object, where: str) -> Hooks:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}hooks: expected a table")
-    for key in table:
-        if key not in _HOOK_KEYS:
-            raise ConfigError(f"{where}hooks.{key}: unknown key")
+def _load_hooks(raw: object, where: str) -> Hooks:
+    table = _check_table(raw, "hooks", _HOOK_KEYS, where)
     commands = {k: _get(table, k, str, f"{where}hooks.") for k in ("before", "after",
                                                                     "after_success")}
     timeout = table.get("timeout")

@@ -222,12 +222,8 @@ class ChunkStore:
         return data
 
     def close(self) -> None:
-        """Close every open pack file."""
+        """Close every open pack file and drop the chunk cache."""
+        self.close_idle()
         with self._lock:
-            for op in self._fds.values():
-                op.retired = True
-                if op.users == 0:
-                    os.close(op.fd)
-            self._fds.clear()
             self._cache.clear()
             self._cache_bytes = 0

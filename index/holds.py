@@ -94,7 +94,11 @@ def held_snapshots(storage: LocalStorage, host: str) -> dict[str, list[Hold]]:
 def place_hold(storage: LocalStorage, host: str, name: str, reason: str) -> Hold:
     """Publish a new hold; the caller has checked that the snapshot exists."""
     reason = check_reason(reason)
-    hold_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+    # Names sort in the order holds were placed (to the nanosecond), which
+    # is the order `snapshots` shows them in.
+    now = time.time_ns()
+    hold_id = (time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
+               + f".{now % 10**9:09d}Z-{secrets.token_hex(4)}")
     doc = {"reason": reason, **_stamp()}
     storage.makedirs(holds_dir(host, name))
     storage.write_atomic(f"{holds_dir(host, name)}/{hold_id}{HOLD_SUFFIX}",

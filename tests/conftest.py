@@ -125,3 +125,25 @@ def mount_repo(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
     yield start
     for m in mounts:
         m.stop()
+
+
+# Figures that reliability tests report (trial counts, RSS, rates), printed
+# together at the end of the run so that the README can quote them.
+_FIGURES: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """`figures("10 kill -9 trials, 4 after publishing")` records one line,
+    printed under the test's name in the run's terminal summary."""
+    def record(line: str) -> None:
+        _FIGURES.append((request.node.nodeid, line))
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _FIGURES:
+        return
+    terminalreporter.section("reliability figures")
+    for nodeid, line in _FIGURES:
+        terminalreporter.write_line(f"{nodeid}: {line}")

@@ -104,7 +104,8 @@ def test_kill_at_each_step_of_the_commit(repo: Repository, tmp_path: Path, point
         assert after["bytes_added"] == 0
 
 
-def _random_kill_trials(repo: Repository, tmp_path: Path, trials: int, seed: int) -> None:
+def _random_kill_trials(repo: Repository, tmp_path: Path, trials: int, seed: int,
+                        figures) -> None:
     rng = random.Random(seed)
     src = tmp_path / "src"
     _make_source(src, rng)
@@ -132,16 +133,16 @@ def _random_kill_trials(repo: Repository, tmp_path: Path, trials: int, seed: int
     last = backup_json(repo.root, f"data={src}")
     expected[str(last["snapshot"])] = source_state(src)
     _verify(repo.root, expected)
-    print(f"\n{trials} kill -9 trials: {killed_before_publish} before publishing, "
-          f"{trials - killed_before_publish} after; repository intact after each")
+    figures(f"{trials} kill -9 trials: {killed_before_publish} before publishing, "
+            f"{trials - killed_before_publish} after; repository intact after each")
     assert killed_before_publish > 0
 
 
-def test_kill_at_random_moments(repo: Repository, tmp_path: Path) -> None:
-    _random_kill_trials(repo, tmp_path, trials=10, seed=1)
+def test_kill_at_random_moments(repo: Repository, tmp_path: Path, figures) -> None:
+    _random_kill_trials(repo, tmp_path, trials=10, seed=1, figures=figures)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_kill_at_random_moments_many(repo: Repository, tmp_path: Path) -> None:
-    _random_kill_trials(repo, tmp_path, trials=50, seed=2)
+def test_kill_at_random_moments_many(repo: Repository, tmp_path: Path, figures) -> None:
+    _random_kill_trials(repo, tmp_path, trials=50, seed=2, figures=figures)

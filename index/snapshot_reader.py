@@ -17,6 +17,7 @@ import lmdb
 from index import codec
 from index.chunkstore import ChunkStore
 from index.errors import FormatTooNew, MissingChunk, PathNotFound, RepositoryCorrupt
+from index.lmdb_file import check_whole
 from index.snapshot_format import (
     DB_CHUNKS,
     DB_DIRENTS,
@@ -36,6 +37,16 @@ from index.snapshot_format import (
 from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
 
 
+def _check_file(path: Path) -> int:
+    """The index file's inode number, once it is known to be whole."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        check_whole(fd, f"snapshot index {path.name}")
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
 class SnapshotReader:
     """Read access to one snapshot index file."""
 
@@ -44,7 +55,7 @@ class SnapshotReader:
             # Which file this is: gc may replace an index by a relocated copy
             # under the same name (index.relocate), and readers that stay
             # open for long compare this with the name's current inode.
-            self.file_id = os.stat(path).st_ino
+            self.file_id = _check_file(path)
             # Kernel read-ahead stays on: on a cold cache, a walk through a
             # snapshot touches its index pages roughly in file order.
             self._env = lmdb.open(

@@ -19,7 +19,7 @@ _RETENTION_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "k
                      "keep_yearly")
 _RETENTION_KEYS = {*_RETENTION_COUNTS, "keep_within", "keep_ages"}
 _HOOK_KEYS = {"before", "after", "after_success", "timeout"}
-_DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")
+_DURATION_RE = re.compile(r"([0-9]{1,12})\s*([smhdw])", re.ASCII)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DEFAULT_HOOK_TIMEOUT = timedelta(hours=1)
 _UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20}
@@ -87,7 +87,8 @@ def parse_chunk_size(value: object, where: str) -> int:
         text = value.strip().upper().replace(" ", "")
         digits = text.rstrip("KMIB")
         unit = _UNITS.get(text[len(digits):])
-        if digits.isdigit() and unit is not None:
+        # isdigit() alone accepts "²"; a size has a dozen digits at most.
+        if digits.isascii() and digits.isdigit() and len(digits) <= 12 and unit is not None:
             size = int(digits) * unit
     lo, hi = CHUNK_SIZE_RANGE
     if size is None:
@@ -95,6 +96,9 @@ def parse_chunk_size(value: object, where: str) -> int:
     if not lo <= size <= hi:
         raise ConfigError(f"{where}chunk_size: must be 4KiB to 4MiB, got {value!r}")
     return size
+
+
+_MAX_DURATION = 100 * 366 * 86400
 
 
 def parse_duration(value: object, where: str) -> timedelta:
@@ -107,7 +111,8 @@ def parse_duration(value: object, where: str) -> timedelta:
         seconds += int(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     else:
-        if pos and not text[pos:].strip():
+        # A hundred years is longer than any interval means.
+        if pos and not text[pos:].strip() and seconds <= _MAX_DURATION:
             return timedelta(seconds=seconds)
     raise ConfigError(f"{where}: expected a duration such as \"1d\", \"36h\" or \"2w\", "
                       f"got {value!r}")
@@ -162,8 +167,13 @@ def load_config(path: Path) -> FileConfig:
         raise ConfigError(f"{path}: no such configuration file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 at byte {exc.start}") from None
+    # ValueError: TOMLDecodeError, and integers of thousands of digits.
+    except ValueError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
     where = f"{path}: "
     for key in doc:
         if key not in _TOP_KEYS:

@@ -27,6 +27,11 @@ ENCODING_RAW = 0
 ENCODING_ZSTD = 1
 ENCRYPTION_NONE = 0
 
+MAX_RAW_SIZE = 16 * 1024 * 1024
+"""Largest chunk any repository holds: a part's average chunk size is at most
+4 MiB and its maximum four times that (docs/FORMAT.md, section 3). A header
+that claims more is damaged, and is refused before anything is allocated."""
+
 # Compression that saves less than this fraction is not worth a decompression
 # on every read: the chunk is stored raw.
 _MIN_SAVING = 1 / 32
@@ -81,11 +86,21 @@ def decode(blob: bytes | memoryview, expected: ChunkId, key: bytes) -> bytes:
     payload = memoryview(blob)[BLOB_HEADER.size : BLOB_HEADER.size + stored]
     if len(payload) != stored:
         raise CorruptChunk(f"chunk {expected.hex()}: truncated blob")
+    if raw_size > MAX_RAW_SIZE:
+        raise CorruptChunk(f"chunk {expected.hex()}: raw size {raw_size} is over the maximum")
     if encoding == ENCODING_RAW:
         data = bytes(payload)
     elif encoding == ENCODING_ZSTD:
         try:
-            data = _decompressor().decompress(payload, max_output_size=raw_size)
+            # zstandard allocates whatever size the frame header declares,
+            # whatever `max_output_size` says: check the claim first.
+            declared = zstandard.frame_content_size(payload)
+            if declared > raw_size:
+                raise CorruptChunk(f"chunk {expected.hex()}: zstd frame is larger "
+                                   "than the raw size")
+            # Without a declared size, zstandard needs a limit; 0 would mean
+            # none, and an empty chunk is never compressed.
+            data = _decompressor().decompress(payload, max_output_size=max(raw_size, 1))
         except zstandard.ZstdError as exc:
             raise CorruptChunk(f"chunk {expected.hex()}: {exc}") from exc
     else:

@@ -46,7 +46,7 @@ class ChunkIndex:
         """Where the repository stores `cid`, if it does."""
         with self._env.begin(db=self._chunks) as txn:
             raw = txn.get(cid)
-        return None if raw is None else decode_location(raw)
+        return None if raw is None else _location_or_none(raw)
 
     def get_many(self, cids: Iterable[ChunkId]) -> dict[ChunkId, ChunkLocation]:
         """Locations of those of `cids` the repository stores, in one transaction."""
@@ -54,8 +54,9 @@ class ChunkIndex:
         with self._env.begin(db=self._chunks) as txn:
             for cid in cids:
                 raw = txn.get(cid)
-                if raw is not None:
-                    found[cid] = decode_location(raw)
+                loc = None if raw is None else _location_or_none(raw)
+                if loc is not None:
+                    found[cid] = loc
         return found
 
     def add_pack(self, pack_id: PackId, rows: list[PackedChunk]) -> None:
@@ -90,7 +91,8 @@ class ChunkIndex:
             with self._env.begin(write=True) as txn:
                 cur = txn.cursor(db=self._chunks)
                 for key, value in list(cur.iternext()):
-                    if decode_location(value).pack_id in gone:
+                    loc = _location_or_none(value)
+                    if loc is None or loc.pack_id in gone:
                         txn.delete(key, db=self._chunks)
                 for pack_id in gone:
                     txn.delete(pack_id, db=self._packs)
@@ -105,3 +107,12 @@ class ChunkIndex:
             self.add_pack(pack_id, rows)
             indexed += 1
         return indexed, len(gone)
+
+
+def _location_or_none(raw: bytes) -> ChunkLocation | None:
+    # The cache is rebuilt from the packs' tables: a damaged row only means
+    # that its chunk is not known to be stored (it is stored again).
+    try:
+        return decode_location(raw)
+    except RepositoryCorrupt:
+        return None

@@ -20,7 +20,16 @@ def pack(obj: Any) -> bytes:
 
 def unpack(data: bytes | memoryview, what: str = "record") -> Any:
     """Decode msgpack produced by `pack`; damage raises RepositoryCorrupt."""
+    # A header may declare up to 2**32 items or bytes in five bytes: no
+    # length may exceed the input's, so memory stays proportional to it
+    # (msgpack's current defaults, made explicit so that they stay).
+    n = memoryview(data).nbytes
     try:
-        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        return msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=False,
+            max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n // 2, max_ext_len=n,
+        )
+    # TypeError: a map key that is an array or a map (unhashable).
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError) as exc:
         raise RepositoryCorrupt(f"undecodable {what}: {exc}") from exc

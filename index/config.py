@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from index.blob import MAX_RAW_SIZE
 from index.errors import FormatTooNew, RepositoryCorrupt
 
 FORMAT_NAME = "histfs-repository"
@@ -21,6 +23,8 @@ DEFAULT_MIN_SIZE = 256 * 1024
 DEFAULT_AVG_SIZE = 1024 * 1024
 DEFAULT_MAX_SIZE = 4 * 1024 * 1024
 DEFAULT_PACK_SIZE = 32 * 1024 * 1024
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,37 +89,76 @@ class RepoConfig:
     def from_json(cls, data: bytes) -> RepoConfig:
         """Decode and check a config file; a newer version is refused."""
         try:
-            doc: dict[str, Any] = json.loads(data)
-            if doc.get("format") != FORMAT_NAME:
-                raise RepositoryCorrupt("config is not a histfs repository config")
-            version = int(doc["version"])
-            if version > FORMAT_VERSION:
-                raise FormatTooNew(
-                    f"repository format {version} is newer than this histfs "
-                    f"supports ({FORMAT_VERSION}); upgrade histfs"
-                )
-            chunker = doc["chunker"]
-            if chunker.get("algorithm") != "fastcdc2020":
-                raise RepositoryCorrupt(f"unknown chunker {chunker.get('algorithm')!r}")
-            if doc.get("encryption", "none") != "none":
-                raise FormatTooNew(
-                    f"repository uses encryption {doc['encryption']!r}, "
-                    "which this histfs does not support; upgrade histfs"
-                )
-            return cls(
-                version=version,
-                repo_id=str(doc["id"]),
-                created=str(doc["created"]),
-                chunk_id_key=bytes.fromhex(doc["chunk_id_key"]),
-                chunker=ChunkerParams(
-                    min_size=int(chunker["min_size"]),
-                    avg_size=int(chunker["avg_size"]),
-                    max_size=int(chunker["max_size"]),
-                    normalized_chunking=int(chunker["normalized_chunking"]),
-                    seed=int(chunker["seed"]),
-                ),
-                pack_size=int(doc["pack_size"]),
-                encryption=str(doc.get("encryption", "none")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: arrays or objects nested thousands deep.
             raise RepositoryCorrupt(f"damaged repository config: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+            raise RepositoryCorrupt("config is not a histfs repository config")
+        version = _field(doc, "version", int)
+        if version > FORMAT_VERSION:
+            raise FormatTooNew(
+                f"repository format {version} is newer than this histfs "
+                f"supports ({FORMAT_VERSION}); upgrade histfs"
+            )
+        if version < 1:
+            raise RepositoryCorrupt(f"damaged repository config: version {version}")
+        chunker = _field(doc, "chunker", dict)
+        if chunker.get("algorithm") != "fastcdc2020":
+            raise RepositoryCorrupt(f"unknown chunker {_shown(chunker.get('algorithm'))}")
+        if doc.get("encryption", "none") != "none":
+            raise FormatTooNew(
+                f"repository uses encryption {_shown(doc['encryption'])}, "
+                "which this histfs does not support; upgrade histfs"
+            )
+        repo_id = _field(doc, "id", str)
+        # The id names a directory of the local cache: nothing but hex.
+        if not _HEX_ID.fullmatch(repo_id):
+            raise RepositoryCorrupt(f"damaged repository config: id {_shown(repo_id)}")
+        key_hex = _field(doc, "chunk_id_key", str)
+        if not _HEX_KEY.fullmatch(key_hex):
+            raise RepositoryCorrupt("damaged repository config: chunk_id_key is not "
+                                    "64 hex digits")
+        params = ChunkerParams(
+            min_size=_field(chunker, "min_size", int),
+            avg_size=_field(chunker, "avg_size", int),
+            max_size=_field(chunker, "max_size", int),
+            normalized_chunking=_field(chunker, "normalized_chunking", int),
+            seed=_field(chunker, "seed", int),
+        )
+        # The sizes bound every chunk a writer makes and so the memory of
+        # each chunk in flight; blobs above MAX_RAW_SIZE are unreadable.
+        if not (0 < params.min_size <= params.avg_size <= params.max_size <= MAX_RAW_SIZE
+                and 0 <= params.normalized_chunking <= 3 and 0 <= params.seed < 1 << 62):
+            raise RepositoryCorrupt(f"damaged repository config: chunker {params}")
+        pack_size = _field(doc, "pack_size", int)
+        if not 0 < pack_size < 1 << 63:
+            raise RepositoryCorrupt(f"damaged repository config: pack_size {pack_size}")
+        return cls(
+            version=version,
+            repo_id=repo_id,
+            created=_field(doc, "created", str),
+            chunk_id_key=bytes.fromhex(key_hex),
+            chunker=params,
+            pack_size=pack_size,
+            encryption="none",
+        )
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _shown(value: object) -> str:
+    # Damaged values can be long: a message stays one short line.
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _field(doc: dict[str, Any], key: str, kind: type[_T]) -> _T:
+    """`doc[key]` if it is of type `kind` (a bool is not an int)."""
+    value = doc.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        shown = "missing" if key not in doc else f"not {kind.__name__}: {_shown(value)}"
+        raise RepositoryCorrupt(f"damaged repository config: {key} {shown}")
+    return value

@@ -18,6 +18,7 @@ packs first. docs/FORMAT.md section 13 has the whole protocol.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import socket
@@ -57,13 +58,27 @@ def read_lists(storage: LocalStorage, names: set[str] | None = None) -> list[Gar
     for name in sorted(list_names(storage) if names is None else names):
         try:
             doc = json.loads(storage.read(f"{GARBAGE_DIR}/{name}"))
-            packs = frozenset(PackId(bytes.fromhex(h)) for h in doc["packs"])
-            found.append(GarbageList(name, float(doc["time"]), packs))
+            packs = frozenset(_pack_id(h) for h in doc["packs"])
+            when = doc["time"]
+            # gc compares the time with lock times: it must be a real number.
+            if not isinstance(when, int | float) or isinstance(when, bool) \
+                    or not math.isfinite(when):
+                raise ValueError(f"time {when!r:.40} is not a number of seconds")
+            found.append(GarbageList(name, float(when), packs))
         except FileNotFoundError:
             continue  # processed by a gc meanwhile
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        # RecursionError: JSON nested thousands deep; OverflowError: an
+        # integer time too large for a float.
+        except (OSError, ValueError, KeyError, TypeError, RecursionError,
+                OverflowError) as exc:
             raise RepositoryCorrupt(f"garbage list {name} is unreadable: {exc}") from None
     return found
+
+
+def _pack_id(text: object) -> PackId:
+    if not isinstance(text, str) or len(text) != 64:
+        raise ValueError(f"{text!r:.70} is not a pack id")
+    return PackId(bytes.fromhex(text))
 
 
 def doomed_packs(storage: LocalStorage, names: set[str] | None = None) -> set[PackId]:

@@ -75,8 +75,9 @@ def active_holds(storage: LocalStorage, host: str, name: str) -> list[Hold]:
                               str(doc.get("machine", "?"))))
         except FileNotFoundError:
             continue
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             # An unreadable hold still holds: better kept too long than lost.
+            # (RecursionError: JSON nested thousands deep.)
             raise RepositoryCorrupt(f"hold {where}/{fname} is unreadable: {exc}") from None
     return holds
 

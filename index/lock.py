@@ -28,15 +28,28 @@ def _holder_alive(doc: dict[str, object]) -> bool:
     if doc.get("machine") != socket.gethostname():
         return True
     pid = doc.get("pid")
-    if not isinstance(pid, int):
+    # 0 and negative numbers name process groups, not a process; a bool is
+    # not a pid either.
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
     return True
+
+
+def _read(path: Path) -> dict[str, object]:
+    """A lock file's object; ValueError if it is not one."""
+    try:
+        doc = json.loads(path.read_text())
+    except RecursionError as exc:  # JSON nested thousands deep
+        raise ValueError(f"lock file {path.name} is nested too deep") from exc
+    if not isinstance(doc, dict):
+        raise ValueError(f"lock file {path.name} does not hold an object")
+    return doc
 
 
 class RepositoryLock:
@@ -50,7 +63,7 @@ class RepositoryLock:
 
     def _describe(self) -> str:
         try:
-            doc = json.loads(self.path.read_text())
+            doc = _read(self.path)
             return (
                 f"{doc.get('purpose', '?')} by pid {doc.get('pid')} on "
                 f"{doc.get('machine')} since {doc.get('since')}"
@@ -60,7 +73,7 @@ class RepositoryLock:
 
     def _is_stale(self) -> bool:
         try:
-            doc = json.loads(self.path.read_text())
+            doc = _read(self.path)
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
             return False
@@ -95,10 +108,17 @@ class RepositoryLock:
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
                 continue
             try:
-                os.write(fd, doc)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                try:
+                    os.write(fd, doc)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError:
+                # A full disk: an empty lock file would block this name for
+                # STALE_AFTER (its holder cannot be read).
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                raise
             break
         self._refresher = threading.Thread(target=self._refresh, daemon=True)
         self._refresher.start()
@@ -135,7 +155,9 @@ def live_locks_since(locks_dir: Path, prefix: str) -> list[float]:
         if lock._is_stale():
             continue
         try:
-            since = json.loads(path.read_text())["since"]
+            since = _read(path)["since"]
+            if not isinstance(since, str):
+                raise ValueError(f"lock time {since!r:.40}")
             found.append(float(calendar.timegm(time.strptime(since, "%Y-%m-%dT%H:%M:%SZ"))))
         except FileNotFoundError:
             continue

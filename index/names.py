@@ -39,8 +39,12 @@ def snapshot_name(when: datetime, suffix: int = 0) -> str:
 
 
 def is_snapshot_name(name: str) -> bool:
-    """Whether `name` has the shape of a snapshot name."""
-    return _SNAPSHOT_RE.match(name) is not None
+    """Whether `name` is a snapshot name: the shape, and a real time no
+    earlier than 1970 (the mount orders snapshots by their unix time)."""
+    try:
+        return snapshot_time(name).timestamp() >= 0
+    except ValueError:
+        return False
 
 
 def snapshot_time(name: str) -> datetime:
@@ -56,7 +60,7 @@ def parse_when(text: str) -> datetime:
     """A point in time from a user: a date (meaning the end of that day), a
     date and time (UTC unless an offset is given), or a snapshot name."""
     text = text.strip()
-    if _SNAPSHOT_RE.match(text):
+    if is_snapshot_name(text):
         return snapshot_time(text)
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
@@ -74,3 +78,8 @@ def snapshot_sort_key(name: str) -> tuple[str, int]:
     """Orders snapshot names by time, then by suffix (so -10 follows -9)."""
     base, _, suffix = name.partition("Z-")
     return (base.rstrip("Z"), int(suffix) if suffix.isdigit() else 0)
+
+
+def safe_name(name: bytes) -> bool:
+    """Whether `name` (from a snapshot index) is one harmless path component."""
+    return bool(name) and name not in (b".", b"..") and b"/" not in name and b"\0" not in name

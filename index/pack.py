@@ -133,21 +133,33 @@ class PackWriter:
             self._pending = None
 
 
+def _pread_exact(fd: int, size: int, offset: int, name: str) -> bytes:
+    # A file shorter than the size it was opened with (truncated meanwhile,
+    # or a wrong size passed in) must not reach struct as a short buffer.
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise RepositoryCorrupt(f"pack {name}: truncated")
+    return data
+
+
 def read_table(fd: int, file_size: int, name: str) -> list[PackedChunk]:
     """The table of a pack read from an open file, checked for structure."""
     if file_size < PACK_HEADER.size + PACK_TRAILER.size:
         raise RepositoryCorrupt(f"pack {name}: too short")
-    magic, version, _, _ = PACK_HEADER.unpack(os.pread(fd, PACK_HEADER.size, 0))
+    header = _pread_exact(fd, PACK_HEADER.size, 0, name)
+    magic, version, _, _ = PACK_HEADER.unpack(header)
     if magic != PACK_MAGIC:
         raise RepositoryCorrupt(f"pack {name}: bad magic")
     if version > PACK_VERSION:
         raise FormatTooNew(f"pack {name}: format {version} is newer than supported")
-    trailer = os.pread(fd, PACK_TRAILER.size, file_size - PACK_TRAILER.size)
+    trailer = _pread_exact(fd, PACK_TRAILER.size, file_size - PACK_TRAILER.size, name)
     table_offset, count, _, _, end_magic = PACK_TRAILER.unpack(trailer)
     table_end = table_offset + count * PACK_TABLE_ENTRY.size
+    # The table lies within the file, so reading it allocates no more than
+    # the file's size whatever the trailer claims.
     if end_magic != PACK_END_MAGIC or table_end != file_size - PACK_TRAILER.size:
         raise RepositoryCorrupt(f"pack {name}: bad trailer")
-    table = os.pread(fd, table_end - table_offset, table_offset)
+    table = _pread_exact(fd, table_end - table_offset, table_offset, name)
     rows = [
         PackedChunk(ChunkId(cid), off, stored, raw)
         for cid, off, stored, raw in PACK_TABLE_ENTRY.iter_unpack(table)

@@ -68,26 +68,79 @@ def encode_entry(e: Entry) -> bytes:
     ])
 
 
+def _shown(value: object) -> str:
+    # Damaged values can be long: a message stays one short line.
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# Record elements that must be ints; times may be negative (before 1970),
+# the others not. `kind` is checked by `Kind` instead.
+_TIME_FIELDS = (8, 9, 10)
+_COUNT_FIELDS = (1, 4, 5, 6, 7, 11, 12, 13, 14, 17)
+_ID32_FIELDS = (5, 6, 11)  # uid, gid, nlink
+_MAX_MODE = 0o7777
+_MAX_U32 = (1 << 32) - 1
+_MIN_I64, _MAX_I64 = -(1 << 63), (1 << 63) - 1
+_KINDS = frozenset(int(k) for k in Kind)
+
+
 def decode_entry(entry_id: int, raw: bytes | memoryview) -> Entry:
     """The `Entry` stored under `entry_id`."""
     rec: list[Any] = codec.unpack(raw, "entry record")
     if not isinstance(rec, list) or not rec:
         raise RepositoryCorrupt(f"entry {entry_id}: not a record")
-    try:
-        if rec[0] > RECORD_VERSION:
-            raise FormatTooNew(f"entry record version {rec[0]} is newer than supported")
-        (_, parent, name, kind, mode, uid, gid, size, mtime, ctime, atime, nlink,
-         rdev, inode_id, stored, data, xattrs, source_ino) = rec[:18]
-        return Entry(
-            entry_id=EntryId(entry_id), parent_id=EntryId(parent), name=name,
-            kind=Kind(kind), mode=mode, uid=uid, gid=gid, size=size,
-            mtime_ns=mtime, ctime_ns=ctime, atime_ns=atime, nlink=nlink,
-            rdev=rdev, inode_id=EntryId(inode_id), stored_bytes=stored,
-            data=data, xattrs=tuple((k, v) for k, v in xattrs or ()),
-            source_ino=source_ino,
-        )
-    except (ValueError, TypeError) as exc:
-        raise RepositoryCorrupt(f"entry {entry_id}: bad record: {exc}") from exc
+    if type(rec[0]) is not int:
+        raise RepositoryCorrupt(f"entry {entry_id}: bad record version {_shown(rec[0])}")
+    if rec[0] > RECORD_VERSION:
+        raise FormatTooNew(f"entry record version {rec[0]} is newer than supported")
+    if len(rec) < len(ENTRY_FIELDS):
+        raise RepositoryCorrupt(f"entry {entry_id}: bad record: {len(rec)} fields, "
+                                f"not {len(ENTRY_FIELDS)}")
+    # Every field is checked here, once, so that no reader (the mount, a
+    # restore) meets a value of the wrong type later.
+    # Bounds are those of the kernel's types (off_t, time in ns as int64,
+    # uid_t): a value beyond them cannot be shown or restored.
+    for i in _TIME_FIELDS:
+        if type(rec[i]) is not int or not _MIN_I64 <= rec[i] <= _MAX_I64:
+            raise _bad_field(entry_id, i, rec[i])
+    for i in _COUNT_FIELDS:
+        limit = _MAX_U32 if i in _ID32_FIELDS else _MAX_I64
+        if type(rec[i]) is not int or not 0 <= rec[i] <= limit:
+            raise _bad_field(entry_id, i, rec[i])
+    (_, parent, name, kind, mode, uid, gid, size, mtime, ctime, atime, nlink,
+     rdev, inode_id, stored, data, xattrs, source_ino) = rec[:18]
+    if not isinstance(name, bytes):
+        raise _bad_field(entry_id, 2, name)
+    if type(kind) is not int or kind not in _KINDS:
+        raise _bad_field(entry_id, 3, kind)
+    if mode > _MAX_MODE:
+        raise _bad_field(entry_id, 4, mode)
+    if not (data is None or isinstance(data, bytes)
+            or (type(data) is int and data >= 0)) or (
+                kind == Kind.REGULAR and isinstance(data, bytes) and len(data) != 32):
+        raise _bad_field(entry_id, 15, data)
+    if xattrs is None:
+        xattrs = []
+    if not isinstance(xattrs, list) or not all(
+        isinstance(x, list) and len(x) == 2 and isinstance(x[0], bytes)
+        and isinstance(x[1], bytes) for x in xattrs
+    ):
+        raise _bad_field(entry_id, 16, xattrs)
+    return Entry(
+        entry_id=EntryId(entry_id), parent_id=EntryId(parent), name=name,
+        kind=Kind(kind), mode=mode, uid=uid, gid=gid, size=size,
+        mtime_ns=mtime, ctime_ns=ctime, atime_ns=atime, nlink=nlink,
+        rdev=rdev, inode_id=EntryId(inode_id), stored_bytes=stored,
+        data=data, xattrs=tuple((k, v) for k, v in xattrs),
+        source_ino=source_ino,
+    )
+
+
+def _bad_field(entry_id: int, index: int, value: object) -> RepositoryCorrupt:
+    return RepositoryCorrupt(
+        f"entry {entry_id}: bad record: {ENTRY_FIELDS[index]} {_shown(value)}"
+    )
 
 
 def encode_extent(length: int, chunk_id: ChunkId | None) -> bytes:
@@ -95,11 +148,23 @@ def encode_extent(length: int, chunk_id: ChunkId | None) -> bytes:
     return EXTENT_LENGTH.pack(length) + (chunk_id or b"")
 
 
+def decode_extent_key(key: bytes) -> tuple[int, int]:
+    """An `extents` key as (entry id, offset)."""
+    if len(key) != EXTENT_KEY.size:
+        raise RepositoryCorrupt(f"extent key {bytes(key[:16]).hex()}: {len(key)} bytes, "
+                                f"not {EXTENT_KEY.size}")
+    entry_id, offset = EXTENT_KEY.unpack(key)
+    return entry_id, offset
+
+
 def decode_extent(key: bytes, value: bytes) -> Extent:
     """An `extents` row as an `Extent`."""
-    _, offset = EXTENT_KEY.unpack(key)
+    entry_id, offset = decode_extent_key(key)
+    if len(value) not in (EXTENT_LENGTH.size, EXTENT_LENGTH.size + 32):
+        raise RepositoryCorrupt(f"extent of entry {entry_id} at {offset}: {len(value)} "
+                                "bytes, not 8 (a hole) or 40 (a chunk)")
     (length,) = EXTENT_LENGTH.unpack_from(value)
-    cid = ChunkId(bytes(value[8:40])) if len(value) >= 40 else None
+    cid = ChunkId(bytes(value[8:40])) if len(value) == 40 else None
     return Extent(offset, length, cid)
 
 
@@ -110,5 +175,54 @@ def encode_location(loc: ChunkLocation) -> bytes:
 
 def decode_location(value: bytes) -> ChunkLocation:
     """A `chunks` row as a `ChunkLocation`."""
+    if len(value) != CHUNK_LOCATION.size:
+        raise RepositoryCorrupt(f"chunk location of {len(value)} bytes, "
+                                f"not {CHUNK_LOCATION.size}")
     pack_id, offset, stored, raw = CHUNK_LOCATION.unpack(value)
     return ChunkLocation(PackId(pack_id), offset, stored, raw)
+
+
+def decode_id(value: bytes, what: str) -> EntryId:
+    """A u64 BE entry id (a `dirents` value, an `entries` key)."""
+    if len(value) != ID_KEY.size:
+        raise RepositoryCorrupt(f"{what}: entry id of {len(value)} bytes, not {ID_KEY.size}")
+    return EntryId(ID_KEY.unpack(value)[0])
+
+
+# Types of the `meta` fields that readers use; a field that is absent is
+# fine (readers fall back), one of another type is damage.
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "version": (int,), "host": (str,), "name": (str,), "time": (str,), "parts": (list,),
+    "histfs_version": (str,), "machine": (str,), "files": (int,), "directories": (int,),
+    "bytes_added": (int,), "chunks_added": (int,), "warnings": (int,),
+    "duration_seconds": (int, float), "entries": (int,), "chunks": (int,),
+    "logical_bytes": (int,),
+}
+_PART_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "source": (str,),
+                                            "exclude": (list,)}
+
+
+def _typed(value: object, types: tuple[type, ...]) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+def decode_meta(raw: bytes | memoryview, name: str) -> dict[str, Any]:
+    """The `meta` map of snapshot index `name`; a newer version is refused."""
+    meta = codec.unpack(raw, f"metadata of snapshot index {name}")
+    if not isinstance(meta, dict):
+        raise RepositoryCorrupt(f"snapshot index {name}: metadata is not a map")
+    version = meta.get("version", 0)
+    if _typed(version, (int,)) and version > INDEX_VERSION:
+        raise FormatTooNew(f"snapshot index {name} has a newer format")
+    if not isinstance(meta.get("name"), str):
+        raise RepositoryCorrupt(f"snapshot index {name}: metadata has no name")
+    for key, types in _META_TYPES.items():
+        if key in meta and not _typed(meta[key], types):
+            raise RepositoryCorrupt(f"snapshot index {name}: bad metadata {key} "
+                                    f"{_shown(meta[key])}")
+    for part in meta.get("parts", []):
+        if not isinstance(part, dict) or not isinstance(part.get("name"), str) or any(
+            key in part and not _typed(part[key], types) for key, types in _PART_TYPES.items()
+        ) or not all(isinstance(x, str) for x in part.get("exclude", [])):
+            raise RepositoryCorrupt(f"snapshot index {name}: bad metadata part {_shown(part)}")
+    return meta

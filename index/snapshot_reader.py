@@ -14,9 +14,8 @@ from typing import Any
 
 import lmdb
 
-from index import codec
 from index.chunkstore import ChunkStore
-from index.errors import FormatTooNew, MissingChunk, PathNotFound, RepositoryCorrupt
+from index.errors import MissingChunk, PathNotFound, RepositoryCorrupt
 from index.lmdb_file import check_whole
 from index.snapshot_format import (
     DB_CHUNKS,
@@ -26,11 +25,13 @@ from index.snapshot_format import (
     DB_META,
     EXTENT_KEY,
     ID_KEY,
-    INDEX_VERSION,
     META_KEY,
     decode_entry,
     decode_extent,
+    decode_extent_key,
+    decode_id,
     decode_location,
+    decode_meta,
     dirent_key,
     id_key,
 )
@@ -72,9 +73,7 @@ class SnapshotReader:
             raise RepositoryCorrupt(f"snapshot index {path.name}: {exc}") from exc
         if raw is None:
             raise RepositoryCorrupt(f"snapshot index {path.name}: no metadata")
-        self.meta: dict[str, Any] = codec.unpack(raw, "snapshot metadata")
-        if int(self.meta.get("version", 0)) > INDEX_VERSION:
-            raise FormatTooNew(f"snapshot index {path.name} has a newer format")
+        self.meta: dict[str, Any] = decode_meta(raw, path.name)
         self.path = path
         self.chunk_store = chunks
 
@@ -117,7 +116,7 @@ class SnapshotReader:
         """The id of `name` inside directory `parent_id`, if present."""
         with self._env.begin(db=self._dirents) as txn:
             raw = txn.get(dirent_key(parent_id, name))
-        return None if raw is None else EntryId(ID_KEY.unpack(raw)[0])
+        return None if raw is None else decode_id(raw, f"{self.path.name}: dirent")
 
     def resolve(self, path: bytes | str) -> Entry:
         """The entry at `path` ("part/dir/file"); raises PathNotFound."""
@@ -150,7 +149,7 @@ class SnapshotReader:
                 name = key[len(prefix):]
                 if after is not None and name == after:
                     continue
-                yield name, EntryId(ID_KEY.unpack(value)[0])
+                yield name, decode_id(value, f"{self.path.name}: dirent")
 
     def extents(self, entry: Entry, offset: int = 0, size: int | None = None) -> list[Extent]:
         """The extents of a regular file that overlap [offset, offset+size)."""
@@ -171,7 +170,7 @@ class SnapshotReader:
             elif cur.key() != wanted:
                 cur.prev()
             for key, value in cur:
-                eid, _ = EXTENT_KEY.unpack(key)
+                eid, _ = decode_extent_key(key)
                 if eid != entry.entry_id:
                     if eid < entry.entry_id:
                         continue
@@ -231,7 +230,7 @@ class SnapshotReader:
         """Every entry in id order (depth first), decoded."""
         with self._env.begin(db=self._entries) as txn:
             for key, value in txn.cursor():
-                yield decode_entry(ID_KEY.unpack(key)[0], value)
+                yield decode_entry(decode_id(key, f"{self.path.name}: entry key"), value)
 
     def content_key(self, entry: Entry) -> tuple[object, ...]:
         """What a file's content is made of: equal keys mean equal bytes."""

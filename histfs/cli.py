@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -690,7 +691,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         return _die(f"{exc.strerror or exc}{where}")
-    return EXIT_OK
+    except Exception as exc:
+        # A bug. Python would exit with 1, which means "finished with
+        # warnings" here: a run that broke must still count as failed.
+        traceback.print_exc()
+        return _die(f"unexpected error: {exc!r}")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,24 @@ later object-storage backend has to meet too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from index.errors import RepositoryError
+
 TMP_DIR = "tmp"
+
+
+class WriteFailed(RepositoryError):
+    """Writing into the repository failed: it is full, or its disk fails.
+
+    Raised in place of the OSError so that a backup can never take it for a
+    problem with one source file (those are OSErrors too, and only warnings):
+    it stops the run, and nothing is published."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -89,6 +100,20 @@ class LocalStorage:
         except BaseException:
             pending.abort()
             raise
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Turn an OSError raised inside into `WriteFailed`; `what` says
+        what was being written ("writing a pack")."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                message = f"no space left on the repository {self.root} ({what})"
+            else:
+                message = (f"cannot write to the repository {self.root} ({what}): "
+                           f"{exc.strerror or exc}")
+            raise WriteFailed(message) from exc
 
     def read(self, relpath: str) -> bytes:
         """The whole content of a repository file."""

@@ -9,6 +9,7 @@ visible by one rename: the commit point of a backup.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from index.snapshot_format import (
     id_key,
 )
 from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Kind
-from writer.staging import SEP, StagedEntry, Staging
+from writer.staging import SEP, StagedEntry, StagedItems, Staging
 
 _MAP_SIZE = 1 << 38
 
@@ -189,14 +190,20 @@ class IndexBuilder:
         """Copy the index into the repository and make it visible: the
         commit point. The caller holds the host's lock and chose a free name."""
         storage = self._repo.storage
-        storage.makedirs(f"{SNAPSHOTS_DIR}/{ref.host}")
-        pending = storage.create()
-        try:
-            self._env.copyfd(pending.file.fileno(), compact=True)
-            pending.commit(ref.relpath)
-        except BaseException:
-            pending.abort()
-            raise
+        with storage.writing("writing the snapshot index"):
+            storage.makedirs(f"{SNAPSHOTS_DIR}/{ref.host}")
+            pending = storage.create()
+            try:
+                try:
+                    self._env.copyfd(pending.file.fileno(), compact=True)
+                except lmdb.DiskError as exc:  # py-lmdb's name for ENOSPC
+                    raise OSError(errno.ENOSPC, str(exc)) from exc
+                except lmdb.Error as exc:  # its message names the cause
+                    raise OSError(errno.EIO, str(exc)) from exc
+                pending.commit(ref.relpath)
+            except BaseException:
+                pending.abort()
+                raise
 
     def close(self) -> None:
         """Drop the local build."""
@@ -206,7 +213,7 @@ class IndexBuilder:
                 p.unlink()
 
 
-def staging_get(txn: lmdb.Transaction, key: bytes) -> StagedEntry | None:
+def staging_get(txn: StagedItems, key: bytes) -> StagedEntry | None:
     """A staged record read inside an open staging transaction."""
     raw = txn.get(key)
     return None if raw is None else StagedEntry.decode(raw)

@@ -4,6 +4,9 @@ Called from many worker threads. Encoding (zstd) runs outside the lock and
 releases the GIL; only appending to the open pack is serialised. A full pack
 is finished (fsynced, verified, renamed) and only then entered into the
 local chunk index, so the index never names a chunk that is not durable.
+A failed write into the repository (no space left) raises `WriteFailed`,
+here and for every later chunk: the backup stops, it never carries on with
+files whose chunks were lost.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import threading
 from index import blob
 from index.chunk_index import ChunkIndex
 from index.pack import PackWriter
-from index.storage import LocalStorage
+from index.storage import LocalStorage, WriteFailed
 from index.types import ChunkId
 from writer.stats import BackupStats
 from writer.testpoints import crash_point
@@ -41,6 +44,7 @@ class ChunkSink:
         self._claim_lock = threading.Lock()
         self._pack_lock = threading.Lock()
         self._pack: PackWriter | None = None
+        self._failed: WriteFailed | None = None
         self.packs_written = 0
 
     def chunk_id(self, data: bytes | memoryview) -> ChunkId:
@@ -78,20 +82,49 @@ class ChunkSink:
 
     def _append(self, encoded: list[bytes]) -> None:
         full: list[PackWriter] = []
-        with self._pack_lock:
-            for one in encoded:
-                if self._pack is None:
-                    self._pack = PackWriter(self._storage)
-                self._pack.add(one)
-                if self._pack.size >= self._pack_size:
-                    full.append(self._pack)
-                    self._pack = None
-        self._stats.add(bytes_added=sum(map(len, encoded)), chunks_added=len(encoded))
-        for pack in full:
-            self._finish(pack)
+        try:
+            with self._pack_lock:
+                if self._failed is not None:
+                    raise self._failed
+                try:
+                    with self._storage.writing("writing a pack"):
+                        for one in encoded:
+                            if self._pack is None:
+                                self._pack = PackWriter(self._storage)
+                            self._pack.add(one)
+                            if self._pack.size >= self._pack_size:
+                                full.append(self._pack)
+                                self._pack = None
+                except BaseException as exc:
+                    # The open pack may hold part of a blob: it can never be
+                    # finished, and the chunks claimed for it are not stored.
+                    self._fail(exc)
+                    raise
+            self._stats.add(bytes_added=sum(map(len, encoded)), chunks_added=len(encoded))
+            for pack in full:
+                self._finish(pack)
+        finally:
+            # A no-op for published packs; after a failure it deletes the
+            # temporary files of full packs not published yet.
+            for pack in full:
+                pack.abort()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Remember a failed write and drop the open pack (holding the lock)."""
+        if isinstance(exc, WriteFailed) and self._failed is None:
+            self._failed = exc
+        if self._pack is not None:
+            self._pack.abort()
+            self._pack = None
 
     def _finish(self, pack: PackWriter) -> None:
-        pack_id, rows = pack.finish()
+        try:
+            with self._storage.writing("writing a pack"):
+                pack_id, rows = pack.finish()
+        except WriteFailed as exc:
+            with self._pack_lock:
+                self._fail(exc)
+            raise
         crash_point("pack-published")
         self._index.add_pack(pack_id, rows)
         with self._pack_lock:
@@ -100,6 +133,8 @@ class ChunkSink:
     def flush(self) -> None:
         """Publish the pack being filled, if any."""
         with self._pack_lock:
+            if self._failed is not None:
+                raise self._failed
             pack, self._pack = self._pack, None
         if pack is not None and len(pack):
             self._finish(pack)

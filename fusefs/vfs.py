@@ -9,6 +9,7 @@ behaviour is tested without a kernel.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import threading
@@ -26,11 +27,13 @@ from fusefs.inodes import (
     split_entry_inode,
 )
 from fusefs.snapshot_table import Listing, SnapshotTable
-from index.errors import PathNotFound
-from index.names import LAST, snapshot_sort_key, snapshot_time
+from index.errors import PathNotFound, RepositoryCorrupt
+from index.names import LAST, safe_name, snapshot_sort_key, snapshot_time
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
 from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Kind
+
+log = logging.getLogger("histfs.mount")
 
 LONG_TIMEOUT = 24 * 3600.0
 """Inside a dated directory nothing ever changes."""
@@ -335,7 +338,17 @@ class Vfs:
         after = snap.entry(EntryId(start)).name if start > entry.entry_id else None
         key = self.table.listing().keys.get(ref, 0)
         for name, child_id in snap.children(entry.entry_id, after):
-            child = snap.entry(child_id)
+            # A hostile or damaged index must not make the kernel list "..",
+            # a name with "/", or stop the whole listing at one bad entry.
+            if not safe_name(name):
+                log.error("%s/%s: unsafe name %r in the index; not listed",
+                          ref.host, ref.name, name)
+                continue
+            try:
+                child = snap.entry(child_id)
+            except RepositoryCorrupt as exc:
+                log.error("%s/%s: %s; not listed", ref.host, ref.name, exc)
+                continue
             if node.kind == NodeKind.LAST:
                 path = node.path + b"/" + name if node.path else name
                 child_ino = self._last_child_inode(node.host, snap, path, child)

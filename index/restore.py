@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from index.errors import CorruptChunk, HistfsError, PathNotFound
+from index.errors import CorruptChunk, HistfsError, PathNotFound, RepositoryCorrupt
+from index.names import safe_name
 from index.snapshot_reader import SnapshotReader
 from index.types import Entry, EntryId, Extent, Kind
 
@@ -69,11 +70,6 @@ class RestoreStats:
         return {"files": self.files, "directories": self.dirs, "other": self.other,
                 "bytes": self.bytes, "duration_seconds": round(self.duration, 3),
                 "errors": list(self.errors), "warnings": list(self.warnings)}
-
-
-def safe_name(name: bytes) -> bool:
-    """Whether `name` is one harmless path component."""
-    return bool(name) and name not in (b".", b"..") and b"/" not in name and b"\0" not in name
 
 
 def _show(path: bytes) -> str:
@@ -175,7 +171,13 @@ class Restorer:
             if not safe_name(name):
                 self.stats.errors.append(f"{_show(child_rel)}: unsafe name in the index; skipped")
                 continue
-            self._restore_entry(dir_fd, name, self.snap.entry(child_id), child_rel)
+            try:
+                child = self.snap.entry(child_id)
+            except RepositoryCorrupt as exc:
+                # One damaged record costs that entry, not the restore.
+                self.stats.errors.append(f"{_show(child_rel)}: {exc}")
+                continue
+            self._restore_entry(dir_fd, name, child, child_rel)
 
     def _restore_entry(self, dir_fd: int, name: bytes, entry: Entry, rel: bytes) -> None:
         try:
@@ -185,6 +187,9 @@ class Restorer:
                 if entry.kind == Kind.REGULAR:
                     self._make_file(dir_fd, name, entry, rel)
                     return
+                if self._link_again(dir_fd, name, entry):
+                    self.stats.other += 1
+                    return
                 if entry.kind == Kind.SYMLINK:
                     target = entry.data if isinstance(entry.data, bytes) else b""
                     os.symlink(target, name, dir_fd=dir_fd)
@@ -193,6 +198,7 @@ class Restorer:
                             Kind.BLOCK_DEVICE: stat.S_IFBLK}[entry.kind]
                     os.mknod(name, mode | 0o600, entry.rdev, dir_fd=dir_fd)
                 self._apply_meta(dir_fd, name, entry, rel)
+                self._remember_link(dir_fd, name, entry)
                 self.stats.other += 1
         except OSError as exc:
             self.stats.errors.append(f"{_show(rel)}: {exc.strerror}")
@@ -235,16 +241,27 @@ class Restorer:
         # Post-order: creating the children changed the directory's times.
         self._apply_meta(dir_fd, name, entry, rel)
 
-    def _make_file(self, dir_fd: int, name: bytes, entry: Entry, rel: bytes) -> None:
+    def _link_again(self, dir_fd: int, name: bytes, entry: Entry) -> bool:
+        """Make `name` a hard link to the restored first link of `entry`'s
+        inode, if there is one (symlinks, fifos and devices too)."""
         first = self._links.get(entry.inode_id)
-        if first is not None:
-            os.link(first[1], name, src_dir_fd=first[0], dst_dir_fd=dir_fd,
-                    follow_symlinks=False)
+        if first is None:
+            return False
+        os.link(first[1], name, src_dir_fd=first[0], dst_dir_fd=dir_fd,
+                follow_symlinks=False)
+        first[2] -= 1
+        if first[2] <= 0:
+            os.close(first[0])
+            del self._links[entry.inode_id]
+        return True
+
+    def _remember_link(self, dir_fd: int, name: bytes, entry: Entry) -> None:
+        if entry.nlink > 1 and len(self._links) < _MAX_LINK_FDS:
+            self._links[entry.inode_id] = [os.dup(dir_fd), name, entry.nlink - 1]
+
+    def _make_file(self, dir_fd: int, name: bytes, entry: Entry, rel: bytes) -> None:
+        if self._link_again(dir_fd, name, entry):
             self.stats.files += 1
-            first[2] -= 1
-            if first[2] <= 0:
-                os.close(first[0])
-                del self._links[entry.inode_id]
             return
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                      dir_fd=dir_fd)
@@ -260,8 +277,7 @@ class Restorer:
             except HistfsError as exc:
                 self._failed(dir_fd, name, rel, exc)
                 return
-            if entry.nlink > 1 and len(self._links) < _MAX_LINK_FDS:
-                self._links[entry.inode_id] = [os.dup(dir_fd), name, entry.nlink - 1]
+            self._remember_link(dir_fd, name, entry)
             return
         fut = self._pool.submit(self._write_content, fd, entry)
         self._inflight.append((fut, os.dup(dir_fd), name, entry, rel))

@@ -23,6 +23,7 @@ are made by editing real pack files and LMDB indexes, never by mocking.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import secrets
@@ -608,3 +609,59 @@ def test_symlinked_directory_in_the_target_fails_only_that_directory(
     assert not os.path.islink(target / "mail/plain.txt")
     assert (target / "mail/plain.txt").read_bytes() == b"hello\n"
     assert (elsewhere / "keep.txt").read_bytes() == b"keep\n"
+
+
+def test_hostile_index_through_the_mount_and_absurd_sizes(
+        tmp_path: Path, repo: Repository, mount_repo: Callable[..., Any]) -> None:
+    """The mount serves no unsafe name, and files that claim absurd sizes
+    (beyond what a file system holds, beyond what off_t holds) give errors
+    for those files only, in the mount and in restore."""
+    hostile_tree(tmp_path, repo)
+    claims = {b"huge.txt": 1 << 62, b"beyond-off-t.txt": (1 << 64) - 1}
+
+    def edit(txn: lmdb.Transaction, entries: Any, dirents: Any) -> None:
+        mail = lookup(txn, dirents, ROOT_ID, b"mail")
+        plain = lookup(txn, dirents, mail, b"plain.txt")
+        for name in UNSAFE:
+            txn.put(dirent_key(mail, name), id_key(plain), db=dirents)
+        old = decode_entry(plain, txn.get(id_key(plain), db=entries))
+        next_id = max(ID_KEY.unpack(k)[0] for k, _ in txn.cursor(db=entries)) + 1
+        for name, size in claims.items():
+            new = dataclasses.replace(old, entry_id=next_id, inode_id=next_id, name=name,
+                                      size=size, nlink=1)
+            txn.put(id_key(next_id), encode_entry(new), db=entries)
+            txn.put(dirent_key(mail, name), id_key(next_id), db=dirents)
+            next_id += 1
+
+    name = craft_snapshot(repo, edit)
+    m = mount_repo(repo.root)
+    mail = m.path / "mx1" / name / "mail"
+    listed = subprocess.run(["ls", "-1fa", str(mail)], capture_output=True, check=True,
+                            text=True).stdout.split("\n")
+    # The unsafe names are not served, nor is the entry whose size is
+    # beyond off_t (it is damage: `check` reports it).
+    assert sorted(n for n in listed if n) == ["dir", "dir2", "huge.txt", "plain.txt", "zz.txt"]
+    assert (mail / "plain.txt").read_bytes() == b"plain\n"
+    for claimed in claims:
+        path = mail / os.fsdecode(claimed)
+        try:
+            with open(path, "rb") as f:
+                f.seek(-4096, os.SEEK_END)
+                f.read(4096)
+        except OSError as exc:
+            assert exc.errno in (errno.EIO, errno.EFBIG, errno.EOVERFLOW, errno.EINVAL), exc
+    # The daemon still answers.
+    assert (mail / "zz.txt").read_bytes() == b"zz\n"
+    assert m.proc is not None and m.proc.poll() is None
+
+    target = tmp_path / "target"
+    target.mkdir()
+    proc = restore(repo.root, name, "--target", str(target))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = error_lines(proc)
+    assert all(any(k in line for k in ("unsafe name", "huge.txt", "beyond-off-t.txt"))
+               for line in errors), errors
+    assert any("beyond-off-t.txt" in line for line in errors), errors
+    assert any("huge.txt" in line for line in errors), errors
+    assert (target / "mail" / "zz.txt").read_bytes() == b"zz\n"

@@ -4,6 +4,11 @@ Files finish in any order (threads, rescans of directories that changed
 during the walk); the staging database sorts them. Keys are the path's
 components joined by NUL, which no name can contain, so key order is
 exactly depth-first order with each directory's names sorted.
+
+LMDB keys are at most 511 bytes and a path can be far longer (PATH_MAX is
+no limit on how deep a tree goes), so a record is stored under its parent
+directory's number and its name, and `items` walks the directories depth
+first, names sorted: the same order as that of the whole keys.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import lmdb
 
@@ -22,6 +30,7 @@ from index.types import ChunkId, Extent, Kind
 SEP = b"\0"
 _MAP_SIZE = 1 << 38
 _BATCH = 2000
+_TOKEN = struct.Struct(">Q")
 
 
 @dataclass(slots=True)
@@ -115,42 +124,83 @@ class Staging:
         )
         self._txn: lmdb.Transaction | None = None
         self._pending = 0
+        # Directory key -> the number its children are stored under, and
+        # back; numbers of keys that are currently staged as directories.
+        self._tokens: dict[bytes, bytes] = {b"": _TOKEN.pack(0)}
+        self._dir_keys: list[bytes] = [b""]
+        self._live_dirs: set[bytes] = {_TOKEN.pack(0)}
+
+    def _token(self, dir_key: bytes, create: bool) -> bytes | None:
+        token = self._tokens.get(dir_key)
+        if token is None and create:
+            token = self._tokens[dir_key] = _TOKEN.pack(len(self._dir_keys))
+            self._dir_keys.append(dir_key)
+        return token
+
+    def _db_key(self, key: bytes, create: bool = False) -> bytes | None:
+        parent, _, name = key.rpartition(SEP)
+        token = self._token(parent, create)
+        return None if token is None else token + name
 
     def put(self, key: bytes, entry: StagedEntry) -> None:
         """Store or replace the record of `key` (writer thread only)."""
         if self._txn is None:
             self._txn = self._env.begin(write=True)
-        self._txn.put(key, entry.encode())
+        db_key = self._db_key(key, create=True)
+        assert db_key is not None
+        if entry.kind == Kind.DIRECTORY:
+            token = self._token(key, create=True)
+            assert token is not None
+            self._live_dirs.add(token)
+        else:
+            self._forget_dir(key)
+        self._txn.put(db_key, entry.encode())
         self._pending += 1
         if self._pending >= _BATCH:
             self.commit()
 
+    def _forget_dir(self, key: bytes) -> None:
+        # Records below a key that is no longer a directory stay, and are
+        # listed last by `items` (the index builder reports them as orphans).
+        token = self._tokens.get(key)
+        if token is not None:
+            self._live_dirs.discard(token)
+
     def delete(self, key: bytes) -> None:
         """Forget the record of `key` (writer thread only)."""
+        db_key = self._db_key(key)
+        if db_key is None:
+            return
         if self._txn is None:
             self._txn = self._env.begin(write=True)
-        self._txn.delete(key)
+        self._forget_dir(key)
+        self._txn.delete(db_key)
 
     def children(self, prefix: bytes) -> list[tuple[bytes, StagedEntry]]:
         """Staged records directly below `prefix` (a key followed by SEP)."""
         self.commit()
         found: list[tuple[bytes, StagedEntry]] = []
+        token = self._tokens.get(prefix[:-1])
+        if token is None:
+            return found
         with self._env.begin() as txn:
             cur = txn.cursor()
-            if not cur.set_range(prefix):
+            if not cur.set_range(token):
                 return found
             for key, raw in cur:
-                if not key.startswith(prefix):
+                if key[:_TOKEN.size] != token:
                     break
-                if SEP not in key[len(prefix):]:
-                    found.append((bytes(key), StagedEntry.decode(raw)))
+                found.append((prefix + bytes(key[_TOKEN.size:]), StagedEntry.decode(raw)))
         return found
 
     def contains(self, key: bytes) -> bool:
         """Whether `key` is staged."""
         self.commit()
+        db_key = self._db_key(key)
+        if db_key is None:
+            return False
         with self._env.begin() as txn:
-            return txn.get(key) is not None
+            return txn.get(db_key) is not None
 
     def commit(self) -> None:
         """Make pending puts visible to readers."""
@@ -159,10 +209,10 @@ class Staging:
             self._txn = None
             self._pending = 0
 
-    def items(self) -> lmdb.Transaction:
-        """A read transaction; iterate `txn.cursor()` for sorted records."""
+    def items(self) -> StagedItems:
+        """All records; iterate `.cursor()` for (key, record) in key order."""
         self.commit()
-        return self._env.begin(buffers=False)
+        return StagedItems(self, self._env.begin(buffers=False))
 
     def close(self) -> None:
         """Discard the staging area."""
@@ -172,3 +222,70 @@ class Staging:
         self._env.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+class StagedItems:
+    """A read view of a staging area (a context manager, like a transaction)."""
+
+    def __init__(self, staging: Staging, txn: lmdb.Transaction) -> None:
+        self._staging = staging
+        self._txn = txn
+
+    def __enter__(self) -> StagedItems:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._txn.abort()
+
+    def get(self, key: bytes) -> bytes | None:
+        """The encoded record of `key`, or None."""
+        db_key = self._staging._db_key(key)
+        raw = None if db_key is None else self._txn.get(db_key)
+        return None if raw is None else bytes(raw)
+
+    def cursor(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, encoded record) in key order: directories depth first,
+        names sorted; then, sorted, records whose parent is not staged as a
+        directory."""
+        tokens, live = self._staging._tokens, self._staging._live_dirs
+        size = _TOKEN.size
+        cur = self._txn.cursor()
+        visited: set[bytes] = set()
+        # (directory key, its number, the last name listed in it)
+        stack: list[tuple[bytes, bytes, bytes | None]] = [(b"", tokens[b""], None)]
+        visited.add(tokens[b""])
+        at: bytes | None = None  # where the cursor is
+        while stack:
+            dir_key, token, after = stack.pop()
+            if after is None:
+                found = cur.set_range(token)
+            elif at == token + after:
+                found = cur.next()
+            else:
+                # Listing a subdirectory moved the cursor: find the place again.
+                found = cur.set_range(token + after)
+                if found and cur.key() == token + after:
+                    found = cur.next()
+            at = bytes(cur.key()) if found else None
+            if at is None or at[:size] != token:
+                continue
+            raw = bytes(cur.value())
+            name = at[size:]
+            key = dir_key + SEP + name if dir_key else name
+            stack.append((dir_key, token, name))
+            yield key, raw
+            child = tokens.get(key)
+            if child is not None and child in live:
+                visited.add(child)
+                stack.append((key, child, None))
+        orphans: list[tuple[bytes, bytes]] = []
+        for number, dir_key in enumerate(self._staging._dir_keys):
+            token = _TOKEN.pack(number)
+            if token in visited or not cur.set_range(token):
+                continue
+            for db_key, value in cur:
+                if db_key[:size] != token:
+                    break
+                orphans.append((dir_key + SEP + bytes(db_key[size:]), bytes(value)))
+        yield from sorted(orphans)

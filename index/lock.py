@@ -12,6 +12,7 @@ import calendar
 import contextlib
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -95,31 +96,33 @@ class RepositoryLock:
             "purpose": self._purpose,
         }).encode()
         self.path.parent.mkdir(exist_ok=True)
-        while True:
+        # The content is written first and the lock taken by link(2), which
+        # fails if the name exists: a lock file is never seen empty or half
+        # written, even when its writer is killed (and link is atomic on NFS).
+        tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                if self._is_stale():
-                    with contextlib.suppress(FileNotFoundError):
-                        self.path.unlink()
-                    continue
-                if time.monotonic() >= deadline:
-                    raise Locked(f"repository is locked: {self._describe()}") from None
-                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-                continue
-            try:
+                os.write(fd, doc)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            while True:
                 try:
-                    os.write(fd, doc)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError:
-                # A full disk: an empty lock file would block this name for
-                # STALE_AFTER (its holder cannot be read).
-                with contextlib.suppress(OSError):
-                    self.path.unlink()
-                raise
-            break
+                    os.link(tmp, self.path)
+                except FileExistsError:
+                    if self._is_stale():
+                        with contextlib.suppress(FileNotFoundError):
+                            self.path.unlink()
+                        continue
+                    if time.monotonic() >= deadline:
+                        raise Locked(f"repository is locked: {self._describe()}") from None
+                    time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+                    continue
+                break
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         self._refresher = threading.Thread(target=self._refresh, daemon=True)
         self._refresher.start()
 

@@ -41,9 +41,51 @@ def _repo_path(args: argparse.Namespace, from_config: Path | None = None) -> Pat
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """`histfs init REPO`."""
-    repo = Repository.init(Path(args.path))
-    print(f"created histfs repository {repo.root} (format {repo.config.version})")
+    """`histfs init [--encryption repokey|none] REPO`."""
+    from index.passphrase import new_passphrase
+
+    path = Path(args.path)
+    repo = Repository.init(path, args.encryption,
+                           passphrase=lambda: new_passphrase(str(path), for_init=True))
+    how = "encrypted with a key in the repository, protected by your passphrase" \
+        if repo.config.encrypted else "not encrypted"
+    print(f"created histfs repository {repo.root} (format {repo.config.version}, {how})")
+    if repo.config.encrypted:
+        print("keep the passphrase safe, and a copy of the key: "
+              f"histfs key export --repo {repo.root} FILE")
+    return EXIT_OK
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    """`histfs key export|import|change-passphrase`."""
+    from index.passphrase import new_passphrase
+    from index.repository import import_key
+
+    root = _repo_path(args)
+    if args.key_command == "import":
+        try:
+            data = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
+        import_key(root, data)
+        print(f"key of {root} restored from {args.file}")
+        return EXIT_OK
+    repo = Repository.open(root)
+    try:
+        if args.key_command == "export":
+            data = repo.export_key()
+            # The copy is as secret as the passphrase that protects it.
+            fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            print(f"key of {root} written to {args.file} (still protected by the passphrase)")
+        else:
+            repo.change_passphrase(new_passphrase(str(root), for_init=False))
+            print(f"passphrase of {root} changed")
+    finally:
+        repo.close()
     return EXIT_OK
 
 
@@ -526,7 +568,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", help="create a repository")
     p.add_argument("path", help="directory for the new repository (absent or empty)")
+    p.add_argument("--encryption", choices=["repokey", "none"], default="repokey",
+                   help="repokey (default): encrypt and authenticate everything with a "
+                        "key kept in the repository, protected by a passphrase; none: "
+                        "store in the clear")
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("key", help="export, import or re-protect the repository key")
+    key_sub = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    k = key_sub.add_parser("export", help="write a copy of the key (for safekeeping)")
+    k.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    k.add_argument("file", help="new file to write (mode 0600)")
+    k.set_defaults(func=cmd_key)
+    k = key_sub.add_parser("import", help="put an exported key back into the repository")
+    k.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    k.add_argument("file", help="the exported key")
+    k.set_defaults(func=cmd_key)
+    k = key_sub.add_parser("change-passphrase", help="protect the key with a new passphrase")
+    k.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    k.set_defaults(func=cmd_key)
 
     p = sub.add_parser("backup", help="back up parts into a new snapshot")
     p.add_argument("parts", nargs="*", metavar="NAME=PATH",

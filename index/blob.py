@@ -4,7 +4,7 @@ The header is `BLOB_HEADER` (44 bytes, little-endian):
 
     offset size type  field
     0      1    u8    encoding (0 raw, 1 zstd)
-    1      1    u8    encryption (0 none; room for later formats)
+    1      1    u8    encryption (0 none, 1 AES-256-GCM: docs/FORMAT.md §14)
     2      2    u16   reserved, 0
     4      4    u32   stored size (bytes after the header)
     8      4    u32   raw size (bytes after decoding)
@@ -19,13 +19,15 @@ import threading
 import blake3
 import zstandard
 
-from index.errors import CorruptChunk, FormatTooNew
+from index.crypto import NONCE_SIZE, TAG_SIZE, Cipher
+from index.errors import CorruptChunk, RepositoryCorrupt
 from index.types import ChunkId
 
 BLOB_HEADER = struct.Struct("<BBHII32s")
 ENCODING_RAW = 0
 ENCODING_ZSTD = 1
 ENCRYPTION_NONE = 0
+ENCRYPTION_AES_256_GCM = 1
 
 MAX_RAW_SIZE = 16 * 1024 * 1024
 """Largest chunk any repository holds: a part's average chunk size is at most
@@ -61,8 +63,10 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def encode(cid: ChunkId, data: bytes | memoryview, level: int) -> bytes:
-    """Header plus payload for `data`, compressed unless that does not pay."""
+def encode(cid: ChunkId, data: bytes | memoryview, level: int,
+           cipher: Cipher | None = None) -> bytes:
+    """Header plus payload for `data`, compressed unless that does not pay,
+    and sealed with `cipher` in an encrypted repository."""
     raw_size = len(data)
     payload: bytes | memoryview = data
     encoding = ENCODING_RAW
@@ -70,24 +74,40 @@ def encode(cid: ChunkId, data: bytes | memoryview, level: int) -> bytes:
         packed = _compressor(level).compress(data)
         if len(packed) < raw_size * (1 - _MIN_SAVING):
             payload, encoding = packed, ENCODING_ZSTD
-    header = BLOB_HEADER.pack(encoding, ENCRYPTION_NONE, 0, len(payload), raw_size, cid)
-    return header + payload
+    if cipher is None:
+        header = BLOB_HEADER.pack(encoding, ENCRYPTION_NONE, 0, len(payload), raw_size, cid)
+        return header + payload
+    header = BLOB_HEADER.pack(encoding, ENCRYPTION_AES_256_GCM, 0,
+                              NONCE_SIZE + len(payload) + TAG_SIZE, raw_size, cid)
+    return header + cipher.seal_blob(header, payload)
 
 
-def decode(blob: bytes | memoryview, expected: ChunkId, key: bytes) -> bytes:
-    """The raw bytes of a blob, checked against its header and its id."""
+def decode(blob: bytes | memoryview, expected: ChunkId, key: bytes,
+           cipher: Cipher | None = None) -> bytes:
+    """The raw bytes of a blob, checked against its header and its id (and
+    opened with `cipher` in an encrypted repository)."""
     if len(blob) < BLOB_HEADER.size:
         raise CorruptChunk(f"chunk {expected.hex()}: truncated blob")
     encoding, encryption, _, stored, raw_size, cid = BLOB_HEADER.unpack_from(blob)
     if cid != expected:
         raise CorruptChunk(f"chunk {expected.hex()}: blob header does not match")
-    if encryption != ENCRYPTION_NONE:
-        raise FormatTooNew(f"chunk {expected.hex()}: encryption {encryption} not supported")
+    # A blob must be sealed exactly when the repository is encrypted: a
+    # plain blob planted in an encrypted repository is refused.
+    want = ENCRYPTION_NONE if cipher is None else ENCRYPTION_AES_256_GCM
+    if encryption != want:
+        raise CorruptChunk(f"chunk {expected.hex()}: encryption {encryption}, "
+                           f"expected {want}")
     payload = memoryview(blob)[BLOB_HEADER.size : BLOB_HEADER.size + stored]
     if len(payload) != stored:
         raise CorruptChunk(f"chunk {expected.hex()}: truncated blob")
     if raw_size > MAX_RAW_SIZE:
         raise CorruptChunk(f"chunk {expected.hex()}: raw size {raw_size} is over the maximum")
+    if cipher is not None:
+        header = bytes(memoryview(blob)[: BLOB_HEADER.size])
+        try:
+            payload = memoryview(cipher.open_blob(header, payload, f"chunk {expected.hex()}"))
+        except RepositoryCorrupt as exc:
+            raise CorruptChunk(str(exc)) from None
     if encoding == ENCODING_RAW:
         data = bytes(payload)
     elif encoding == ENCODING_ZSTD:

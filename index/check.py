@@ -67,7 +67,7 @@ def _read_pack(repo: Repository, pack_id: PackId, rows: list[PackedChunk]
         for row in rows:
             raw = os.pread(fd, row.stored_size, row.offset)
             try:
-                blob.decode(raw, row.chunk_id, repo.config.chunk_id_key)
+                blob.decode(raw, row.chunk_id, repo.config.chunk_id_key, repo.cipher)
             except HistfsError:
                 bad.add(row.chunk_id)
     return intact, bad
@@ -116,6 +116,7 @@ def _check_snapshot(repo: Repository, ref: SnapshotRef,
                     bad: set[ChunkId], report: CheckReport) -> None:
     label = f"{ref.host}/{ref.name}"
     try:
+        repo.verify_index(ref.relpath)
         snap = repo.open_snapshot(ref)
     except HistfsError as exc:
         report.problems.append(f"snapshot {label}: index unreadable: {exc}")

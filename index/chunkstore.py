@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from index import blob
+from index.crypto import Cipher
 from index.errors import CorruptChunk, MissingChunk
 from index.pack import pack_relpath
 from index.storage import LocalStorage
@@ -58,11 +59,13 @@ class ChunkStore:
         self,
         storage: LocalStorage,
         key: bytes,
+        cipher: Cipher | None = None,
         cache_bytes: int = 64 * 1024 * 1024,
         max_open_packs: int = 64,
     ) -> None:
         self._storage = storage
         self._key = key
+        self._cipher = cipher
         self._cache: OrderedDict[ChunkId, bytes] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
@@ -206,7 +209,7 @@ class ChunkStore:
         return raw
 
     def _decoded(self, cid: ChunkId, raw: bytes | memoryview) -> bytes:
-        data = blob.decode(raw, cid, self._key)
+        data = blob.decode(raw, cid, self._key, self._cipher)
         with self._lock:
             self.stats.misses += 1
             self.stats.bytes_read += len(raw)

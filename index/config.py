@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -13,7 +13,12 @@ from index.blob import MAX_RAW_SIZE
 from index.errors import FormatTooNew, RepositoryCorrupt
 
 FORMAT_NAME = "histfs-repository"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 adds encryption; unencrypted repositories are still written as
+version 1 (docs/FORMAT.md, sections 1 and 14)."""
+UNENCRYPTED_VERSION = 1
+ENCRYPTION_NONE = "none"
+ENCRYPTION_REPOKEY = "repokey-aes-256-gcm"
 """The newest repository format this histfs reads and the one it writes."""
 
 CONFIG_FILE = "config"
@@ -51,13 +56,16 @@ class RepoConfig:
     encryption: str
 
     @classmethod
-    def new(cls) -> RepoConfig:
-        """A fresh configuration with random keys."""
+    def new(cls, encryption: str = ENCRYPTION_NONE) -> RepoConfig:
+        """A fresh configuration with random keys. An encrypted repository's
+        id key and chunker seed live in its key file instead (placeholders
+        here, filled in by `with_secrets`)."""
+        encrypted = encryption != ENCRYPTION_NONE
         return cls(
-            version=FORMAT_VERSION,
+            version=FORMAT_VERSION if encrypted else UNENCRYPTED_VERSION,
             repo_id=secrets.token_hex(16),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            chunk_id_key=secrets.token_bytes(32),
+            chunk_id_key=b"" if encrypted else secrets.token_bytes(32),
             chunker=ChunkerParams(
                 min_size=DEFAULT_MIN_SIZE,
                 avg_size=DEFAULT_AVG_SIZE,
@@ -65,11 +73,21 @@ class RepoConfig:
                 normalized_chunking=1,
                 # The gear table is XORed with this; 62 bits keep the
                 # chunker's internal shift inside 64 bits.
-                seed=secrets.randbits(62),
+                seed=0 if encrypted else secrets.randbits(62),
             ),
             pack_size=DEFAULT_PACK_SIZE,
-            encryption="none",
+            encryption=encryption,
         )
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether blobs and indexes are sealed (section 14)."""
+        return self.encryption != ENCRYPTION_NONE
+
+    def with_secrets(self, chunk_id_key: bytes, chunker_seed: int) -> RepoConfig:
+        """This config with the secrets an encrypted repository keeps in its key."""
+        return replace(self, chunk_id_key=chunk_id_key,
+                       chunker=replace(self.chunker, seed=chunker_seed))
 
     def to_json(self) -> bytes:
         """The file's bytes."""
@@ -83,6 +101,9 @@ class RepoConfig:
             "pack_size": self.pack_size,
             "encryption": self.encryption,
         }
+        if self.encrypted:
+            del doc["chunk_id_key"]
+            del doc["chunker"]["seed"]  # type: ignore[attr-defined]
         return (json.dumps(doc, indent=2) + "\n").encode()
 
     @classmethod
@@ -106,17 +127,22 @@ class RepoConfig:
         chunker = _field(doc, "chunker", dict)
         if chunker.get("algorithm") != "fastcdc2020":
             raise RepositoryCorrupt(f"unknown chunker {_shown(chunker.get('algorithm'))}")
-        if doc.get("encryption", "none") != "none":
+        encryption = doc.get("encryption", ENCRYPTION_NONE)
+        if encryption not in (ENCRYPTION_NONE, ENCRYPTION_REPOKEY):
             raise FormatTooNew(
-                f"repository uses encryption {_shown(doc['encryption'])}, "
+                f"repository uses encryption {_shown(encryption)}, "
                 "which this histfs does not support; upgrade histfs"
             )
+        encrypted = encryption != ENCRYPTION_NONE
+        if encrypted and version < FORMAT_VERSION:
+            raise RepositoryCorrupt(f"damaged repository config: encryption in version {version}")
         repo_id = _field(doc, "id", str)
         # The id names a directory of the local cache: nothing but hex.
         if not _HEX_ID.fullmatch(repo_id):
             raise RepositoryCorrupt(f"damaged repository config: id {_shown(repo_id)}")
-        key_hex = _field(doc, "chunk_id_key", str)
-        if not _HEX_KEY.fullmatch(key_hex):
+        # Secrets of an encrypted repository are in its key file.
+        key_hex = "" if encrypted else _field(doc, "chunk_id_key", str)
+        if not encrypted and not _HEX_KEY.fullmatch(key_hex):
             raise RepositoryCorrupt("damaged repository config: chunk_id_key is not "
                                     "64 hex digits")
         params = ChunkerParams(
@@ -124,7 +150,7 @@ class RepoConfig:
             avg_size=_field(chunker, "avg_size", int),
             max_size=_field(chunker, "max_size", int),
             normalized_chunking=_field(chunker, "normalized_chunking", int),
-            seed=_field(chunker, "seed", int),
+            seed=0 if encrypted else _field(chunker, "seed", int),
         )
         # The sizes bound every chunk a writer makes and so the memory of
         # each chunk in flight; blobs above MAX_RAW_SIZE are unreadable.
@@ -141,7 +167,7 @@ class RepoConfig:
             chunk_id_key=bytes.fromhex(key_hex),
             chunker=params,
             pack_size=pack_size,
-            encryption="none",
+            encryption=encryption,
         )
 
 

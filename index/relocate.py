@@ -20,18 +20,18 @@ from pathlib import Path
 import lmdb
 
 from index.errors import RepositoryCorrupt
+from index.repository import Repository
 from index.snapshot_format import ALL_DBS, DB_CHUNKS, decode_location, encode_location
-from index.storage import LocalStorage
 from index.types import ChunkId, ChunkLocation, PackId
 
 
-def relocate_snapshot(storage: LocalStorage, relpath: str, moved_packs: set[PackId],
+def relocate_snapshot(repo: Repository, relpath: str, moved_packs: set[PackId],
                       moves: dict[ChunkId, ChunkLocation], work_dir: Path) -> int:
     """Publish a new index at `relpath` in which every chunk row naming one
     of `moved_packs` names its place in `moves` instead. Returns how many
     rows changed (0: nothing was written). `work_dir` is on a local disk."""
     work = work_dir / f"index-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
-    shutil.copyfile(storage.path(relpath), work)
+    shutil.copyfile(repo.index_file(relpath), work)
     try:
         size = work.stat().st_size
         env = lmdb.open(str(work), subdir=False, map_size=max(2 * size, 1 << 30),
@@ -39,13 +39,7 @@ def relocate_snapshot(storage: LocalStorage, relpath: str, moved_packs: set[Pack
         try:
             changed = _rewrite_rows(env, moved_packs, moves, relpath)
             if changed:
-                pending = storage.create()
-                try:
-                    env.copyfd(pending.file.fileno(), compact=True)
-                    pending.commit(relpath)
-                except BaseException:
-                    pending.abort()
-                    raise
+                repo.publish_index(relpath, lambda fd: env.copyfd(fd, compact=True))
             return changed
         finally:
             env.close()

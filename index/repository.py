@@ -2,6 +2,7 @@
 
     REPO/
       config                  format version, ids, chunker parameters (JSON)
+      key                     encrypted repositories: the key, wrapped by a passphrase
       README                  a note for people who find the directory
       packs/00 … packs/ff/    pack files, named by their BLAKE3 hash
       snapshots/<host>/       one immutable LMDB index per snapshot
@@ -11,17 +12,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
+from index import keys
 from index.chunkstore import ChunkStore
-from index.config import CONFIG_FILE, RepoConfig
-from index.errors import ConfigError, RepositoryExists, RepositoryNotFound, SnapshotNotFound
+from index.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
+from index.crypto import SEALED_INDEX_HEADER, Cipher, read_index_header
+from index.errors import (
+    ConfigError,
+    RepositoryError,
+    RepositoryExists,
+    RepositoryNotFound,
+    SnapshotNotFound,
+)
 from index.lock import LOCKS_DIR, RepositoryLock
 from index.names import LAST, check_host, is_snapshot_name, snapshot_sort_key, snapshot_time
 from index.pack import PACKS_DIR
+from index.passphrase import passphrase_for
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
 from index.storage import TMP_DIR, LocalStorage, fsync_dir
@@ -80,20 +94,49 @@ def default_cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "histfs"
 
 
+ENCRYPTION_MODES = {"none": ENCRYPTION_NONE, "repokey": ENCRYPTION_REPOKEY}
+"""`init --encryption` choices and the config value each one writes."""
+
+# Secrets opened in this process, so that a forked mount daemon, or a
+# command that opens the repository twice, does not run the KDF again.
+_opened: dict[tuple[str, bytes, bytes], keys.RepoSecrets] = {}
+
+
 class Repository:
     """An opened repository."""
 
-    def __init__(self, root: Path, config: RepoConfig) -> None:
+    def __init__(self, root: Path, config: RepoConfig,
+                 repo_secrets: keys.RepoSecrets | None = None) -> None:
         self.root = root
         self.storage = LocalStorage(root)
+        self.cipher: Cipher | None = None
+        self._secrets = repo_secrets
+        if repo_secrets is not None:
+            config = config.with_secrets(repo_secrets.chunk_id_key, repo_secrets.chunker_seed)
+            self.cipher = repo_secrets.cipher
         self.config = config
         self._chunk_store: ChunkStore | None = None
 
     @classmethod
-    def init(cls, root: Path) -> Repository:
-        """Create a new, empty repository at `root`."""
+    def init(cls, root: Path, encryption: str = "none",
+             passphrase: Callable[[], str] | None = None) -> Repository:
+        """Create a new, empty repository at `root`; `encryption` is "none"
+        or "repokey" (then `passphrase` gives the new passphrase)."""
+        mode = ENCRYPTION_MODES.get(encryption)
+        if mode is None:
+            raise ConfigError(f"unknown encryption {encryption!r}: use "
+                              + " or ".join(ENCRYPTION_MODES))
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise RepositoryExists(f"{root} exists and is not an empty directory")
+        config = RepoConfig.new(mode)
+        config_bytes = config.to_json()
+        repo_secrets = None
+        wrapped = b""
+        if config.encrypted:
+            repo_secrets = keys.RepoSecrets.new(config_bytes)
+            # Asked before anything is created: a refusal leaves no directory.
+            phrase = (passphrase or (lambda: _no_passphrase(root)))()
+            wrapped = keys.wrap(repo_secrets, phrase, config.repo_id)
         root.mkdir(parents=True, exist_ok=True)
         for sub in (TMP_DIR, LOCKS_DIR, SNAPSHOTS_DIR, PACKS_DIR):
             (root / sub).mkdir(exist_ok=True)
@@ -101,16 +144,21 @@ class Repository:
             (root / PACKS_DIR / f"{i:02x}").mkdir(exist_ok=True)
         fsync_dir(root / PACKS_DIR)
         fsync_dir(root)
-        config = RepoConfig.new()
         storage = LocalStorage(root)
         storage.write_atomic("README", README_TEXT)
+        if wrapped:
+            storage.write_atomic(keys.KEY_FILE, wrapped)
         # The config comes last: a directory without it is not a repository.
-        storage.write_atomic(CONFIG_FILE, config.to_json())
-        return cls(root, config)
+        storage.write_atomic(CONFIG_FILE, config_bytes)
+        repo = cls(root, config, repo_secrets)
+        repo._remember_encryption()
+        return repo
 
     @classmethod
-    def open(cls, root: Path) -> Repository:
-        """Open the repository at `root`; raises RepositoryNotFound."""
+    def open(cls, root: Path, passphrase: Callable[[], str] | None = None) -> Repository:
+        """Open the repository at `root`; raises RepositoryNotFound. The
+        passphrase of an encrypted one comes from `passphrase`, else from
+        the environment or the terminal (index/passphrase.py)."""
         try:
             data = (root / CONFIG_FILE).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
@@ -119,13 +167,171 @@ class Repository:
             raise RepositoryNotFound(
                 f"cannot read repository at {root}: permission denied"
             ) from None
-        return cls(root, RepoConfig.from_json(data))
+        config = RepoConfig.from_json(data)
+        repo = cls(root, config)
+        repo._check_encryption_kept()
+        if config.encrypted:
+            wrapped = repo._read_key()
+            cache_key = (str(root.resolve()), data, wrapped)
+            repo_secrets = _opened.get(cache_key)
+            if repo_secrets is None:
+                phrase = passphrase() if passphrase else passphrase_for(str(root))
+                repo_secrets = keys.unwrap(wrapped, phrase, config.repo_id)
+                repo_secrets.check_config(data)
+                _opened[cache_key] = repo_secrets
+            repo = cls(root, config, repo_secrets)
+            repo._remember_encryption()
+        return repo
+
+    def _read_key(self) -> bytes:
+        try:
+            return self.storage.read(keys.KEY_FILE)
+        except FileNotFoundError:
+            raise RepositoryError(
+                f"the key file of the encrypted repository {self.root} is missing: put "
+                "your exported copy back with `histfs key import`") from None
+
+    # -- keys ----------------------------------------------------------------
+
+    def export_key(self) -> bytes:
+        """The key file's bytes (still wrapped by the passphrase)."""
+        self._need_encryption()
+        return self._read_key()
+
+    def change_passphrase(self, new: str) -> None:
+        """Wrap the key with a new passphrase; the data stays as it is."""
+        self._need_encryption()
+        assert self._secrets is not None
+        self.storage.write_atomic(keys.KEY_FILE, keys.wrap(self._secrets, new,
+                                                           self.config.repo_id))
+
+    def _need_encryption(self) -> None:
+        if not self.config.encrypted:
+            raise ConfigError(f"repository {self.root} is not encrypted: it has no key")
+
+    # -- the downgrade check ---------------------------------------------------
+
+    def _remember_encryption(self) -> None:
+        path = self.cache_dir() / "encryption"
+        try:
+            if path.read_text() == self.config.encryption:
+                return
+        except FileNotFoundError:
+            pass
+        path.write_text(self.config.encryption)
+
+    def _check_encryption_kept(self) -> None:
+        """Refuse an unencrypted config where this machine saw an encrypted
+        one: the repository's config and key were replaced, and a backup
+        would otherwise write in the clear."""
+        try:
+            seen = (self.cache_dir() / "encryption").read_text()
+        except FileNotFoundError:
+            return
+        if seen != ENCRYPTION_NONE and not self.config.encrypted:
+            raise RepositoryError(
+                f"repository {self.root} was encrypted when this machine last used it, "
+                "and its config now says it is not: refusing (it may have been tampered "
+                f"with; if it was recreated on purpose, delete {self.cache_dir()})")
+
+    # -- snapshot index files ---------------------------------------------------
+
+    def index_file(self, relpath: str) -> Path:
+        """A local file of the snapshot index at `relpath` that LMDB can open:
+        the repository's file, or for an encrypted repository its plain copy
+        in the local cache (made now if need be)."""
+        sealed_path = self.storage.path(relpath)
+        if self.cipher is None:
+            return sealed_path
+        with open(sealed_path, "rb") as sealed:
+            _, prefix = read_index_header(sealed.read(SEALED_INDEX_HEADER.size), relpath)
+            plain = self._plain_path(relpath, prefix, os.fstat(sealed.fileno()))
+            if plain.exists():
+                return plain
+            sealed.seek(0)
+            with self._writing_plain(plain) as out:
+                self.cipher.open_index(sealed, out, relpath)
+        return plain
+
+    def verify_index(self, relpath: str) -> None:
+        """Authenticate every byte of a sealed snapshot index as it is in the
+        repository now, whatever the local cache holds (for `check`)."""
+        if self.cipher is None:
+            return
+        with open(self.storage.path(relpath), "rb") as sealed, \
+                open(os.devnull, "wb") as sink:
+            self.cipher.open_index(sealed, sink, relpath)
+
+    def publish_index(self, relpath: str, write_plain: Callable[[int], None]) -> None:
+        """Publish a snapshot index at `relpath` (tmp/, fsync, rename):
+        `write_plain(fd)` writes the LMDB file to a descriptor. Sealed in an
+        encrypted repository, whose local cache keeps the plain copy."""
+        pending = self.storage.create()
+        try:
+            if self.cipher is None:
+                write_plain(pending.file.fileno())
+            else:
+                work = self.cache_dir() / "indexes" / f".publish-{secrets.token_hex(8)}"
+                work.parent.mkdir(mode=0o700, exist_ok=True)
+                try:
+                    with open(work, "w+b") as plain:
+                        write_plain(plain.fileno())
+                        plain.seek(0)
+                        prefix = self.cipher.seal_index(plain, pending.file, relpath)
+                    pending.commit(relpath)
+                    target = self._plain_path(relpath, prefix,
+                                              os.stat(self.storage.path(relpath)))
+                    os.replace(work, target)
+                    self._forget_other_copies(target)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        work.unlink()
+                return
+            pending.commit(relpath)
+        except BaseException:
+            pending.abort()
+            raise
+
+    def _plain_path(self, relpath: str, prefix: bytes, st: os.stat_result) -> Path:
+        # Named by the sealing's nonce prefix (a relocated index, sealed
+        # anew, gets a copy of its own) and the sealed file's identity: a
+        # file changed in place after it was opened here is opened, and
+        # authenticated, again.
+        identity = f"{prefix.hex()}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+        stem = relpath.rsplit("/", 2)
+        where = self.cache_dir() / "indexes" / stem[-2]
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(where.parent, 0o700)
+        name = stem[-1].removesuffix(SNAPSHOT_SUFFIX)
+        return where / f"{name}.{identity}{SNAPSHOT_SUFFIX}"
+
+    @contextlib.contextmanager
+    def _writing_plain(self, target: Path) -> Iterator[BinaryIO]:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+        try:
+            with open(tmp, "wb") as out:
+                yield out
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self._forget_other_copies(target)
+
+    @staticmethod
+    def _forget_other_copies(target: Path) -> None:
+        """Delete plain copies of earlier sealings of the same index (an
+        open reader keeps its copy until it closes it)."""
+        name = target.name.split(".", 1)[0]
+        for other in target.parent.glob(f"{name}.*{SNAPSHOT_SUFFIX}"):
+            if other != target:
+                with contextlib.suppress(FileNotFoundError):
+                    other.unlink()
 
     @property
     def chunk_store(self) -> ChunkStore:
         """The shared reader of chunks."""
         if self._chunk_store is None:
-            self._chunk_store = ChunkStore(self.storage, self.config.chunk_id_key)
+            self._chunk_store = ChunkStore(self.storage, self.config.chunk_id_key, self.cipher)
         return self._chunk_store
 
     def cache_dir(self) -> Path:
@@ -191,9 +397,10 @@ class Repository:
 
     def open_snapshot(self, ref: SnapshotRef) -> SnapshotReader:
         """A reader for a published snapshot."""
-        path = self.storage.path(ref.relpath)
-        if not path.exists():
-            raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}")
+        try:
+            path = self.index_file(ref.relpath)
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
         return SnapshotReader(path, self.chunk_store)
 
     def lock(self, name: str, purpose: str) -> RepositoryLock:
@@ -204,3 +411,26 @@ class Repository:
         """Release open pack files."""
         if self._chunk_store is not None:
             self._chunk_store.close()
+
+
+def _no_passphrase(root: Path) -> str:
+    raise ConfigError(f"a passphrase is needed to encrypt {root}")
+
+
+def import_key(root: Path, data: bytes, passphrase: Callable[[], str] | None = None) -> None:
+    """Put a copy of a repository's key file back: it must belong to the
+    repository and open with the passphrase."""
+    try:
+        config_bytes = (root / CONFIG_FILE).read_bytes()
+    except FileNotFoundError:
+        raise RepositoryNotFound(f"no histfs repository at {root}") from None
+    cfg = RepoConfig.from_json(config_bytes)
+    if not cfg.encrypted:
+        raise ConfigError(f"repository {root} is not encrypted: it has no key")
+    owner = keys.key_file_repository(data)
+    if owner != cfg.repo_id:
+        raise ConfigError(f"this key belongs to repository {owner}, not to {root} "
+                          f"({cfg.repo_id})")
+    phrase = passphrase() if passphrase else passphrase_for(str(root))
+    keys.unwrap(data, phrase, cfg.repo_id).check_config(config_bytes)
+    LocalStorage(root).write_atomic(keys.KEY_FILE, data)

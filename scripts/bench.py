@@ -180,8 +180,8 @@ class Histfs(Tool):
         super().fresh()
 
     def init(self) -> None:
-        subprocess.run([self.exe, "init", str(self.repo)], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run([self.exe, "init", "--encryption", "none", str(self.repo)],
+                       env=self.env, check=True, stdout=subprocess.DEVNULL)
 
     def backup(self, corpus: Path) -> tuple[float, float]:
         # As an administrator would configure it: the dump in small chunks,

@@ -2,6 +2,7 @@
 """Measure the mount: mount time, find, cold/warm sequential reads, tar, RSS.
 
     .venv/bin/python scripts/bench_mount.py [--files 30000] [--big-mb 300] [--dir D]
+        [--encryption none|repokey|both] [--repeats N]
 
 Generates a tree of small mail-like files plus two large files (text-like and
 random), backs it up, mounts the repository as a daemon and prints figures.
@@ -15,6 +16,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,29 +77,37 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--files", type=int, default=30000)
-    ap.add_argument("--big-mb", type=int, default=300)
-    ap.add_argument("--dir", type=Path, default=None)
-    args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="histfs-bench-", dir=args.dir))
-    env = {**os.environ, "HISTFS_CACHE_DIR": str(work / "cache")}
-    src, repo, mnt = work / "src", work / "repo", work / "mnt"
-    mnt.mkdir()
+def measure(work: Path, src: Path, size: int, files: int, big_mb: int, encryption: str,
+            say: bool) -> dict[str, float]:
+    """Back up `src` into a new repository with `encryption`, mount it and
+    measure; figures by name (seconds, or rates where named so)."""
+    env = {**os.environ, "HISTFS_CACHE_DIR": str(work / f"cache-{encryption}"),
+           "HISTFS_PASSPHRASE": "benchmark passphrase"}
+    repo, mnt = work / f"repo-{encryption}", work / f"mnt-{encryption}"
+    for p in (repo, env["HISTFS_CACHE_DIR"]):
+        shutil.rmtree(p, ignore_errors=True)
+    mnt.mkdir(exist_ok=True)
+    got: dict[str, float] = {}
+
+    def show(line: str) -> None:
+        if say:
+            print(f"[{encryption}] {line}")
+
+    subprocess.run([*HISTFS, "init", "--encryption", encryption, str(repo)], check=True,
+                   env=env, stdout=subprocess.DEVNULL)
+    drop_caches()
+    t = timed([*HISTFS, "backup", "--repo", str(repo), "--host", "mx1", "--quiet",
+               f"mail={src / 'mail'}", f"pgsql={src / 'pgsql'}", f"es={src / 'es'}"], env=env)
+    got["backup MB/s"] = size / t / 1e6
+    show(f"backup            {t:6.2f} s  {size / t / 1e6:7.1f} MB/s  "
+         f"({files} files, {size / 1e6:.0f} MB)")
+    pid_file = work / "pid"
+    t0 = time.perf_counter()
+    subprocess.run([*HISTFS, "mount", "--repo", str(repo), "--pid-file", str(pid_file),
+                    str(mnt)], check=True, env=env)
     try:
-        size = make_tree(src, args.files, args.big_mb)
-        subprocess.run([*HISTFS, "init", str(repo)], check=True, env=env, stdout=subprocess.DEVNULL)
-        t = timed([*HISTFS, "backup", "--repo", str(repo), "--host", "mx1", "--quiet",
-                   f"mail={src / 'mail'}", f"pgsql={src / 'pgsql'}", f"es={src / 'es'}"], env=env)
-        print(f"backup            {t:6.2f} s  {size / t / 1e6:7.1f} MB/s  "
-              f"({args.files} files, {size / 1e6:.0f} MB)")
-        pid_file = work / "pid"
-        t0 = time.perf_counter()
-        subprocess.run([*HISTFS, "mount", "--repo", str(repo), "--pid-file", str(pid_file),
-                        str(mnt)], check=True, env=env)
         os.listdir(mnt)
-        print(f"mount             {time.perf_counter() - t0:6.2f} s  (until the root lists)")
+        show(f"mount             {time.perf_counter() - t0:6.2f} s  (until the root lists)")
         pid = int(pid_file.read_text())
         (snap,) = [n for n in os.listdir(mnt / "mx1") if n != "last"]
         base = mnt / "mx1" / snap
@@ -105,23 +115,55 @@ def main() -> None:
         out = subprocess.run(["find", str(base)], check=True, capture_output=True).stdout
         entries = out.count(b"\n")
         t = time.perf_counter() - t
-        print(f"find              {t:6.2f} s  {entries / t:9.0f} entries/s")
+        got["find entries/s"] = entries / t
+        show(f"find              {t:6.2f} s  {entries / t:9.0f} entries/s")
         for name in ("pgsql/dump.sql", "es/segment.bin"):
             cold = drop_caches()
             t, n = read_file(base / name)
-            print(f"read {name:<14}{t:6.2f} s  {n / t / 1e6:7.1f} MB/s  "
-                  f"({'cold' if cold else 'page cache not dropped'})")
+            got[f"read {name} cold MB/s"] = n / t / 1e6
+            show(f"read {name:<14}{t:6.2f} s  {n / t / 1e6:7.1f} MB/s  "
+                 f"({'cold' if cold else 'page cache not dropped'})")
             t, n = read_file(base / name)
-            print(f"read {name:<14}{t:6.2f} s  {n / t / 1e6:7.1f} MB/s  (warm)")
+            show(f"read {name:<14}{t:6.2f} s  {n / t / 1e6:7.1f} MB/s  (warm)")
         drop_caches()
         t = timed(["tar", "-cf", "/dev/null", "-C", str(base), "mail"])
-        mail_bytes = size - 2 * args.big_mb * 1024 * 1024
-        print(f"tar mail          {t:6.2f} s  {args.files / t:9.0f} files/s  "
-              f"{mail_bytes / t / 1e6:7.1f} MB/s")
-        print(f"mount peak RSS    {rss_mb(pid):6.1f} MB")
+        got["tar mail files/s"] = files / t
+        mail_bytes = size - 2 * big_mb * 1024 * 1024
+        show(f"tar mail          {t:6.2f} s  {files / t:9.0f} files/s  "
+             f"{mail_bytes / t / 1e6:7.1f} MB/s")
+        show(f"mount peak RSS    {rss_mb(pid):6.1f} MB")
     finally:
         subprocess.run([*HISTFS, "umount", str(mnt)], env=env, capture_output=True)
         time.sleep(0.5)
+    return got
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--files", type=int, default=30000)
+    ap.add_argument("--big-mb", type=int, default=300)
+    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--encryption", choices=["none", "repokey", "both"], default="none",
+                    help="both: measure each on the same tree, interleaved, and compare")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per mode (medians)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="histfs-bench-", dir=args.dir))
+    src = work / "src"
+    modes = ["none", "repokey"] if args.encryption == "both" else [args.encryption]
+    try:
+        size = make_tree(src, args.files, args.big_mb)
+        runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+        for _ in range(args.repeats):
+            for mode in modes:
+                runs[mode].append(measure(work, src, size, args.files, args.big_mb, mode,
+                                          say=True))
+        if len(modes) == 2:
+            print(f"\nmedians of {args.repeats} run(s); repokey/none: above 1 is faster")
+            for metric in runs["none"][0]:
+                a = statistics.median(r[metric] for r in runs["none"])
+                b = statistics.median(r[metric] for r in runs["repokey"])
+                print(f"{metric:<28} none {a:10.1f}  repokey {b:10.1f}  ratio {b / a:5.2f}")
+    finally:
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -288,7 +288,7 @@ def backup(tmp_path_factory: pytest.TempPathFactory) -> Backup:
     make_more_awkward_tree(src)
     repo = base / "repo"
     env = {"HISTFS_CACHE_DIR": str(base / "cache")}
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     proc = histfs("backup", "--repo", str(repo), "--host", "mx1", "--json",
                   *(f"{p}={src / p}" for p in PARTS), env=env, check=0)
     summary = json.loads(proc.stdout)
@@ -384,7 +384,7 @@ def test_many_files_in_one_directory(tmp_path: Path, mount_repo: Callable[..., M
     src = tmp_path / "src"
     make_many(src / "inbox", count)
     repo = tmp_path / "repo"
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     started = time.monotonic()
     summary = backup_json(repo, f"mail={src}")
     backup_s = time.monotonic() - started

@@ -147,7 +147,7 @@ def test_init_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     target = tmp_path / "full"
     target.mkdir()
     (target / "precious").write_bytes(b"keep me")
-    proc = histfs("init", str(target))
+    proc = histfs("init", "--encryption", "none", str(target))
     assert_error(proc, str(target), "not an empty directory")
     assert sorted(p.name for p in target.iterdir()) == ["precious"]
     assert (target / "precious").read_bytes() == b"keep me"
@@ -155,7 +155,7 @@ def test_init_refuses_a_non_empty_directory(tmp_path: Path) -> None:
 
 def test_init_creates_a_repository(tmp_path: Path) -> None:
     target = tmp_path / "new-repo"
-    proc = histfs("init", str(target), check=0)
+    proc = histfs("init", "--encryption", "none", str(target), check=0)
     assert str(target) in proc.stdout
     assert proc.stderr == ""
     assert Repository.open(target).snapshots() == []
@@ -167,11 +167,11 @@ def test_repository_of_a_newer_format(command: str, tmp_path: Path, src: Path) -
     config_file = tmp_path / "repo" / "config"
     doc = json.loads(config_file.read_text())
     assert doc["version"] == 1
-    doc["version"] = 2
+    doc["version"] = 3
     config_file.write_text(json.dumps(doc))
     extra = ["--host", "mx1", f"mail={src}"] if command == "backup" else []
     proc = histfs(command, "--repo", str(tmp_path / "repo"), *extra)
-    assert_error(proc, "format 2", "newer", "upgrade")
+    assert_error(proc, "format 3", "newer", "upgrade")
     assert not (tmp_path / "repo" / "snapshots" / "mx1").exists()
 
 

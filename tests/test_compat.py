@@ -88,3 +88,31 @@ def test_format_1_repository_is_pruned_and_collected(tmp_path: Path) -> None:
         with repo.open_snapshot(ref) as snap:
             assert snap.read(snap.resolve("data/new"), 0, 100) == b"a new file"
     repo.close()
+
+
+V2_PASSPHRASE = "histfs test repository v2"
+
+
+def test_format_2_encrypted_repository_reads_exactly(tmp_path: Path) -> None:
+    """The first encrypted format: opened with its passphrase, every path
+    as it was; extended with a backup; refused with a wrong passphrase."""
+    import pytest
+
+    from index.keys import WrongPassphrase
+
+    expected = _expected("repo-v2")
+    shutil.copytree(DATA / "repo-v2", tmp_path / "repo")
+    with pytest.raises(WrongPassphrase):
+        Repository.open(tmp_path / "repo", passphrase=lambda: "not it")
+    repo = Repository.open(tmp_path / "repo", passphrase=lambda: V2_PASSPHRASE)
+    assert repo.config.version == 2 and repo.cipher is not None
+    (ref,) = repo.snapshots()
+    with repo.open_snapshot(ref) as snap:
+        assert snapshot_state(snap, "data") == expected[ref.name]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "new").write_text("a new file")
+    assert run_backup(repo, "mx1", [Part("data", src)]).exit_status == 0
+    with repo.open_snapshot(repo.snapshots("mx1")[-1]) as snap:
+        assert snap.read(snap.resolve("data/new"), 0, 100) == b"a new file"
+    repo.close()

@@ -54,7 +54,7 @@ class Damaged:
 
     def __init__(self, root: Path, tmp_path: Path) -> None:
         self.root = root
-        histfs("init", str(root), check=0)
+        histfs("init", "--encryption", "none", str(root), check=0)
         src = tmp_path / "src"
         write(src / "a.bin", A)
         write(src / "keep" / "k.txt", K)

@@ -83,7 +83,7 @@ class RandomKiller:
 def _trials(tmp_path: Path, trials: int, seed: int, figures) -> None:
     rng = random.Random(seed)
     repo, src = tmp_path / "repo", tmp_path / "src"
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     states: dict[str, State] = {}
     killer = RandomKiller(rng)
     for day in range(trials + 3):
@@ -129,7 +129,7 @@ def test_gc_killed_while_a_backup_runs(tmp_path: Path) -> None:
     snapshot, and the repository stays consistent."""
     rng = random.Random(3)
     repo, src = tmp_path / "repo", tmp_path / "src"
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     states: dict[str, State] = {}
     for day in range(4):
         _mail_day(src, rng, day)

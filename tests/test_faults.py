@@ -175,7 +175,7 @@ def test_no_space_while_writing_packs(tmp_path: Path, tmpfs: Callable[[str, str]
     """The repository fills up while a large file's chunks are packed."""
     fs = tmpfs("fs", "8m")
     repo_path = fs / "repo"
-    histfs("init", str(repo_path), check=0)
+    histfs("init", "--encryption", "none", str(repo_path), check=0)
     rng = random.Random(1)
     src = tmp_path / "src"
     _mail(src, rng, boxes=3, per_box=20, size=(200, 5000))
@@ -207,7 +207,7 @@ def test_no_space_while_writing_the_index(tmp_path: Path,
     size of the first one, and half of that is all the space left."""
     fs = tmpfs("fs", "16m")
     repo_path = fs / "repo"
-    histfs("init", str(repo_path), check=0)
+    histfs("init", "--encryption", "none", str(repo_path), check=0)
     src = tmp_path / "src"
     _mail(src, random.Random(2), boxes=20, per_box=100, size=(40, 200))
     first = backup_json(repo_path, f"data={src}")

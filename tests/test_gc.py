@@ -70,7 +70,7 @@ def _mail_day(src: Path, rng: random.Random, day: int) -> None:
 def _history(tmp_path: Path, days: int, seed: int = 1) -> tuple[Path, Path, dict[str, Contents]]:
     """A repository with one snapshot a day; the source's contents at each."""
     repo, src = tmp_path / "repo", tmp_path / "src"
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     rng = random.Random(seed)
     states: dict[str, Contents] = {}
     for day in range(days):
@@ -96,7 +96,7 @@ def test_prune_and_gc_give_space_back_and_keep_every_kept_snapshot(tmp_path: Pat
 
     # A fresh repository holding only the kept states is the lower bound.
     fresh = tmp_path / "fresh"
-    histfs("init", str(fresh), check=0)
+    histfs("init", "--encryption", "none", str(fresh), check=0)
     for name in kept:
         state_dir = tmp_path / f"state-{name}"
         histfs("restore", "--repo", str(repo), "--host", "mx1", name, "--target",
@@ -164,7 +164,7 @@ def test_backup_keeps_what_it_deduplicated_against_while_gc_runs(
     waits for it; the backup moves the chunks (its own copy when gc deleted
     the whole pack, gc's copy when gc rewrote it) and publishes."""
     repo, src = tmp_path / "repo", tmp_path / "src"
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     rng = random.Random(3)
     (src / "cur").mkdir(parents=True)
     returning = {f"back-{i}": rng.randbytes(20_000) for i in range(30)}
@@ -254,7 +254,7 @@ def _deleted_fds(pid: int) -> list[str]:
 def test_file_read_through_the_mount_stays_correct_through_prune_and_gc(
         tmp_path: Path, mount_repo: Callable[..., Mount]) -> None:
     repo, src = tmp_path / "repo", tmp_path / "src"
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     rng = random.Random(6)
     src.mkdir()
     big = rng.randbytes(12 << 20)

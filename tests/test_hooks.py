@@ -23,7 +23,7 @@ def _setup(tmp_path: Path, hooks: dict[str, str], extra: str = "") -> tuple[Path
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_text("a\n")
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     config = tmp_path / "histfs.toml"
     lines = [f'repository = "{repo}"', 'host = "mx1"', f'mountpoint = "{tmp_path}/mnt"', extra,
              "[hooks]", *(f"{k} = {json.dumps(v)}" for k, v in hooks.items()),
@@ -158,7 +158,7 @@ def test_min_interval_skips_unless_forced(tmp_path: Path) -> None:
 def test_bad_settings_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
     config = tmp_path / "histfs.toml"
     config.write_text(f'repository = "{tmp_path}/repo"\n{text}\n')
-    histfs("init", str(tmp_path / "repo"), check=0)
+    histfs("init", "--encryption", "none", str(tmp_path / "repo"), check=0)
     for command in ("backup", "prune"):
         proc = histfs(command, "--config", str(config), check=2)
         assert proc.stderr.startswith(f"histfs: error: {config}: ")

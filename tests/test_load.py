@@ -118,7 +118,7 @@ def _reader(mnt: Path, shared: Shared, seed: int) -> None:
 def _load(tmp_path: Path, mount_repo: Callable[..., Mount], rounds: int, figures) -> None:
     rng = random.Random(rounds)
     repo, src = tmp_path / "repo", tmp_path / "src"
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     shared = Shared()
     for n in range(3):
         _mail_round(src, rng, n)

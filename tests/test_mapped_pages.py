@@ -67,7 +67,7 @@ def test_mount_hands_walked_index_pages_back(
         (src / f"d{d:02}").mkdir(parents=True)
         for f in range(250):
             (src / f"d{d:02}" / f"message {f:04}").write_bytes(b"x" * (f % 7))
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     for _ in range(3):
         backup_json(repo, f"mail={src}")
     inodes = {p.stat().st_ino for p in (repo / "snapshots").rglob("*.idx")}

@@ -100,7 +100,7 @@ def setup() -> Iterator[Setup]:
     s = Setup(base)
     try:
         make_tree(s.src)
-        histfs("init", str(s.repo), check=0)
+        histfs("init", "--encryption", "none", str(s.repo), check=0)
         histfs("backup", "--repo", str(s.repo), "--host", "mx1", f"data={s.src}", check=0)
         yield s
     finally:

@@ -127,7 +127,7 @@ def test_backups_make_every_object_durable_before_publishing(tmp_path: Path,
     _source(src, rng)
     repo = tmp_path / "repo"
     totals: dict[str, int] = {}
-    runs: list[tuple[str, ...]] = [("init", str(repo))]
+    runs: list[tuple[str, ...]] = [("init", "--encryption", "none", str(repo))]
     for _ in range(2):
         runs.append(("backup", "--repo", str(repo), "--host", "mx1", f"data={src}"))
     for i, args in enumerate(runs):

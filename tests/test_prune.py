@@ -22,7 +22,7 @@ def _history(tmp_path: Path, days: int, host: str = "mx1") -> tuple[Path, list[s
     src = tmp_path / "src"
     (src / "cur").mkdir(parents=True)
     (src / "cur" / "1:2,S").write_text("hello\n")
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     real = backup_json(repo, f"mail={src}", host=host)["snapshot"]
     folder = repo / "snapshots" / host
     first = datetime(2026, 10, 1, 3, tzinfo=UTC)

@@ -67,7 +67,7 @@ def test_example_post_backup_hook_holds_the_new_snapshot(tmp_path: Path) -> None
     repo, src = tmp_path / "repo", tmp_path / "src"
     src.mkdir()
     (src / "a").write_text("a")
-    histfs("init", str(repo), check=0)
+    histfs("init", "--encryption", "none", str(repo), check=0)
     name = str(backup_json(repo, f"mail={src}")["snapshot"])
     env = {**os.environ, "HISTFS_REPO": str(repo), "HISTFS_HOST": "mx1",
            "HISTFS_SNAPSHOT": name, "HISTFS_STATUS": "success",

@@ -122,7 +122,7 @@ class BackupRun:
         self.chunk_index = ChunkIndex(repo.cache_dir() / "chunks.lmdb")
         self.staging = Staging(repo.cache_dir())
         self.sink = ChunkSink(repo.storage, self.chunk_index, repo.config.chunk_id_key,
-                              level, repo.config.pack_size, stats)
+                              level, repo.config.pack_size, stats, repo.cipher)
         self.encoders = ThreadPoolExecutor(2, thread_name_prefix="encode")
         self.readers = ThreadPoolExecutor(threads, thread_name_prefix="read")
         self.prefetcher = ThreadPoolExecutor(1, thread_name_prefix="prefetch")

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from index import blob, garbage
+from index.crypto import Cipher
 from index.errors import CorruptChunk, HistfsError, Locked, RepositoryCorrupt
 from index.lock import LOCKS_DIR, live_locks_since
 from index.pack import PackedChunk, PackWriter, list_packs, location, pack_relpath, read_pack_table
@@ -221,7 +222,8 @@ class _Collector:
                 used = self.usage.blobs.get(pack_id, set())
                 rows = [r for r in self.tables[pack_id] if r.offset in used]
                 try:
-                    blobs = _read_blobs(storage.path(pack_relpath(pack_id)), rows, key)
+                    blobs = _read_blobs(storage.path(pack_relpath(pack_id)), rows, key,
+                                        self.repo.cipher)
                 except (OSError, CorruptChunk) as exc:
                     self.result.problems.append(f"pack {pack_id.hex()} not rewritten: {exc}")
                     continue
@@ -255,7 +257,7 @@ class _Collector:
             for ref, packs in sorted(self.usage.by_snapshot.items()):
                 if not packs & rewrite or _identity(self.repo, ref) is None:
                     continue
-                changed = relocate_snapshot(self.repo.storage, ref.relpath, rewrite, moves,
+                changed = relocate_snapshot(self.repo, ref.relpath, rewrite, moves,
                                             work_dir)
                 if changed:
                     self.result.snapshots_relocated += 1
@@ -297,7 +299,7 @@ class _Collector:
 
 
 def _read_blobs(path: os.PathLike[str] | str, rows: list[PackedChunk],
-                key: bytes) -> list[tuple[PackedChunk, bytes]]:
+                key: bytes, cipher: Cipher | None) -> list[tuple[PackedChunk, bytes]]:
     """The encoded blobs of `rows`, each checked to decode to its chunk id."""
     out = []
     with open(path, "rb") as f:
@@ -306,7 +308,7 @@ def _read_blobs(path: os.PathLike[str] | str, rows: list[PackedChunk],
             raw = os.pread(fd, row.stored_size, row.offset)
             if len(raw) != row.stored_size:
                 raise CorruptChunk(f"chunk {row.chunk_id.hex()} is truncated")
-            blob.decode(raw, row.chunk_id, key)
+            blob.decode(raw, row.chunk_id, key, cipher)
             out.append((row, raw))
     return out
 

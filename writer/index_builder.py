@@ -192,18 +192,15 @@ class IndexBuilder:
         storage = self._repo.storage
         with storage.writing("writing the snapshot index"):
             storage.makedirs(f"{SNAPSHOTS_DIR}/{ref.host}")
-            pending = storage.create()
-            try:
-                try:
-                    self._env.copyfd(pending.file.fileno(), compact=True)
-                except lmdb.DiskError as exc:  # py-lmdb's name for ENOSPC
-                    raise OSError(errno.ENOSPC, str(exc)) from exc
-                except lmdb.Error as exc:  # its message names the cause
-                    raise OSError(errno.EIO, str(exc)) from exc
-                pending.commit(ref.relpath)
-            except BaseException:
-                pending.abort()
-                raise
+            self._repo.publish_index(ref.relpath, self._copy_to)
+
+    def _copy_to(self, fd: int) -> None:
+        try:
+            self._env.copyfd(fd, compact=True)
+        except lmdb.DiskError as exc:  # py-lmdb's name for ENOSPC
+            raise OSError(errno.ENOSPC, str(exc)) from exc
+        except lmdb.Error as exc:  # its message names the cause
+            raise OSError(errno.EIO, str(exc)) from exc
 
     def close(self) -> None:
         """Drop the local build."""

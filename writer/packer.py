@@ -15,6 +15,7 @@ import threading
 
 from index import blob
 from index.chunk_index import ChunkIndex
+from index.crypto import Cipher
 from index.pack import PackWriter
 from index.storage import LocalStorage, WriteFailed
 from index.types import ChunkId
@@ -33,8 +34,10 @@ class ChunkSink:
         level: int,
         pack_size: int,
         stats: BackupStats,
+        cipher: Cipher | None = None,
     ) -> None:
         self._storage = storage
+        self._cipher = cipher
         self._index = chunk_index
         self._key = key
         self._level = level
@@ -61,7 +64,7 @@ class ChunkSink:
     def store(self, cid: ChunkId, data: bytes | memoryview) -> None:
         """Store `data` under `cid` unless the repository already has it."""
         if self._claim(cid):
-            self._append([blob.encode(cid, data, self._level)])
+            self._append([blob.encode(cid, data, self._level, self._cipher)])
 
     def store_many(self, chunks: list[tuple[ChunkId, bytes]]) -> None:
         """`store` for a run of chunks: one index transaction, one pack lock
@@ -70,7 +73,7 @@ class ChunkSink:
             fresh = [(cid, data) for cid, data in chunks if cid not in self._claimed]
             self._claimed.update(cid for cid, _ in fresh)
         known = self._index.get_many(cid for cid, _ in fresh)
-        encoded = [blob.encode(cid, data, self._level) for cid, data in fresh
+        encoded = [blob.encode(cid, data, self._level, self._cipher) for cid, data in fresh
                    if cid not in known]
         if encoded:
             self._append(encoded)
@@ -78,7 +81,7 @@ class ChunkSink:
     def store_again(self, cid: ChunkId, data: bytes) -> None:
         """Store `data` even though the repository has it: its only copy is
         in a pack that garbage collection is about to delete."""
-        self._append([blob.encode(cid, data, self._level)])
+        self._append([blob.encode(cid, data, self._level, self._cipher)])
 
     def _append(self, encoded: list[bytes]) -> None:
         full: list[PackWriter] = []

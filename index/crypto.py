@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import secrets
 import struct
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import blake3
@@ -43,12 +42,15 @@ def derive(master: bytes, purpose: str) -> bytes:
     return blake3.blake3(master, derive_key_context=f"histfs 2026-12 {purpose}").digest()
 
 
-@dataclass(frozen=True)
 class Cipher:
     """The keys that seal blobs and indexes of one repository."""
 
-    blob_key: bytes
-    index_key: bytes
+    def __init__(self, blob_key: bytes, index_key: bytes) -> None:
+        self.blob_key = blob_key
+        self.index_key = index_key
+        # One AEAD object per key: it only holds the key, and encryption and
+        # decryption calls on it are independent (safe from many threads).
+        self._blob_aead = AESGCM(blob_key)
 
     @classmethod
     def from_master(cls, master: bytes) -> Cipher:
@@ -63,7 +65,7 @@ class Cipher:
     def seal_blob(self, header: bytes, payload: bytes | memoryview) -> bytes:
         """nonce + ciphertext + tag of `payload`, authenticated with `header`."""
         nonce = secrets.token_bytes(NONCE_SIZE)
-        return nonce + AESGCM(self.blob_key).encrypt(nonce, payload, header)
+        return nonce + self._blob_aead.encrypt(nonce, payload, header)
 
     def open_blob(self, header: bytes, sealed: bytes | memoryview, what: str) -> bytes:
         """The payload sealed by `seal_blob`; CorruptChunk-worthy failures
@@ -72,7 +74,7 @@ class Cipher:
             raise RepositoryCorrupt(f"{what}: sealed payload too short")
         view = memoryview(sealed)
         try:
-            return AESGCM(self.blob_key).decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], header)
+            return self._blob_aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], header)
         except InvalidTag:
             raise RepositoryCorrupt(f"{what}: authentication failed (damaged or "
                                     "tampered with)") from None

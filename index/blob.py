@@ -64,7 +64,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 def encode(cid: ChunkId, data: bytes | memoryview, level: int,
-           cipher: Cipher | None = None) -> bytes:
+           cipher: Cipher | None = None) -> bytes | bytearray:
     """Header plus payload for `data`, compressed unless that does not pay,
     and sealed with `cipher` in an encrypted repository."""
     raw_size = len(data)
@@ -79,7 +79,7 @@ def encode(cid: ChunkId, data: bytes | memoryview, level: int,
         return header + payload
     header = BLOB_HEADER.pack(encoding, ENCRYPTION_AES_256_GCM, 0,
                               NONCE_SIZE + len(payload) + TAG_SIZE, raw_size, cid)
-    return header + cipher.seal_blob(header, payload)
+    return cipher.seal_blob(header, payload)
 
 
 def decode(blob: bytes | memoryview, expected: ChunkId, key: bytes,

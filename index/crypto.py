@@ -62,10 +62,17 @@ class Cipher:
 
     # -- blobs -------------------------------------------------------------
 
-    def seal_blob(self, header: bytes, payload: bytes | memoryview) -> bytes:
-        """nonce + ciphertext + tag of `payload`, authenticated with `header`."""
+    def seal_blob(self, header: bytes, payload: bytes | memoryview) -> bytearray:
+        """header + nonce + ciphertext + tag of `payload`, authenticated with
+        `header`, in one buffer: concatenating megabyte-sized results cost
+        four times the encryption itself."""
         nonce = secrets.token_bytes(NONCE_SIZE)
-        return nonce + self._blob_aead.encrypt(nonce, payload, header)
+        out = bytearray(len(header) + NONCE_SIZE + len(payload) + TAG_SIZE)
+        out[: len(header)] = header
+        out[len(header) : len(header) + NONCE_SIZE] = nonce
+        self._blob_aead.encrypt_into(nonce, payload, header,
+                                     memoryview(out)[len(header) + NONCE_SIZE :])
+        return out
 
     def open_blob(self, header: bytes, sealed: bytes | memoryview, what: str) -> bytes:
         """The payload sealed by `seal_blob`; CorruptChunk-worthy failures

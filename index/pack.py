@@ -77,7 +77,7 @@ class PackWriter:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def _write(self, data: bytes | memoryview) -> None:
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         if self._broken or self._pending is None:
             raise RuntimeError("pack writer used after an error or after finish")
         try:
@@ -88,7 +88,7 @@ class PackWriter:
         self._hash.update(data)
         self._size += len(data)
 
-    def add(self, blob: bytes) -> PackedChunk:
+    def add(self, blob: bytes | bytearray) -> PackedChunk:
         """Append one encoded blob (header + payload) and return its row."""
         _, _, _, stored, raw, cid = BLOB_HEADER.unpack_from(blob)
         row = PackedChunk(ChunkId(cid), self._size, BLOB_HEADER.size + stored, raw)

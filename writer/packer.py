@@ -83,7 +83,7 @@ class ChunkSink:
         in a pack that garbage collection is about to delete."""
         self._append([blob.encode(cid, data, self._level, self._cipher)])
 
-    def _append(self, encoded: list[bytes]) -> None:
+    def _append(self, encoded: list[bytes | bytearray]) -> None:
         full: list[PackWriter] = []
         try:
             with self._pack_lock:

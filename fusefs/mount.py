@@ -42,7 +42,7 @@ class MountError(HistfsError):
 class MountOptions:
     """What `histfs mount` was asked for."""
 
-    repo: Path
+    repo: Path | str
     mountpoint: Path
     host: str | None = None
     allow_other: bool = False

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ConfigError, HistfsError, HookFailed
-from index.repository import Repository
+from index.repository import Repository, as_location
 
 EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
 
@@ -29,7 +29,7 @@ def _die(message: str) -> int:
     return EXIT_FAILED
 
 
-def _repo_path(args: argparse.Namespace, from_config: Path | None = None) -> Path:
+def _repo_path(args: argparse.Namespace, from_config: Path | str | None = None) -> Path | str:
     if from_config is None and getattr(args, "config", None):
         from histfs.config import load_config
 
@@ -37,16 +37,17 @@ def _repo_path(args: argparse.Namespace, from_config: Path | None = None) -> Pat
     value = args.repo or os.environ.get("HISTFS_REPO") or from_config
     if not value:
         raise ConfigError("no repository given: use --repo, HISTFS_REPO or a config file")
-    return Path(value)
+    return as_location(value)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     """`histfs init [--encryption repokey|none] REPO`."""
     from index.passphrase import new_passphrase
 
-    path = Path(args.path)
+    path = as_location(args.path)
     repo = Repository.init(path, args.encryption,
-                           passphrase=lambda: new_passphrase(str(path), for_init=True))
+                           passphrase=lambda: new_passphrase(str(path), for_init=True),
+                           endpoint=args.endpoint)
     how = "encrypted with a key in the repository, protected by your passphrase" \
         if repo.config.encrypted else "not encrypted"
     print(f"created histfs repository {repo.root} (format {repo.config.version}, {how})")
@@ -567,7 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a repository")
-    p.add_argument("path", help="directory for the new repository (absent or empty)")
+    p.add_argument("path", help="directory for the new repository (absent or empty), "
+                                "or s3://BUCKET/PREFIX")
+    p.add_argument("--endpoint", metavar="URL",
+                   help="S3 endpoint (Ceph RGW, MinIO, ...): remembered on this machine "
+                        "for the repository; default $HISTFS_S3_ENDPOINT or AWS")
     p.add_argument("--encryption", choices=["repokey", "none"], default="repokey",
                    help="repokey (default): encrypt and authenticate everything with a "
                         "key kept in the repository, protected by a passphrase; none: "

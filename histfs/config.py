@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ConfigError
+from index.repository import as_location
 from writer.retention import Policy
 
 _TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "part",
@@ -52,7 +53,7 @@ class FileConfig:
     """A parsed configuration file; None where the file is silent."""
 
     source: Path | None = None
-    repository: Path | None = None
+    repository: Path | str | None = None
     host: str | None = None
     compression: int | None = None
     parts: list[PartConfig] = field(default_factory=list)
@@ -210,7 +211,7 @@ def load_config(path: Path) -> FileConfig:
     interval = doc.get("min_interval")
     mountpoint = _get(doc, "mountpoint", str, where)
     return FileConfig(
-        path, Path(repo) if repo else None, host, compression, parts,
+        path, as_location(repo) if repo else None, host, compression, parts,
         min_interval=None if interval is None else parse_duration(interval,
                                                                   f"{path}: min_interval"),
         mountpoint=Path(mountpoint) if mountpoint else None,

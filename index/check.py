@@ -8,6 +8,7 @@ decodes and hashes to its chunk id. Damage is reported by snapshot and path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from index import blob
 from index.chunk_index import ChunkIndex
 from index.errors import HistfsError, RepositoryCorrupt
-from index.pack import PackedChunk, list_packs, pack_relpath, read_pack_table, verify_pack_hash
+from index.pack import PackedChunk, list_packs, pack_relpath, read_stored_table, verify_pack_hash
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
 from index.types import ChunkId, Kind, PackId
@@ -59,18 +60,27 @@ def _read_pack(repo: Repository, pack_id: PackId, rows: list[PackedChunk]
                ) -> tuple[bool, set[ChunkId]]:
     """Whether a pack still hashes to its name, and which of its chunks do
     not decode to their ids (worker thread)."""
-    path = repo.storage.path(pack_relpath(pack_id))
-    bad: set[ChunkId] = set()
-    intact = verify_pack_hash(path)
-    with open(path, "rb") as f:
-        fd = f.fileno()
-        for row in rows:
-            raw = os.pread(fd, row.stored_size, row.offset)
-            try:
-                blob.decode(raw, row.chunk_id, repo.config.chunk_id_key, repo.cipher)
-            except HistfsError:
-                bad.add(row.chunk_id)
-    return intact, bad
+    relpath = pack_relpath(pack_id)
+    local = repo.storage.local_path(relpath)
+    copy = repo.cache_dir() / f".check-{pack_id.hex()}"
+    try:
+        if local is None:  # a bucket: one GET of the whole pack
+            repo.storage.download(relpath, copy)
+            local = copy
+        bad: set[ChunkId] = set()
+        intact = verify_pack_hash(local, pack_id.hex())
+        with open(local, "rb") as f:
+            fd = f.fileno()
+            for row in rows:
+                raw = os.pread(fd, row.stored_size, row.offset)
+                try:
+                    blob.decode(raw, row.chunk_id, repo.config.chunk_id_key, repo.cipher)
+                except HistfsError:
+                    bad.add(row.chunk_id)
+        return intact, bad
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            copy.unlink()
 
 
 def check(repo: Repository, read_data: bool = False, subset: tuple[int, int] | None = None,
@@ -82,7 +92,7 @@ def check(repo: Repository, read_data: bool = False, subset: tuple[int, int] | N
     for pack_id in sorted(list_packs(repo.storage)):
         report.packs += 1
         try:
-            rows = read_pack_table(repo.storage.path(pack_relpath(pack_id)))
+            rows = read_stored_table(repo.storage, pack_id)
         except (RepositoryCorrupt, OSError) as exc:
             report.problems.append(f"pack {pack_id.hex()}: {exc}")
             tables[pack_id] = {}
@@ -96,7 +106,7 @@ def check(repo: Repository, read_data: bool = False, subset: tuple[int, int] | N
                                chosen)
             for pack_id, (intact, pack_bad) in results:
                 report.packs_read += 1
-                report.bytes_read += os.path.getsize(repo.storage.path(pack_relpath(pack_id)))
+                report.bytes_read += repo.storage.size(pack_relpath(pack_id))
                 if not intact and not pack_bad:
                     report.problems.append(f"pack {pack_id.hex()}: content does not match "
                                            "its name (damage outside the chunks)")

@@ -16,9 +16,9 @@ import lmdb
 
 from index import garbage
 from index.errors import RepositoryCorrupt
-from index.pack import PackedChunk, list_packs, location, pack_relpath, read_pack_table
+from index.pack import PackedChunk, list_packs, location, read_stored_table
 from index.snapshot_format import decode_location, encode_location
-from index.storage import LocalStorage
+from index.storage import Storage
 from index.types import ChunkId, ChunkLocation, PackId
 
 _MAP_SIZE = 1 << 36
@@ -72,7 +72,7 @@ class ChunkIndex:
         with self._env.begin(db=self._packs) as txn:
             return {PackId(bytes(k)) for k in txn.cursor().iternext(values=False)}
 
-    def sync(self, storage: LocalStorage) -> tuple[int, int]:
+    def sync(self, storage: Storage) -> tuple[int, int]:
         """Bring the cache in line with the repository's packs.
 
         Packs named by a garbage list count as absent: nothing new may come
@@ -99,7 +99,7 @@ class ChunkIndex:
         indexed = 0
         for pack_id in sorted(added):
             try:
-                rows = read_pack_table(storage.path(pack_relpath(pack_id)))
+                rows = read_stored_table(storage, pack_id)
             except (FileNotFoundError, RepositoryCorrupt):
                 # A damaged pack is not trusted for deduplication: its
                 # chunks are stored again; `check` reports the damage.

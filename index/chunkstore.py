@@ -11,7 +11,7 @@ from index import blob
 from index.crypto import Cipher
 from index.errors import CorruptChunk, MissingChunk
 from index.pack import pack_relpath
-from index.storage import LocalStorage
+from index.storage import RangeReader, Storage
 from index.types import ChunkId, ChunkLocation, PackId
 
 
@@ -42,6 +42,8 @@ class _OpenPack:
     """A pack's descriptor, closed only when no read is using it."""
 
     fd: int
+    remote: RangeReader | None = None
+    """Ranged reads of a pack that is not on a file system (fd is -1)."""
     users: int = 0
     retired: bool = False
     advised_to: int = -1
@@ -57,7 +59,7 @@ class ChunkStore:
 
     def __init__(
         self,
-        storage: LocalStorage,
+        storage: Storage,
         key: bytes,
         cipher: Cipher | None = None,
         cache_bytes: int = 64 * 1024 * 1024,
@@ -81,21 +83,24 @@ class ChunkStore:
                 self._fds.move_to_end(pack_id)
                 op.users += 1
                 return op
+        relpath = pack_relpath(pack_id)
+        local = self._storage.local_path(relpath)
         try:
-            fd = os.open(self._storage.path(pack_relpath(pack_id)), os.O_RDONLY)
+            fresh = _OpenPack(os.open(local, os.O_RDONLY)) if local is not None else \
+                _OpenPack(-1, self._storage.open_ranges(relpath))
         except FileNotFoundError as exc:
             raise MissingChunk(f"pack {pack_id.hex()} is missing") from exc
         with self._lock:
             op = self._fds.get(pack_id)
             if op is not None:
-                os.close(fd)
+                _close(fresh)
             else:
-                op = self._fds[pack_id] = _OpenPack(fd)
+                op = self._fds[pack_id] = fresh
                 while len(self._fds) > self._max_fds:
                     _, old = self._fds.popitem(last=False)
                     old.retired = True
                     if old.users == 0:
-                        os.close(old.fd)
+                        _close(old)
             op.users += 1
             return op
 
@@ -103,7 +108,7 @@ class ChunkStore:
         with self._lock:
             op.users -= 1
             if op.retired and op.users == 0:
-                os.close(op.fd)
+                _close(op)
 
     def close_idle(self) -> None:
         """Close the pack files no read is using. A long-running reader calls
@@ -113,7 +118,7 @@ class ChunkStore:
             for op in self._fds.values():
                 op.retired = True
                 if op.users == 0:
-                    os.close(op.fd)
+                    _close(op)
             self._fds.clear()
 
     def _cached(self, cid: ChunkId) -> bytes | None:
@@ -183,23 +188,18 @@ class ChunkStore:
     def _read_raw(self, cid: ChunkId, loc: ChunkLocation, flags: int) -> bytes | None:
         op = self._acquire(loc.pack_id)
         try:
-            if loc.offset + loc.stored_size > op.advised_to:
-                # Packs hold files in backup (walk) order, which is the order
-                # tar, cp and rsync read them back in: let the disk fetch the
-                # following megabytes while these are decoded.
-                op.advised_to = loc.offset + _READ_AHEAD
-                os.posix_fadvise(op.fd, loc.offset, _READ_AHEAD, os.POSIX_FADV_WILLNEED)
-            if flags:
-                buf = bytearray(loc.stored_size)
+            if op.remote is not None:
+                if flags:
+                    return None  # a network read: never on the event loop
                 try:
-                    n = os.preadv(op.fd, [buf], loc.offset, flags)
-                except BlockingIOError:
-                    return None
-                if n != loc.stored_size:  # partly cached: let a thread wait
-                    return None
-                raw = bytes(buf)
+                    raw = op.remote.pread(loc.stored_size, loc.offset)
+                except FileNotFoundError as exc:
+                    raise MissingChunk(f"pack {loc.pack_id.hex()} is missing") from exc
             else:
-                raw = os.pread(op.fd, loc.stored_size, loc.offset)
+                raw_local = self._pread_local(op, loc, flags)
+                if raw_local is None:
+                    return None
+                raw = raw_local
         finally:
             self._release(op)
         if len(raw) != loc.stored_size:
@@ -207,6 +207,25 @@ class ChunkStore:
                 f"chunk {cid.hex()}: pack {loc.pack_id.hex()} is truncated"
             )
         return raw
+
+    @staticmethod
+    def _pread_local(op: _OpenPack, loc: ChunkLocation, flags: int) -> bytes | None:
+        if loc.offset + loc.stored_size > op.advised_to:
+            # Packs hold files in backup (walk) order, which is the order
+            # tar, cp and rsync read them back in: let the disk fetch the
+            # following megabytes while these are decoded.
+            op.advised_to = loc.offset + _READ_AHEAD
+            os.posix_fadvise(op.fd, loc.offset, _READ_AHEAD, os.POSIX_FADV_WILLNEED)
+        if flags:
+            buf = bytearray(loc.stored_size)
+            try:
+                n = os.preadv(op.fd, [buf], loc.offset, flags)
+            except BlockingIOError:
+                return None
+            if n != loc.stored_size:  # partly cached: let a thread wait
+                return None
+            return bytes(buf)
+        return os.pread(op.fd, loc.stored_size, loc.offset)
 
     def _decoded(self, cid: ChunkId, raw: bytes | memoryview) -> bytes:
         data = blob.decode(raw, cid, self._key, self._cipher)
@@ -230,3 +249,10 @@ class ChunkStore:
         with self._lock:
             self._cache.clear()
             self._cache_bytes = 0
+
+
+def _close(op: _OpenPack) -> None:
+    if op.remote is not None:
+        op.remote.close()
+    else:
+        os.close(op.fd)

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from index.errors import RepositoryCorrupt
-from index.storage import LocalStorage
+from index.storage import Storage
 from index.types import PackId
 
 GARBAGE_DIR = "garbage"
@@ -47,12 +47,12 @@ class GarbageList:
         return f"{GARBAGE_DIR}/{self.name}"
 
 
-def list_names(storage: LocalStorage) -> set[str]:
+def list_names(storage: Storage) -> set[str]:
     """Names of the garbage lists that exist now."""
     return {n for n in storage.listdir(GARBAGE_DIR) if n.endswith(GARBAGE_SUFFIX)}
 
 
-def read_lists(storage: LocalStorage, names: set[str] | None = None) -> list[GarbageList]:
+def read_lists(storage: Storage, names: set[str] | None = None) -> list[GarbageList]:
     """The garbage lists (those named, or all), oldest first."""
     found = []
     for name in sorted(list_names(storage) if names is None else names):
@@ -81,7 +81,7 @@ def _pack_id(text: object) -> PackId:
     return PackId(bytes.fromhex(text))
 
 
-def doomed_packs(storage: LocalStorage, names: set[str] | None = None) -> set[PackId]:
+def doomed_packs(storage: Storage, names: set[str] | None = None) -> set[PackId]:
     """Every pack named by a garbage list (those named, or all)."""
     packs: set[PackId] = set()
     for g in read_lists(storage, names):
@@ -89,7 +89,7 @@ def doomed_packs(storage: LocalStorage, names: set[str] | None = None) -> set[Pa
     return packs
 
 
-def write_list(storage: LocalStorage, packs: set[PackId]) -> GarbageList:
+def write_list(storage: Storage, packs: set[PackId]) -> GarbageList:
     """Publish a new garbage list naming `packs`."""
     name = (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
             + GARBAGE_SUFFIX)

@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
 import time
 from dataclasses import dataclass
 
 from index.errors import ConfigError, RepositoryCorrupt
-from index.storage import LocalStorage
+from index.storage import Storage
 
 HOLDS_DIR = "holds"
 HOLD_SUFFIX = ".hold"
@@ -58,7 +57,7 @@ def _stamp() -> dict[str, object]:
             "machine": socket.gethostname(), "pid": os.getpid()}
 
 
-def active_holds(storage: LocalStorage, host: str, name: str) -> list[Hold]:
+def active_holds(storage: Storage, host: str, name: str) -> list[Hold]:
     """The holds on snapshot `host/name` that have not been released, oldest first."""
     where = holds_dir(host, name)
     names = set(storage.listdir(where))
@@ -82,7 +81,7 @@ def active_holds(storage: LocalStorage, host: str, name: str) -> list[Hold]:
     return holds
 
 
-def held_snapshots(storage: LocalStorage, host: str) -> dict[str, list[Hold]]:
+def held_snapshots(storage: Storage, host: str) -> dict[str, list[Hold]]:
     """Active holds of every snapshot of `host` that has one."""
     found = {}
     for name in sorted(storage.listdir(f"{HOLDS_DIR}/{host}")):
@@ -92,7 +91,7 @@ def held_snapshots(storage: LocalStorage, host: str) -> dict[str, list[Hold]]:
     return found
 
 
-def place_hold(storage: LocalStorage, host: str, name: str, reason: str) -> Hold:
+def place_hold(storage: Storage, host: str, name: str, reason: str) -> Hold:
     """Publish a new hold; the caller has checked that the snapshot exists."""
     reason = check_reason(reason)
     # Names sort in the order holds were placed (to the nanosecond), which
@@ -107,7 +106,7 @@ def place_hold(storage: LocalStorage, host: str, name: str, reason: str) -> Hold
     return Hold(hold_id, reason, str(doc["time"]), str(doc["machine"]))
 
 
-def release_holds(storage: LocalStorage, host: str, name: str, reason: str) -> list[Hold]:
+def release_holds(storage: Storage, host: str, name: str, reason: str) -> list[Hold]:
     """Release every active hold on the snapshot with this reason; returns them."""
     reason = check_reason(reason)
     released = [h for h in active_holds(storage, host, name) if h.reason == reason]
@@ -117,6 +116,6 @@ def release_holds(storage: LocalStorage, host: str, name: str, reason: str) -> l
     return released
 
 
-def forget_holds(storage: LocalStorage, host: str, name: str) -> None:
+def forget_holds(storage: Storage, host: str, name: str) -> None:
     """Delete the hold objects of a snapshot that no longer exists."""
-    shutil.rmtree(storage.path(holds_dir(host, name)), ignore_errors=True)
+    storage.delete_tree(holds_dir(host, name))

@@ -1,5 +1,8 @@
 """Lock files: `locks/<name>.lock`, created exclusively, refreshed while held.
 
+They go through the storage interface: on a directory, link(2) of a complete
+file; in a bucket, a conditional PUT.
+
 A lock names its holder (machine, pid, start time). A lock is stale when its
 holder is a process on this machine that no longer exists, or when it has not
 been refreshed for `STALE_AFTER` seconds (a holder on another machine that
@@ -12,13 +15,15 @@ import calendar
 import contextlib
 import json
 import os
-import secrets
 import socket
 import threading
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from index.errors import Locked
+
+if TYPE_CHECKING:
+    from index.storage import Storage
 
 LOCKS_DIR = "locks"
 REFRESH_EVERY = 60.0
@@ -42,29 +47,30 @@ def _holder_alive(doc: dict[str, object]) -> bool:
     return True
 
 
-def _read(path: Path) -> dict[str, object]:
+def _read(storage: Storage, relpath: str) -> dict[str, object]:
     """A lock file's object; ValueError if it is not one."""
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(storage.read(relpath))
     except RecursionError as exc:  # JSON nested thousands deep
-        raise ValueError(f"lock file {path.name} is nested too deep") from exc
+        raise ValueError(f"lock file {relpath} is nested too deep") from exc
     if not isinstance(doc, dict):
-        raise ValueError(f"lock file {path.name} does not hold an object")
+        raise ValueError(f"lock file {relpath} does not hold an object")
     return doc
 
 
 class RepositoryLock:
     """An exclusive lock on one name (for example `backup-mx1`)."""
 
-    def __init__(self, locks_dir: Path, name: str, purpose: str) -> None:
-        self.path = locks_dir / f"{name}.lock"
+    def __init__(self, storage: Storage, name: str, purpose: str) -> None:
+        self._storage = storage
+        self.relpath = f"{LOCKS_DIR}/{name}.lock"
         self._purpose = purpose
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
 
     def _describe(self) -> str:
         try:
-            doc = _read(self.path)
+            doc = _read(self._storage, self.relpath)
             return (
                 f"{doc.get('purpose', '?')} by pid {doc.get('pid')} on "
                 f"{doc.get('machine')} since {doc.get('since')}"
@@ -72,16 +78,19 @@ class RepositoryLock:
         except (OSError, ValueError):
             return "another process"
 
+    def _age(self) -> float:
+        return time.time() - self._storage.stat(self.relpath)[2]
+
     def _is_stale(self) -> bool:
         try:
-            doc = _read(self.path)
-            age = time.time() - self.path.stat().st_mtime
+            doc = _read(self._storage, self.relpath)
+            age = self._age()
         except FileNotFoundError:
             return False
         except (OSError, ValueError):
-            # Unreadable or half-written: stale only once old enough.
+            # Unreadable: stale only once old enough.
             try:
-                return time.time() - self.path.stat().st_mtime > STALE_AFTER
+                return self._age() > STALE_AFTER
             except FileNotFoundError:
                 return False
         return age > STALE_AFTER or not _holder_alive(doc)
@@ -95,42 +104,24 @@ class RepositoryLock:
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "purpose": self._purpose,
         }).encode()
-        self.path.parent.mkdir(exist_ok=True)
-        # The content is written first and the lock taken by link(2), which
-        # fails if the name exists: a lock file is never seen empty or half
-        # written, even when its writer is killed (and link is atomic on NFS).
-        tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, doc)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            while True:
-                try:
-                    os.link(tmp, self.path)
-                except FileExistsError:
-                    if self._is_stale():
-                        with contextlib.suppress(FileNotFoundError):
-                            self.path.unlink()
-                        continue
-                    if time.monotonic() >= deadline:
-                        raise Locked(f"repository is locked: {self._describe()}") from None
-                    time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-                    continue
-                break
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        # create_exclusive never shows the file empty or half written, even
+        # when its writer is killed while taking the lock.
+        while not self._storage.create_exclusive(self.relpath, doc):
+            if self._is_stale():
+                with contextlib.suppress(FileNotFoundError):
+                    self._storage.delete(self.relpath)
+                continue
+            if time.monotonic() >= deadline:
+                raise Locked(f"repository is locked: {self._describe()}")
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         self._refresher = threading.Thread(target=self._refresh, daemon=True)
         self._refresher.start()
 
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_EVERY):
             try:
-                os.utime(self.path)
-            except OSError:
+                self._storage.touch(self.relpath)
+            except Exception:  # a lost lock ages into staleness; nothing to do here
                 return
 
     def release(self) -> None:
@@ -139,7 +130,7 @@ class RepositoryLock:
         if self._refresher is not None:
             self._refresher.join()
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            self._storage.delete(self.relpath)
 
     def __enter__(self) -> RepositoryLock:
         return self
@@ -148,17 +139,19 @@ class RepositoryLock:
         self.release()
 
 
-def live_locks_since(locks_dir: Path, prefix: str) -> list[float]:
+def live_locks_since(storage: Storage, prefix: str) -> list[float]:
     """When each live (not stale) lock named `<prefix>…` was taken, in unix
     seconds; a lock whose time cannot be read counts as taken at 0, i.e.
     before anything else."""
     found = []
-    for path in sorted(locks_dir.glob(f"{prefix}*.lock")):
-        lock = RepositoryLock(locks_dir, path.name[: -len(".lock")], "")
+    names = sorted(n for n in storage.listdir(LOCKS_DIR)
+                   if n.startswith(prefix) and n.endswith(".lock"))
+    for fname in names:
+        lock = RepositoryLock(storage, fname[: -len(".lock")], "")
         if lock._is_stale():
             continue
         try:
-            since = _read(path)["since"]
+            since = _read(storage, lock.relpath)["since"]
             if not isinstance(since, str):
                 raise ValueError(f"lock time {since!r:.40}")
             found.append(float(calendar.timegm(time.strptime(since, "%Y-%m-%dT%H:%M:%SZ"))))

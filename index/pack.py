@@ -15,9 +15,10 @@ against its own name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import blake3
 
 from index.blob import BLOB_HEADER
 from index.errors import FormatTooNew, RepositoryCorrupt
-from index.storage import LocalStorage, PendingFile
+from index.storage import PendingWrite, Storage
 from index.types import ChunkId, ChunkLocation, PackId
 
 PACK_MAGIC = b"HISTFSPK"
@@ -60,9 +61,9 @@ class PackWriter:
     refuses further use, so a half-written pack can never be published.
     """
 
-    def __init__(self, storage: LocalStorage) -> None:
+    def __init__(self, storage: Storage) -> None:
         self._storage = storage
-        self._pending: PendingFile | None = storage.create()
+        self._pending: PendingWrite | None = storage.create()
         self._hash = blake3.blake3()
         self._rows: list[PackedChunk] = []
         self._size = 0
@@ -133,10 +134,11 @@ class PackWriter:
             self._pending = None
 
 
-def _pread_exact(fd: int, size: int, offset: int, name: str) -> bytes:
+def _pread_exact(pread: Callable[[int, int], bytes], size: int, offset: int,
+                 name: str) -> bytes:
     # A file shorter than the size it was opened with (truncated meanwhile,
     # or a wrong size passed in) must not reach struct as a short buffer.
-    data = os.pread(fd, size, offset)
+    data = pread(size, offset)
     if len(data) != size:
         raise RepositoryCorrupt(f"pack {name}: truncated")
     return data
@@ -144,22 +146,29 @@ def _pread_exact(fd: int, size: int, offset: int, name: str) -> bytes:
 
 def read_table(fd: int, file_size: int, name: str) -> list[PackedChunk]:
     """The table of a pack read from an open file, checked for structure."""
+    return read_table_with(lambda size, offset: os.pread(fd, size, offset), file_size, name)
+
+
+def read_table_with(pread: Callable[[int, int], bytes], file_size: int,
+                    name: str) -> list[PackedChunk]:
+    """The table of a pack of `file_size` bytes read through `pread(size,
+    offset)`, checked for structure."""
     if file_size < PACK_HEADER.size + PACK_TRAILER.size:
         raise RepositoryCorrupt(f"pack {name}: too short")
-    header = _pread_exact(fd, PACK_HEADER.size, 0, name)
+    header = _pread_exact(pread, PACK_HEADER.size, 0, name)
     magic, version, _, _ = PACK_HEADER.unpack(header)
     if magic != PACK_MAGIC:
         raise RepositoryCorrupt(f"pack {name}: bad magic")
     if version > PACK_VERSION:
         raise FormatTooNew(f"pack {name}: format {version} is newer than supported")
-    trailer = _pread_exact(fd, PACK_TRAILER.size, file_size - PACK_TRAILER.size, name)
+    trailer = _pread_exact(pread, PACK_TRAILER.size, file_size - PACK_TRAILER.size, name)
     table_offset, count, _, _, end_magic = PACK_TRAILER.unpack(trailer)
     table_end = table_offset + count * PACK_TABLE_ENTRY.size
     # The table lies within the file, so reading it allocates no more than
     # the file's size whatever the trailer claims.
     if end_magic != PACK_END_MAGIC or table_end != file_size - PACK_TRAILER.size:
         raise RepositoryCorrupt(f"pack {name}: bad trailer")
-    table = _pread_exact(fd, table_end - table_offset, table_offset, name)
+    table = _pread_exact(pread, table_end - table_offset, table_offset, name)
     rows = [
         PackedChunk(ChunkId(cid), off, stored, raw)
         for cid, off, stored, raw in PACK_TABLE_ENTRY.iter_unpack(table)
@@ -176,14 +185,44 @@ def read_pack_table(path: Path) -> list[PackedChunk]:
         return read_table(f.fileno(), os.fstat(f.fileno()).st_size, path.name)
 
 
-def verify_pack_hash(path: Path) -> bool:
-    """Whether a pack's content still hashes to its name."""
+def verify_pack_hash(path: Path, name: str | None = None) -> bool:
+    """Whether a pack's content still hashes to its name (`name`, else the
+    file's)."""
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
     h.update_mmap(path)
-    return h.hexdigest() == path.name
+    return h.hexdigest() == (name or path.name)
 
 
-def list_packs(storage: LocalStorage) -> Iterator[PackId]:
+def read_stored_table(storage: Storage, pack_id: PackId) -> list[PackedChunk]:
+    """The table of a published pack, wherever the repository is."""
+    relpath = pack_relpath(pack_id)
+    local = storage.local_path(relpath)
+    if local is not None:
+        return read_pack_table(local)
+    reader = storage.open_ranges(relpath)
+    try:
+        return read_table_with(reader.pread, storage.size(relpath), pack_id.hex())
+    finally:
+        reader.close()
+
+
+def verify_stored_hash(storage: Storage, pack_id: PackId, spool: Path) -> bool:
+    """Whether a published pack still hashes to its name (a remote pack is
+    downloaded into `spool` for that, then deleted)."""
+    relpath = pack_relpath(pack_id)
+    local = storage.local_path(relpath)
+    if local is not None:
+        return verify_pack_hash(local)
+    copy = spool / pack_id.hex()
+    try:
+        storage.download(relpath, copy)
+        return verify_pack_hash(copy, pack_id.hex())
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            copy.unlink()
+
+
+def list_packs(storage: Storage) -> Iterator[PackId]:
     """Every published pack of a repository."""
     for sub in storage.listdir(PACKS_DIR):
         for name in storage.listdir(f"{PACKS_DIR}/{sub}"):

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -38,7 +39,7 @@ from index.pack import PACKS_DIR
 from index.passphrase import passphrase_for
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
-from index.storage import TMP_DIR, LocalStorage, fsync_dir
+from index.storage import TMP_DIR, LocalStorage, Storage, fsync_dir
 
 README_TEXT = b"""This directory is a histfs backup repository.
 
@@ -102,13 +103,51 @@ ENCRYPTION_MODES = {"none": ENCRYPTION_NONE, "repokey": ENCRYPTION_REPOKEY}
 _opened: dict[tuple[str, bytes, bytes], keys.RepoSecrets] = {}
 
 
+def as_location(text: str | Path) -> Path | str:
+    """A repository location from a user: a Path for a directory, the URL
+    as given for a bucket (a Path would fold `s3://` into `s3:/`)."""
+    return str(text) if is_remote(text) else Path(text)
+
+
+def is_remote(location: str | Path) -> bool:
+    """Whether `location` names a bucket (s3://...) rather than a directory."""
+    return str(location).startswith("s3://")
+
+
+def open_storage(location: str | Path, endpoint: str | None = None) -> Storage:
+    """The storage backend of a repository location: a directory, or
+    `s3://bucket/prefix` (endpoint from `endpoint`, HISTFS_S3_ENDPOINT, or
+    the one remembered when the repository was created here)."""
+    if not is_remote(location):
+        return LocalStorage(Path(location))
+    from index.s3 import S3Storage
+
+    url = str(location).rstrip("/")
+    endpoints = default_cache_root() / "s3-endpoints.json"
+    if endpoint is None and not os.environ.get("HISTFS_S3_ENDPOINT"):
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+            endpoint = json.loads(endpoints.read_text()).get(url)
+    elif endpoint is not None:
+        endpoints.parent.mkdir(parents=True, exist_ok=True)
+        known: dict[str, str] = {}
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            known = json.loads(endpoints.read_text())
+        known[url] = endpoint
+        endpoints.write_text(json.dumps(known, indent=1) + "\n")
+    spool = default_cache_root() / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    return S3Storage(url, endpoint, spool)
+
+
 class Repository:
     """An opened repository."""
 
-    def __init__(self, root: Path, config: RepoConfig,
-                 repo_secrets: keys.RepoSecrets | None = None) -> None:
+    def __init__(self, root: Path | str, config: RepoConfig,
+                 repo_secrets: keys.RepoSecrets | None = None,
+                 storage: Storage | None = None) -> None:
         self.root = root
-        self.storage = LocalStorage(root)
+        self.storage: Storage = storage or LocalStorage(Path(root))
+        self.local_root: Path | None = None if is_remote(root) else Path(root)
         self.cipher: Cipher | None = None
         self._secrets = repo_secrets
         if repo_secrets is not None:
@@ -118,14 +157,19 @@ class Repository:
         self._chunk_store: ChunkStore | None = None
 
     @classmethod
-    def init(cls, root: Path, encryption: str = "none",
-             passphrase: Callable[[], str] | None = None) -> Repository:
-        """Create a new, empty repository at `root`; `encryption` is "none"
-        or "repokey" (then `passphrase` gives the new passphrase)."""
+    def init(cls, root: Path | str, encryption: str = "none",
+             passphrase: Callable[[], str] | None = None,
+             endpoint: str | None = None) -> Repository:
+        """Create a new, empty repository at `root` (a directory or an S3
+        location); `encryption` is "none" or "repokey" (then `passphrase`
+        gives the new passphrase)."""
         mode = ENCRYPTION_MODES.get(encryption)
         if mode is None:
             raise ConfigError(f"unknown encryption {encryption!r}: use "
                               + " or ".join(ENCRYPTION_MODES))
+        if is_remote(root):
+            return cls._init_remote(str(root), mode, passphrase, endpoint)
+        root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise RepositoryExists(f"{root} exists and is not an empty directory")
         config = RepoConfig.new(mode)
@@ -155,12 +199,39 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, root: Path, passphrase: Callable[[], str] | None = None) -> Repository:
-        """Open the repository at `root`; raises RepositoryNotFound. The
-        passphrase of an encrypted one comes from `passphrase`, else from
-        the environment or the terminal (index/passphrase.py)."""
+    def _init_remote(cls, url: str, mode: str, passphrase: Callable[[], str] | None,
+                     endpoint: str | None) -> Repository:
+        storage = open_storage(url, endpoint)
+        if any(True for _ in storage.listdir("")):
+            raise RepositoryExists(f"{url} is not empty")
+        config = RepoConfig.new(mode)
+        config_bytes = config.to_json()
+        repo_secrets = None
+        if config.encrypted:
+            repo_secrets = keys.RepoSecrets.new(config_bytes)
+            phrase = (passphrase or (lambda: _no_passphrase(url)))()
+            storage.write_atomic(keys.KEY_FILE, keys.wrap(repo_secrets, phrase,
+                                                          config.repo_id))
+        storage.write_atomic("README", README_TEXT)
+        # The config comes last, and only if no other init got there first.
+        if not storage.create_exclusive(CONFIG_FILE, config_bytes):
+            raise RepositoryExists(f"{url} was created by another process meanwhile")
+        repo = cls(url, config, repo_secrets, storage)
+        repo._remember_encryption()
+        return repo
+
+    @classmethod
+    def open(cls, root: Path | str, passphrase: Callable[[], str] | None = None,
+             endpoint: str | None = None) -> Repository:
+        """Open the repository at `root` (a directory or an S3 location);
+        raises RepositoryNotFound. The passphrase of an encrypted one comes
+        from `passphrase`, else from the environment or the terminal
+        (index/passphrase.py)."""
+        storage = open_storage(root, endpoint)
+        if not is_remote(root):
+            root = Path(root)
         try:
-            data = (root / CONFIG_FILE).read_bytes()
+            data = storage.read(CONFIG_FILE)
         except (FileNotFoundError, NotADirectoryError):
             raise RepositoryNotFound(f"no histfs repository at {root}") from None
         except PermissionError:
@@ -168,20 +239,26 @@ class Repository:
                 f"cannot read repository at {root}: permission denied"
             ) from None
         config = RepoConfig.from_json(data)
-        repo = cls(root, config)
+        repo = cls(root, config, storage=storage)
         repo._check_encryption_kept()
         if config.encrypted:
             wrapped = repo._read_key()
-            cache_key = (str(root.resolve()), data, wrapped)
+            where = str(root) if is_remote(root) else str(Path(root).resolve())
+            cache_key = (where, data, wrapped)
             repo_secrets = _opened.get(cache_key)
             if repo_secrets is None:
                 phrase = passphrase() if passphrase else passphrase_for(str(root))
                 repo_secrets = keys.unwrap(wrapped, phrase, config.repo_id)
                 repo_secrets.check_config(data)
                 _opened[cache_key] = repo_secrets
-            repo = cls(root, config, repo_secrets)
+            repo = cls(root, config, repo_secrets, storage)
             repo._remember_encryption()
         return repo
+
+    def root_stat(self) -> os.stat_result:
+        """A stat of the repository's directory, or for a bucket of the local
+        cache (the synthetic root of each snapshot takes a few fields)."""
+        return os.stat(self.local_root if self.local_root is not None else self.cache_dir())
 
     def _read_key(self) -> bytes:
         try:
@@ -240,12 +317,16 @@ class Repository:
         """A local file of the snapshot index at `relpath` that LMDB can open:
         the repository's file, or for an encrypted repository its plain copy
         in the local cache (made now if need be)."""
-        sealed_path = self.storage.path(relpath)
+        local = self.storage.local_path(relpath)
+        if local is None:
+            return self._fetched_index(relpath)
         if self.cipher is None:
-            return sealed_path
-        with open(sealed_path, "rb") as sealed:
+            return local
+        with open(local, "rb") as sealed:
             _, prefix = read_index_header(sealed.read(SEALED_INDEX_HEADER.size), relpath)
-            plain = self._plain_path(relpath, prefix, os.fstat(sealed.fileno()))
+            st = os.fstat(sealed.fileno())
+            plain = self._plain_path(relpath, prefix, f"{st.st_ino:x}-{st.st_size:x}-"
+                                                      f"{st.st_mtime_ns:x}")
             if plain.exists():
                 return plain
             sealed.seek(0)
@@ -253,14 +334,43 @@ class Repository:
                 self.cipher.open_index(sealed, out, relpath)
         return plain
 
+    def _fetched_index(self, relpath: str) -> Path:
+        """A snapshot index of a bucket, downloaded (and opened) once into
+        the local cache, named by the object's ETag."""
+        size, etag, _ = self.storage.stat(relpath)
+        plain = self._plain_path(relpath, b"", f"{etag}-{size:x}")
+        if plain.exists():
+            return plain
+        spool = self.cache_dir() / "indexes" / f".download-{secrets.token_hex(8)}"
+        try:
+            self.storage.download(relpath, spool)
+            if self.cipher is None:
+                os.replace(spool, plain)
+                self._forget_other_copies(plain)
+            else:
+                with open(spool, "rb") as sealed, self._writing_plain(plain) as out:
+                    self.cipher.open_index(sealed, out, relpath)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                spool.unlink()
+        return plain
+
     def verify_index(self, relpath: str) -> None:
         """Authenticate every byte of a sealed snapshot index as it is in the
         repository now, whatever the local cache holds (for `check`)."""
         if self.cipher is None:
             return
-        with open(self.storage.path(relpath), "rb") as sealed, \
-                open(os.devnull, "wb") as sink:
-            self.cipher.open_index(sealed, sink, relpath)
+        local = self.storage.local_path(relpath)
+        spool = self.cache_dir() / "indexes" / f".verify-{secrets.token_hex(8)}"
+        try:
+            if local is None:
+                self.storage.download(relpath, spool)
+                local = spool
+            with open(local, "rb") as sealed, open(os.devnull, "wb") as sink:
+                self.cipher.open_index(sealed, sink, relpath)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                spool.unlink()
 
     def publish_index(self, relpath: str, write_plain: Callable[[int], None]) -> None:
         """Publish a snapshot index at `relpath` (tmp/, fsync, rename):
@@ -279,10 +389,13 @@ class Repository:
                         plain.seek(0)
                         prefix = self.cipher.seal_index(plain, pending.file, relpath)
                     pending.commit(relpath)
-                    target = self._plain_path(relpath, prefix,
-                                              os.stat(self.storage.path(relpath)))
-                    os.replace(work, target)
-                    self._forget_other_copies(target)
+                    if self.storage.local_path(relpath) is not None:
+                        # Remote copies are named by their ETag: fetched on first use.
+                        st = os.stat(self.storage.local_path(relpath) or "")
+                        target = self._plain_path(relpath, prefix, f"{st.st_ino:x}-"
+                                                  f"{st.st_size:x}-{st.st_mtime_ns:x}")
+                        os.replace(work, target)
+                        self._forget_other_copies(target)
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         work.unlink()
@@ -292,12 +405,12 @@ class Repository:
             pending.abort()
             raise
 
-    def _plain_path(self, relpath: str, prefix: bytes, st: os.stat_result) -> Path:
+    def _plain_path(self, relpath: str, prefix: bytes, file_identity: str) -> Path:
         # Named by the sealing's nonce prefix (a relocated index, sealed
         # anew, gets a copy of its own) and the sealed file's identity: a
         # file changed in place after it was opened here is opened, and
         # authenticated, again.
-        identity = f"{prefix.hex()}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+        identity = f"{prefix.hex()}-{file_identity}" if prefix else file_identity
         stem = relpath.rsplit("/", 2)
         where = self.cache_dir() / "indexes" / stem[-2]
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -405,7 +518,7 @@ class Repository:
 
     def lock(self, name: str, purpose: str) -> RepositoryLock:
         """A lock on `name` (not yet acquired)."""
-        return RepositoryLock(self.root / LOCKS_DIR, name, purpose)
+        return RepositoryLock(self.storage, name, purpose)
 
     def close(self) -> None:
         """Release open pack files."""
@@ -413,15 +526,17 @@ class Repository:
             self._chunk_store.close()
 
 
-def _no_passphrase(root: Path) -> str:
+def _no_passphrase(root: Path | str) -> str:
     raise ConfigError(f"a passphrase is needed to encrypt {root}")
 
 
-def import_key(root: Path, data: bytes, passphrase: Callable[[], str] | None = None) -> None:
+def import_key(root: Path | str, data: bytes,
+               passphrase: Callable[[], str] | None = None) -> None:
     """Put a copy of a repository's key file back: it must belong to the
     repository and open with the passphrase."""
+    storage = open_storage(root)
     try:
-        config_bytes = (root / CONFIG_FILE).read_bytes()
+        config_bytes = storage.read(CONFIG_FILE)
     except FileNotFoundError:
         raise RepositoryNotFound(f"no histfs repository at {root}") from None
     cfg = RepoConfig.from_json(config_bytes)
@@ -433,4 +548,4 @@ def import_key(root: Path, data: bytes, passphrase: Callable[[], str] | None = N
                           f"({cfg.repo_id})")
     phrase = passphrase() if passphrase else passphrase_for(str(root))
     keys.unwrap(data, phrase, cfg.repo_id).check_config(config_bytes)
-    LocalStorage(root).write_atomic(keys.KEY_FILE, data)
+    storage.write_atomic(keys.KEY_FILE, data)

@@ -1,9 +1,10 @@
-"""The storage backend: a directory that holds immutable files.
+"""Storage backends: where a repository's immutable files live.
 
-Every file is created under a temporary name, written, fsynced and then
-renamed into place, after which its directory is fsynced. Nothing is ever
-rewritten: a file is either absent or complete. This is the whole contract a
-later object-storage backend has to meet too.
+`Storage` is the interface that writers and readers see; `LocalStorage` is
+a directory on a local disk or an NFS share, `index.s3.S3Storage` a bucket.
+On a directory every file is created under a temporary name, written,
+fsynced and then renamed into place, after which its directory is fsynced.
+Nothing is ever rewritten: a file is either absent or complete.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from index.errors import RepositoryError
 
@@ -27,6 +30,103 @@ class WriteFailed(RepositoryError):
     Raised in place of the OSError so that a backup can never take it for a
     problem with one source file (those are OSErrors too, and only warnings):
     it stops the run, and nothing is published."""
+
+
+class RangeReader(Protocol):
+    """Reads of byte ranges of one stored file."""
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """`size` bytes at `offset` (fewer at the end of the file)."""
+
+    def close(self) -> None:
+        """Release what the reader holds."""
+
+
+class PendingWrite(Protocol):
+    """A new file being written locally; `commit` publishes it whole."""
+
+    file: BinaryIO
+    tmp_path: Path
+
+    def sync(self) -> None:
+        """Make what was written so far durable, where that means anything."""
+
+    def commit(self, relpath: str) -> None:
+        """Publish the file at `relpath`."""
+
+    def abort(self) -> None:
+        """Drop it."""
+
+
+class Storage(Protocol):
+    """What a repository's files are read and written through."""
+
+    @property
+    def root(self) -> object:
+        """Where the repository is (shown in messages)."""
+
+    def create(self) -> PendingWrite:
+        """Start a new file."""
+
+    def write_atomic(self, relpath: str, data: bytes) -> None:
+        """Publish a small file in one step (replacing one that exists)."""
+
+    def create_exclusive(self, relpath: str, data: bytes) -> bool:
+        """Publish `data` at `relpath` unless something is there; whether it was."""
+
+    def writing(self, what: str) -> AbstractContextManager[None]:
+        """Turn write errors inside into `WriteFailed`-like errors."""
+
+    def read(self, relpath: str) -> bytes:
+        """A whole file."""
+
+    def open_ranges(self, relpath: str) -> RangeReader:
+        """A reader of byte ranges of a file (FileNotFoundError if absent)."""
+
+    def download(self, relpath: str, dest: Path) -> None:
+        """Copy a file to the local path `dest`."""
+
+    def stat(self, relpath: str) -> tuple[int, str, float]:
+        """(size, an identity that changes when the file is replaced, mtime)."""
+
+    def size(self, relpath: str) -> int:
+        """A file's size."""
+
+    def touch(self, relpath: str) -> None:
+        """Make a file's mtime now (locks show they are alive)."""
+
+    def exists(self, relpath: str) -> bool:
+        """Whether a file or directory exists."""
+
+    def makedirs(self, relpath: str) -> None:
+        """Create a directory, where directories exist."""
+
+    def listdir(self, relpath: str) -> Iterator[str]:
+        """Names in a directory."""
+
+    def delete(self, relpath: str) -> None:
+        """Remove a file."""
+
+    def delete_tree(self, relpath: str) -> None:
+        """Remove a directory and everything in it."""
+
+    def local_path(self, relpath: str) -> Path | None:
+        """The file's path when it is on a local or network file system."""
+
+
+class LocalRangeReader:
+    """Byte ranges of a local file, through one descriptor."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """`size` bytes at `offset` (fewer at the end of the file)."""
+        return os.pread(self.fd, size, offset)
+
+    def close(self) -> None:
+        """Close the descriptor."""
+        os.close(self.fd)
 
 
 def fsync_dir(path: Path) -> None:
@@ -83,9 +183,74 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    def __str__(self) -> str:
+        return str(self.root)
+
     def path(self, relpath: str) -> Path:
         """The local path of a repository file (for opening LMDB read-only)."""
         return self.root / relpath
+
+    def local_path(self, relpath: str) -> Path | None:
+        """The local path of a repository file."""
+        return self.root / relpath
+
+    def open_ranges(self, relpath: str) -> LocalRangeReader:
+        """A reader of byte ranges of a file."""
+        return LocalRangeReader(self.root / relpath)
+
+    def download(self, relpath: str, dest: Path) -> None:
+        """Copy a file to `dest` (written under a temporary name, renamed)."""
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}")
+        try:
+            shutil.copyfile(self.root / relpath, tmp)
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def stat(self, relpath: str) -> tuple[int, str, float]:
+        """(size, inode-mtime identity, mtime) of a file."""
+        st = os.stat(self.root / relpath)
+        return st.st_size, f"{st.st_ino:x}-{st.st_mtime_ns:x}", st.st_mtime
+
+    def size(self, relpath: str) -> int:
+        """A file's size."""
+        return os.stat(self.root / relpath).st_size
+
+    def touch(self, relpath: str) -> None:
+        """Set a file's mtime to now."""
+        os.utime(self.root / relpath)
+
+    def create_exclusive(self, relpath: str, data: bytes) -> bool:
+        """Publish `data` at `relpath` unless it exists. The content is
+        written and fsynced first and then hard-linked to the name, which
+        fails if the name exists: the file is never seen empty or half
+        written, even if its writer is killed, and link is atomic on NFS."""
+        final = self.root / relpath
+        tmp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def delete_tree(self, relpath: str) -> None:
+        """Remove a directory and what it holds (absent is fine)."""
+        shutil.rmtree(self.root / relpath, ignore_errors=True)
 
     def create(self) -> PendingFile:
         """Start a new file; publish it with `PendingFile.commit`."""

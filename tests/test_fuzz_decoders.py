@@ -733,11 +733,12 @@ def test_lock_files(seeds, scratch, data, age):
     path.write_bytes(content)
     then = time.time() - age
     os.utime(path, (then, then))
-    lock = RepositoryLock(locks, "backup-mx1", "fuzz")
+    storage = LocalStorage(scratch)
+    lock = RepositoryLock(storage, "backup-mx1", "fuzz")
     RUNS["lock files"] += 1
     assert isinstance(lock._is_stale(), bool)
     assert isinstance(lock._describe(), str)
-    since = live_locks_since(locks, "backup-")
+    since = live_locks_since(storage, "backup-")
     assert all(isinstance(s, float) for s in since)
     if feed("RepositoryLock.acquire", lock.acquire, 0.0) is None and path.exists() \
             and path.read_bytes() == content:

@@ -142,8 +142,9 @@ class BackupRun:
         self.rescanned: dict[int, bytes] = {}
         self.rescanning = False
         self.notes: list[str] = []
-        st = os.stat(repo.root)
-        self.repo_dev_ino = (st.st_dev, st.st_ino)
+        # A repository inside a source tree is not backed up into itself.
+        st = repo.root_stat()
+        self.repo_dev_ino = (st.st_dev, st.st_ino) if repo.local_root else (-1, -1)
 
     # -- walking ---------------------------------------------------------
 
@@ -615,7 +616,7 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
         name = snapshot_name(started, n)
     ref = SnapshotRef(host, name)
     stats.finished = None
-    root_st = os.stat(repo.root)
+    root_st = repo.root_stat()
     root = StagedEntry.from_stat(Kind.DIRECTORY, root_st)
     root.mode, root.uid, root.gid, root.source_ino = 0o755, 0, 0, 0
     ts = int(started.timestamp() * 1e9)

@@ -27,7 +27,6 @@ docs/FORMAT.md section 13 for why each crash point is harmless.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,10 +34,18 @@ from dataclasses import dataclass, field
 from index import blob, garbage
 from index.crypto import Cipher
 from index.errors import CorruptChunk, HistfsError, Locked, RepositoryCorrupt
-from index.lock import LOCKS_DIR, live_locks_since
-from index.pack import PackedChunk, PackWriter, list_packs, location, pack_relpath, read_pack_table
+from index.lock import live_locks_since
+from index.pack import (
+    PackedChunk,
+    PackWriter,
+    list_packs,
+    location,
+    pack_relpath,
+    read_stored_table,
+)
 from index.relocate import relocate_snapshot
 from index.repository import Repository, SnapshotRef
+from index.storage import Storage
 from index.types import ChunkId, ChunkLocation, PackId
 from writer.prune import PRUNE_LOCK
 from writer.testpoints import crash_point
@@ -78,7 +85,7 @@ class _Usage:
 
     blobs: dict[PackId, set[int]] = field(default_factory=dict)
     by_snapshot: dict[SnapshotRef, set[PackId]] = field(default_factory=dict)
-    identity: dict[SnapshotRef, tuple[int, int, int]] = field(default_factory=dict)
+    identity: dict[SnapshotRef, tuple[int, str, float]] = field(default_factory=dict)
 
     def used_packs(self) -> set[PackId]:
         packs: set[PackId] = set()
@@ -87,12 +94,11 @@ class _Usage:
         return packs
 
 
-def _identity(repo: Repository, ref: SnapshotRef) -> tuple[int, int, int] | None:
+def _identity(repo: Repository, ref: SnapshotRef) -> tuple[int, str, float] | None:
     try:
-        st = os.stat(repo.storage.path(ref.relpath))
+        return repo.storage.stat(ref.relpath)
     except FileNotFoundError:
         return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _scan(repo: Repository, usage: _Usage, only_changed: bool) -> None:
@@ -118,18 +124,18 @@ def _scan(repo: Repository, usage: _Usage, only_changed: bool) -> None:
 
 def _backups_older_than(repo: Repository, when: float) -> int:
     """How many backups still run that started before `when` (with margin)."""
-    return sum(1 for since in live_locks_since(repo.root / LOCKS_DIR, "backup-")
+    return sum(1 for since in live_locks_since(repo.storage, "backup-")
                if since <= when + CLOCK_MARGIN)
 
 
 def _oldest_backup(repo: Repository) -> float | None:
-    started = live_locks_since(repo.root / LOCKS_DIR, "backup-")
+    started = live_locks_since(repo.storage, "backup-")
     return min(started) if started else None
 
 
 def _pack_size(repo: Repository, pack_id: PackId) -> int:
     try:
-        return os.path.getsize(repo.storage.path(pack_relpath(pack_id)))
+        return repo.storage.size(pack_relpath(pack_id))
     except FileNotFoundError:
         return 0
 
@@ -176,14 +182,14 @@ class _Collector:
             self.result.packs += 1
             if pack_id in listed:
                 continue
-            path = self.repo.storage.path(pack_relpath(pack_id))
             try:
-                if oldest is not None and os.stat(path).st_mtime >= oldest:
+                mtime = self.repo.storage.stat(pack_relpath(pack_id))[2]
+                if oldest is not None and mtime >= oldest:
                     # Likely a running backup's, not in a snapshot yet. Only
                     # a saving: listing it would make that backup store its
                     # chunks again, never lose them.
                     continue
-                rows = read_pack_table(path)
+                rows = read_stored_table(self.repo.storage, pack_id)
             except FileNotFoundError:
                 continue
             except RepositoryCorrupt as exc:
@@ -222,7 +228,7 @@ class _Collector:
                 used = self.usage.blobs.get(pack_id, set())
                 rows = [r for r in self.tables[pack_id] if r.offset in used]
                 try:
-                    blobs = _read_blobs(storage.path(pack_relpath(pack_id)), rows, key,
+                    blobs = _read_blobs(storage, pack_relpath(pack_id), rows, key,
                                         self.repo.cipher)
                 except (OSError, CorruptChunk) as exc:
                     self.result.problems.append(f"pack {pack_id.hex()} not rewritten: {exc}")
@@ -298,18 +304,20 @@ class _Collector:
             self.repo.storage.delete(g.relpath)
 
 
-def _read_blobs(path: os.PathLike[str] | str, rows: list[PackedChunk],
+def _read_blobs(storage: Storage, relpath: str, rows: list[PackedChunk],
                 key: bytes, cipher: Cipher | None) -> list[tuple[PackedChunk, bytes]]:
     """The encoded blobs of `rows`, each checked to decode to its chunk id."""
     out = []
-    with open(path, "rb") as f:
-        fd = f.fileno()
+    reader = storage.open_ranges(relpath)
+    try:
         for row in sorted(rows, key=lambda r: r.offset):
-            raw = os.pread(fd, row.stored_size, row.offset)
+            raw = reader.pread(row.stored_size, row.offset)
             if len(raw) != row.stored_size:
                 raise CorruptChunk(f"chunk {row.chunk_id.hex()} is truncated")
             blob.decode(raw, row.chunk_id, key, cipher)
             out.append((row, raw))
+    finally:
+        reader.close()
     return out
 
 

@@ -17,7 +17,7 @@ from index import blob
 from index.chunk_index import ChunkIndex
 from index.crypto import Cipher
 from index.pack import PackWriter
-from index.storage import LocalStorage, WriteFailed
+from index.storage import Storage, WriteFailed
 from index.types import ChunkId
 from writer.stats import BackupStats
 from writer.testpoints import crash_point
@@ -28,7 +28,7 @@ class ChunkSink:
 
     def __init__(
         self,
-        storage: LocalStorage,
+        storage: Storage,
         chunk_index: ChunkIndex,
         key: bytes,
         level: int,

@@ -1,0 +1,272 @@
+"""Repositories in an S3 bucket, against a real S3 server on 127.0.0.1
+(moto's `moto_server`, started by the fixture as a subprocess).
+
+The same commands as for a local repository: init, backup, snapshots, the
+mount compared with the source tree, restore, check --read-data, prune and
+gc; two hosts backing up into one bucket at once; a bucket that does not
+exist and wrong credentials are one-line errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mount, histfs
+from tests.trees import source_state
+
+boto3 = pytest.importorskip("boto3")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """The endpoint of a moto S3 server, stopped (by its pid) at the end."""
+    port = _free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("moto_server did not start") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+           ) -> str:
+    """A new empty bucket; histfs finds the server through the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "histfs-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "histfs-test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("HISTFS_S3_ENDPOINT", s3_server)
+    monkeypatch.setenv("HISTFS_PASSPHRASE", "s3 test passphrase")
+    name = "histfs-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    client = boto3.client("s3", endpoint_url=s3_server)
+    client.create_bucket(Bucket=name)
+    return name
+
+
+def make_tree(root: Path, seed: int = 0) -> Path:
+    (root / "mail" / "cur").mkdir(parents=True)
+    for i in range(30):
+        (root / "mail" / "cur" / f"{i}.eml").write_bytes(b"Subject: %d\n\n" % i + b"x" * (i * 97))
+    (root / "dump.sql").write_bytes(os.urandom(3_000_000) + b"%d" % seed)
+    os.symlink("mail/cur/1.eml", root / "link")
+    return root
+
+
+def restored(path: Path) -> dict[bytes, tuple[object, ...]]:
+    return {k: v[:6] + v[7:] for k, v in source_state(path).items()}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("encryption", ["repokey", "none"])
+def test_round_trip_in_a_bucket(bucket: str, tmp_path: Path, encryption: str,
+                                mount_repo: Callable[..., Mount]) -> None:
+    url = f"s3://{bucket}/repo"
+    src = make_tree(tmp_path / "src")
+    histfs("init", "--encryption", encryption, url, check=0)
+    histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
+    (src / "mail" / "cur" / "new.eml").write_bytes(b"a new message\n")
+    proc = histfs("backup", "--repo", url, "--host", "mx1", "--json", f"data={src}", check=0)
+    assert json.loads(proc.stdout)["bytes_added"] < 10_000
+    proc = histfs("snapshots", "--repo", url, "--json", check=0)
+    assert len(json.loads(proc.stdout)) == 2
+    histfs("check", "--repo", url, "--read-data", check=0)
+    target = tmp_path / "restored"
+    histfs("restore", "--repo", url, "last", "--target", str(target), check=0)
+    assert restored(target / "data") == restored(src)
+    m = mount_repo(url)
+    assert source_state(m.path / "mx1" / "last" / "data") == source_state(src)
+    histfs("prune", "--repo", url, "--keep-last", "1", check=0)
+    histfs("gc", "--repo", url, "--grace", "0", check=0)
+    histfs("check", "--repo", url, "--read-data", check=0)
+    proc = histfs("snapshots", "--repo", url, "--json", check=0)
+    assert len(json.loads(proc.stdout)) == 1
+
+
+@pytest.mark.timeout(300)
+def test_two_hosts_into_one_bucket_at_once(bucket: str, tmp_path: Path) -> None:
+    url = f"s3://{bucket}/repo"
+    shared = os.urandom(2_000_000)
+    sources = {}
+    for host in ("mx1", "mx2"):
+        src = make_tree(tmp_path / host, seed=len(host))
+        (src / "shared.bin").write_bytes(shared)
+        sources[host] = src
+    histfs("init", url, check=0)
+    procs = {host: subprocess.Popen(
+        [sys.executable, "-m", "histfs", "backup", "--repo", url, "--host", host, "--json",
+         f"data={src}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for host, src in sources.items()}
+    added = {}
+    for host, p in procs.items():
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        added[host] = json.loads(out)["bytes_added"]
+    histfs("check", "--repo", url, "--read-data", check=0)
+    for host, src in sources.items():
+        target = tmp_path / f"restored-{host}"
+        histfs("restore", "--repo", url, "--host", host, "last", "--target", str(target),
+               check=0)
+        assert restored(target / "data") == restored(src)
+    # Running at once, neither saw the other's packs; from now on every host
+    # deduplicates against both.
+    assert all(0 < a < 3_000_000 + len(shared) + 100_000 for a in added.values()), added
+    third = tmp_path / "mx3"
+    third.mkdir()
+    (third / "shared.bin").write_bytes(shared)
+    proc = histfs("backup", "--repo", url, "--host", "mx3", "--json", f"data={third}",
+                  check=0)
+    assert json.loads(proc.stdout)["bytes_added"] < 10_000
+
+
+@pytest.mark.timeout(120)
+def test_bucket_problems_are_one_line_errors(bucket: str, tmp_path: Path) -> None:
+    proc = histfs("snapshots", "--repo", "s3://no-such-bucket-here/repo")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = histfs("snapshots", "--repo", f"s3://{bucket}/nothing-here")
+    assert proc.returncode == 2 and "no histfs repository" in proc.stderr, proc.stderr
+
+
+# -- faults between histfs and the bucket ----------------------------------------
+
+
+class Proxy:
+    def __init__(self, endpoint: str, control: Path) -> None:
+        self.control = control
+        self.port = _free_port()
+        upstream = endpoint.rsplit(":", 1)[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("s3proxy.py")), upstream,
+             str(self.port), str(control)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("s3proxy did not start") from None
+                time.sleep(0.05)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rules(self, *lines: str) -> None:
+        self.control.write_text("".join(f"{line}\n" for line in lines))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def proxy(s3_server: str, tmp_path: Path) -> Iterator[Proxy]:
+    p = Proxy(s3_server, tmp_path / "proxy-rules")
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def snapshot_count(url: str, endpoint: str) -> int:
+    proc = histfs("snapshots", "--repo", url, "--json", check=0,
+                  env={"HISTFS_S3_ENDPOINT": endpoint})
+    return len(json.loads(proc.stdout))
+
+
+@pytest.mark.timeout(300)
+def test_transient_errors_are_retried(bucket: str, tmp_path: Path, proxy: Proxy,
+                                      s3_server: str, figures: Callable[[str], None]) -> None:
+    url = f"s3://{bucket}/repo"
+    src = make_tree(tmp_path / "src")
+    histfs("init", url, check=0)
+    proxy.rules("every 4 503", "every 9 reset")
+    env = {"HISTFS_S3_ENDPOINT": proxy.endpoint}
+    histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0, env=env)
+    target = tmp_path / "restored"
+    histfs("restore", "--repo", url, "last", "--target", str(target), check=0, env=env)
+    proxy.rules()
+    histfs("check", "--repo", url, "--read-data", check=0)
+    assert restored(target / "data") == restored(src)
+    figures("S3 with every 4th request answered 503 and every 9th connection reset: "
+            "backup, restore and check succeed by retrying")
+
+
+@pytest.mark.timeout(300)
+def test_permanent_failure_publishes_nothing(bucket: str, tmp_path: Path, proxy: Proxy,
+                                            s3_server: str) -> None:
+    url = f"s3://{bucket}/repo"
+    src = make_tree(tmp_path / "src")
+    histfs("init", url, check=0)
+    proxy.rules("fail PUT /packs/")
+    proc = histfs("backup", "--repo", url, "--host", "mx1", f"data={src}",
+                  env={"HISTFS_S3_ENDPOINT": proxy.endpoint})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "denied" in proc.stderr, proc.stderr
+    assert snapshot_count(url, s3_server) == 0
+    proxy.rules()
+    histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
+    histfs("check", "--repo", url, "--read-data", check=0)
+    assert snapshot_count(url, s3_server) == 1
+
+
+@pytest.mark.timeout(300)
+def test_killed_upload_leaves_no_snapshot(bucket: str, tmp_path: Path, proxy: Proxy,
+                                          s3_server: str) -> None:
+    url = f"s3://{bucket}/repo"
+    src = make_tree(tmp_path / "src")
+    (src / "big.bin").write_bytes(os.urandom(40_000_000))
+    histfs("init", url, check=0)
+    proxy.rules("every 1 stall 0.2")
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "histfs", "backup", "--repo", url, "--host", "mx1",
+         f"data={src}"], env={**os.environ, "HISTFS_S3_ENDPOINT": proxy.endpoint},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3)
+    assert backup.poll() is None, "the backup ended before it could be killed"
+    backup.kill()
+    backup.wait()
+    proxy.rules()
+    assert snapshot_count(url, s3_server) == 0
+    histfs("check", "--repo", url, check=0)
+    histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
+    histfs("check", "--repo", url, "--read-data", check=0)
+    assert snapshot_count(url, s3_server) == 1

@@ -57,6 +57,48 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_copy(args: argparse.Namespace) -> int:
+    """`histfs copy --from SRC --to DST [--host H] [SNAPSHOT ...]`."""
+    from index.passphrase import passphrase_for
+    from writer.copy import copy_snapshots
+
+    source = Repository.open(as_location(args.source))
+    target_at = as_location(args.target)
+
+    def target_passphrase() -> str:
+        # Another repository may have another passphrase.
+        file = os.environ.get("HISTFS_TO_PASSPHRASE_FILE")
+        if file:
+            try:
+                return Path(file).read_text().split("\n", 1)[0]
+            except OSError as exc:
+                raise ConfigError(f"cannot read HISTFS_TO_PASSPHRASE_FILE {file}: "
+                                  f"{exc.strerror}") from None
+        return passphrase_for(str(target_at))
+
+    target = Repository.open(target_at, passphrase=target_passphrase)
+    try:
+        quiet = args.json or not sys.stderr.isatty()
+        result = copy_snapshots(source, target, args.host, args.snapshots or None,
+                                say=(lambda s: None) if quiet else
+                                (lambda s: print(s, file=sys.stderr)))
+    finally:
+        source.close()
+        target.close()
+    if args.json:
+        print(json.dumps({
+            "copied": [f"{r.host}/{r.name}" for r in result.copied],
+            "skipped": [f"{r.host}/{r.name}" for r in result.skipped],
+            "chunks": result.chunks, "chunks_added": result.chunks_added,
+            "bytes_added": result.bytes_added,
+        }))
+    else:
+        print(f"copied {len(result.copied)} snapshot(s), {len(result.skipped)} already "
+              f"there; {result.chunks_added} of {result.chunks} chunks were new "
+              f"({result.bytes_added / 1e6:.1f} MB)")
+    return EXIT_OK
+
+
 def cmd_key(args: argparse.Namespace) -> int:
     """`histfs key export|import|change-passphrase`."""
     from index.passphrase import new_passphrase
@@ -578,6 +620,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "key kept in the repository, protected by a passphrase; none: "
                         "store in the clear")
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("copy", help="copy snapshots into another repository (offsite)")
+    p.add_argument("--from", dest="source", required=True, metavar="REPO",
+                   help="repository to copy from")
+    p.add_argument("--to", dest="target", required=True, metavar="REPO",
+                   help="repository to copy into (its passphrase: "
+                        "$HISTFS_TO_PASSPHRASE_FILE, else as for any repository)")
+    p.add_argument("--host", help="only this host's snapshots")
+    p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT",
+                   help="snapshot names (default: every snapshot the target lacks)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_copy)
 
     p = sub.add_parser("key", help="export, import or re-protect the repository key")
     key_sub = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")

@@ -327,7 +327,7 @@ class Repository:
             st = os.fstat(sealed.fileno())
             plain = self._plain_path(relpath, prefix, f"{st.st_ino:x}-{st.st_size:x}-"
                                                       f"{st.st_mtime_ns:x}")
-            if plain.exists():
+            if _used(plain):
                 return plain
             sealed.seek(0)
             with self._writing_plain(plain) as out:
@@ -339,7 +339,7 @@ class Repository:
         the local cache, named by the object's ETag."""
         size, etag, _ = self.storage.stat(relpath)
         plain = self._plain_path(relpath, b"", f"{etag}-{size:x}")
-        if plain.exists():
+        if _used(plain):
             return plain
         spool = self.cache_dir() / "indexes" / f".download-{secrets.token_hex(8)}"
         try:
@@ -433,12 +433,14 @@ class Repository:
     @staticmethod
     def _forget_other_copies(target: Path) -> None:
         """Delete plain copies of earlier sealings of the same index (an
-        open reader keeps its copy until it closes it)."""
+        open reader keeps its copy until it closes it), then the least
+        recently used copies beyond the cache's size."""
         name = target.name.split(".", 1)[0]
         for other in target.parent.glob(f"{name}.*{SNAPSHOT_SUFFIX}"):
             if other != target:
                 with contextlib.suppress(FileNotFoundError):
                     other.unlink()
+        _trim_index_cache(target.parent.parent, keep=target)
 
     @property
     def chunk_store(self) -> ChunkStore:
@@ -549,3 +551,41 @@ def import_key(root: Path | str, data: bytes,
     phrase = passphrase() if passphrase else passphrase_for(str(root))
     keys.unwrap(data, phrase, cfg.repo_id).check_config(config_bytes)
     storage.write_atomic(keys.KEY_FILE, data)
+
+
+INDEX_CACHE_MB = 4096
+"""Default bound of the local copies of snapshot indexes (HISTFS_INDEX_CACHE_MB)."""
+
+
+def _used(plain: Path) -> bool:
+    """Whether a local copy exists; if so it becomes the most recently used."""
+    try:
+        os.utime(plain)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _trim_index_cache(indexes: Path, keep: Path) -> None:
+    """Delete the least recently used index copies (by mtime, which `_used`
+    sets) until they fit HISTFS_INDEX_CACHE_MB. A reader that has a copy open
+    keeps reading it: unlinking frees its space only when it is closed."""
+    try:
+        limit = int(os.environ.get("HISTFS_INDEX_CACHE_MB", INDEX_CACHE_MB)) * 1024 * 1024
+    except ValueError:
+        limit = INDEX_CACHE_MB * 1024 * 1024
+    copies = []
+    for path in indexes.glob(f"*/*{SNAPSHOT_SUFFIX}"):
+        if path.name.startswith("."):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            st = path.stat()
+            copies.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in copies)
+    for _, size, path in sorted(copies, key=lambda c: c[0]):
+        if total <= limit:
+            break
+        if path != keep:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            total -= size

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -270,3 +271,102 @@ def test_killed_upload_leaves_no_snapshot(bucket: str, tmp_path: Path, proxy: Pr
     histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
     histfs("check", "--repo", url, "--read-data", check=0)
     assert snapshot_count(url, s3_server) == 1
+
+
+@pytest.mark.timeout(300)
+def test_index_cache_is_bounded(bucket: str, tmp_path: Path, cache_dir: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for no copy beyond the one in use, every snapshot still
+    opens (fetched again as needed) and at most one copy stays."""
+    from index.repository import Repository
+
+    url = f"s3://{bucket}/repo"
+    src = make_tree(tmp_path / "src")
+    histfs("init", url, check=0)
+    for i in range(3):
+        (src / f"day-{i}").write_text(f"day {i}\n")
+        histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
+    monkeypatch.setenv("HISTFS_INDEX_CACHE_MB", "0")
+    repo = Repository.open(url)
+    try:
+        refs = repo.snapshots()
+        assert len(refs) == 3
+        # The backups cached copies of the indexes they compared against.
+        shutil.rmtree(repo.cache_dir() / "indexes")
+        for _ in range(2):
+            for i, ref in enumerate(refs):
+                with repo.open_snapshot(ref) as snap:
+                    entry = snap.resolve(f"data/day-{i}")
+                    assert snap.read(entry, 0, 100) == f"day {i}\n".encode()
+                copies = list((repo.cache_dir() / "indexes").glob("*/*.idx"))
+                assert len(copies) == 1, [c.name for c in copies]
+    finally:
+        repo.close()
+
+
+@pytest.mark.timeout(300)
+def test_copy_to_a_bucket_only_what_is_missing(bucket: str, tmp_path: Path,
+                                               mount_repo: Callable[..., Mount],
+                                               figures: Callable[[str], None]) -> None:
+    """An encrypted local repository copied into an unencrypted bucket (other
+    keys, other ids): every snapshot reads exactly there; a second copy adds
+    only the new snapshot's new chunks; an interrupted copy finishes later."""
+    local = tmp_path / "local"
+    url = f"s3://{bucket}/offsite"
+    src = make_tree(tmp_path / "src")
+    histfs("init", str(local), check=0)
+    histfs("init", "--encryption", "none", url, check=0)
+    states = []
+    for i in range(2):
+        (src / f"day-{i}.txt").write_text(f"day {i}\n" * 1000)
+        histfs("backup", "--repo", str(local), "--host", "mx1", f"data={src}", check=0)
+        states.append(restored(src))
+    proc = histfs("copy", "--from", str(local), "--to", url, "--json", check=0)
+    first = json.loads(proc.stdout)
+    assert len(first["copied"]) == 2 and first["skipped"] == []
+    (src / "day-2.txt").write_text("day 2\n" * 1000)
+    histfs("backup", "--repo", str(local), "--host", "mx1", f"data={src}", check=0)
+    states.append(restored(src))
+    proc = histfs("copy", "--from", str(local), "--to", url, "--json", check=0)
+    second = json.loads(proc.stdout)
+    assert len(second["copied"]) == 1 and len(second["skipped"]) == 2
+    assert second["bytes_added"] < first["bytes_added"] / 10
+    histfs("check", "--repo", url, "--read-data", check=0)
+    names = json.loads(histfs("snapshots", "--repo", url, "--json", check=0).stdout)
+    for snap, state in zip(names, states, strict=True):
+        target = tmp_path / f"restored-{snap['name']}"
+        histfs("restore", "--repo", url, snap["name"], "--target", str(target), check=0)
+        assert restored(target / "data") == state
+    m = mount_repo(url)
+    assert source_state(m.path / "mx1" / "last" / "data") == source_state(src)
+    figures(f"copy local (encrypted) -> bucket: 2 snapshots {first['bytes_added']} bytes, "
+            f"then 1 more {second['bytes_added']} bytes; every snapshot restores exactly")
+
+
+@pytest.mark.timeout(300)
+def test_interrupted_copy_finishes_later(bucket: str, tmp_path: Path, proxy: Proxy,
+                                         s3_server: str) -> None:
+    local = tmp_path / "local"
+    url = f"s3://{bucket}/offsite"
+    src = make_tree(tmp_path / "src")
+    (src / "big.bin").write_bytes(os.urandom(40_000_000))
+    histfs("init", "--encryption", "none", str(local), check=0)
+    histfs("backup", "--repo", str(local), "--host", "mx1", f"data={src}", check=0)
+    histfs("init", url, check=0)
+    proxy.rules("every 1 stall 0.2")
+    copy = subprocess.Popen(
+        [sys.executable, "-m", "histfs", "copy", "--from", str(local), "--to", url],
+        env={**os.environ, "HISTFS_S3_ENDPOINT": proxy.endpoint},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3)
+    assert copy.poll() is None, "the copy ended before it could be killed"
+    copy.kill()
+    copy.wait()
+    proxy.rules()
+    assert snapshot_count(url, s3_server) == 0
+    proc = histfs("copy", "--from", str(local), "--to", url, "--json", check=0)
+    assert len(json.loads(proc.stdout)["copied"]) == 1
+    histfs("check", "--repo", url, "--read-data", check=0)
+    target = tmp_path / "restored"
+    histfs("restore", "--repo", url, "last", "--target", str(target), check=0)
+    assert restored(target / "data") == restored(src)

@@ -130,3 +130,44 @@ def test_prune_works_per_host(tmp_path: Path) -> None:
     assert len(_listed(repo, "mx2")) == 2
     histfs("prune", "--repo", str(repo), "--keep-last", "1", check=0)
     assert len(_listed(repo, "mx2")) == 1
+
+
+def test_a_backup_in_the_second_of_pruned_ones_still_comes_last(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots of one second are T, T-2, T-3...; after prune removed T and
+    T-2, the next backup of that second is T-4, not T again (which would
+    sort before T-3, and `last` would not be the newest backup)."""
+    import writer.backup
+    from index.repository import Repository
+    from writer.backup import Part, run_backup
+    from writer.prune import prune
+    from writer.retention import Policy
+
+    fixed = datetime(2026, 12, 2, 3, 0, 0, tzinfo=UTC)
+
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> FrozenClock:  # type: ignore[override]
+            return fixed  # type: ignore[return-value]
+
+    monkeypatch.setattr(writer.backup, "datetime", FrozenClock)
+    src = tmp_path / "src"
+    src.mkdir()
+    repo = Repository.init(tmp_path / "repo")
+    try:
+        for i in range(3):
+            (src / "day").write_text(str(i))
+            run_backup(repo, "mx1", [Part("data", src)])
+        base = snapshot_name(fixed)
+        assert [r.name for r in repo.snapshots("mx1")] == [base, f"{base}-2", f"{base}-3"]
+        prune(repo, Policy(keep_last=1))
+        (src / "day").write_text("newest")
+        run_backup(repo, "mx1", [Part("data", src)])
+        names = [r.name for r in repo.snapshots("mx1")]
+        assert names == [f"{base}-3", f"{base}-4"]
+        latest = repo.latest("mx1")
+        assert latest is not None
+        with repo.open_snapshot(latest) as snap:
+            assert snap.read(snap.resolve("data/day"), 0, 10) == b"newest"
+    finally:
+        repo.close()

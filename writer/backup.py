@@ -23,7 +23,7 @@ from pathlib import Path
 from index import garbage
 from index.chunk_index import ChunkIndex
 from index.errors import SourceError
-from index.names import check_host, check_part, snapshot_name
+from index.names import check_host, check_part, snapshot_name, snapshot_sort_key
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
 from index.types import ROOT_ID, ChunkId, ChunkLocation, EntryId, Kind
@@ -611,6 +611,12 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
     crash_point("after-packs")
     base = snapshot_name(started)
     name, n = base, 1
+    newest = repo.latest(host)
+    if newest is not None and snapshot_sort_key(newest.name)[0] == snapshot_sort_key(base)[0]:
+        # The same second as the newest snapshot: follow it, even if the
+        # snapshots between were pruned, so that `last` is this one.
+        n = max(snapshot_sort_key(newest.name)[1], 1) + 1
+        name = snapshot_name(started, n)
     while repo.storage.exists(SnapshotRef(host, name).relpath):
         n += 1
         name = snapshot_name(started, n)

@@ -2,7 +2,7 @@
 """Measure the mount: mount time, find, cold/warm sequential reads, tar, RSS.
 
     .venv/bin/python scripts/bench_mount.py [--files 30000] [--big-mb 300] [--dir D]
-        [--encryption none|repokey|both] [--repeats N]
+        [--encryption none|repokey|both] [--storage local|s3|both] [--repeats N]
 
 Generates a tree of small mail-like files plus two large files (text-like and
 random), backs it up, mounts the repository as a daemon and prints figures.
@@ -77,23 +77,33 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+_runs = 0
+
+
 def measure(work: Path, src: Path, size: int, files: int, big_mb: int, encryption: str,
-            say: bool) -> dict[str, float]:
-    """Back up `src` into a new repository with `encryption`, mount it and
-    measure; figures by name (seconds, or rates where named so)."""
-    env = {**os.environ, "HISTFS_CACHE_DIR": str(work / f"cache-{encryption}"),
+            say: bool, s3: str | None = None) -> dict[str, float]:
+    """Back up `src` into a new repository with `encryption` (in a directory,
+    or in the bucket at endpoint `s3`), mount it and measure; figures by
+    name (seconds, or rates where named so)."""
+    global _runs
+    _runs += 1
+    label = f"{'s3' if s3 else 'local'}/{encryption}"
+    env = {**os.environ, "HISTFS_CACHE_DIR": str(work / f"cache-{_runs}"),
            "HISTFS_PASSPHRASE": "benchmark passphrase"}
-    repo, mnt = work / f"repo-{encryption}", work / f"mnt-{encryption}"
-    for p in (repo, env["HISTFS_CACHE_DIR"]):
-        shutil.rmtree(p, ignore_errors=True)
+    if s3:
+        env.update(HISTFS_S3_ENDPOINT=s3, AWS_ACCESS_KEY_ID="bench",
+                   AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    repo = f"s3://{BUCKET}/run-{_runs}" if s3 else str(work / f"repo-{_runs}")
+    mnt = work / f"mnt-{_runs}"
+    shutil.rmtree(env["HISTFS_CACHE_DIR"], ignore_errors=True)
     mnt.mkdir(exist_ok=True)
     got: dict[str, float] = {}
 
     def show(line: str) -> None:
         if say:
-            print(f"[{encryption}] {line}")
+            print(f"[{label}] {line}")
 
-    subprocess.run([*HISTFS, "init", "--encryption", encryption, str(repo)], check=True,
+    subprocess.run([*HISTFS, "init", "--encryption", encryption, repo], check=True,
                    env=env, stdout=subprocess.DEVNULL)
     drop_caches()
     t = timed([*HISTFS, "backup", "--repo", str(repo), "--host", "mx1", "--quiet",
@@ -103,7 +113,7 @@ def measure(work: Path, src: Path, size: int, files: int, big_mb: int, encryptio
          f"({files} files, {size / 1e6:.0f} MB)")
     pid_file = work / "pid"
     t0 = time.perf_counter()
-    subprocess.run([*HISTFS, "mount", "--repo", str(repo), "--pid-file", str(pid_file),
+    subprocess.run([*HISTFS, "mount", "--repo", repo, "--pid-file", str(pid_file),
                     str(mnt)], check=True, env=env)
     try:
         os.listdir(mnt)
@@ -135,7 +145,37 @@ def measure(work: Path, src: Path, size: int, files: int, big_mb: int, encryptio
     finally:
         subprocess.run([*HISTFS, "umount", str(mnt)], env=env, capture_output=True)
         time.sleep(0.5)
+        if not s3:
+            shutil.rmtree(repo, ignore_errors=True)
     return got
+
+
+BUCKET = "histfs-bench"
+
+
+def start_s3(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A moto S3 server on a free local port, with the benchmark's bucket."""
+    import socket
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench",
+                 aws_secret_access_key="bench", region_name="us-east-1"
+                 ).create_bucket(Bucket=BUCKET)
+    return proc, endpoint
 
 
 def main() -> None:
@@ -146,24 +186,41 @@ def main() -> None:
     ap.add_argument("--encryption", choices=["none", "repokey", "both"], default="none",
                     help="both: measure each on the same tree, interleaved, and compare")
     ap.add_argument("--repeats", type=int, default=1, help="runs per mode (medians)")
+    ap.add_argument("--storage", choices=["local", "s3", "both"], default="local",
+                    help="s3: a bucket on a local S3 server (moto_server, started here)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="histfs-bench-", dir=args.dir))
     src = work / "src"
     modes = ["none", "repokey"] if args.encryption == "both" else [args.encryption]
+    places = ["local", "s3"] if args.storage == "both" else [args.storage]
+    variants = [(p, m) for p in places for m in modes]
+    server = None
     try:
+        endpoint = None
+        if "s3" in places:
+            server, endpoint = start_s3(work)
         size = make_tree(src, args.files, args.big_mb)
-        runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {v: [] for v in variants}
         for _ in range(args.repeats):
-            for mode in modes:
-                runs[mode].append(measure(work, src, size, args.files, args.big_mb, mode,
-                                          say=True))
-        if len(modes) == 2:
-            print(f"\nmedians of {args.repeats} run(s); repokey/none: above 1 is faster")
-            for metric in runs["none"][0]:
-                a = statistics.median(r[metric] for r in runs["none"])
-                b = statistics.median(r[metric] for r in runs["repokey"])
-                print(f"{metric:<28} none {a:10.1f}  repokey {b:10.1f}  ratio {b / a:5.2f}")
+            for place, mode in variants:
+                runs[(place, mode)].append(measure(
+                    work, src, size, args.files, args.big_mb, mode, say=True,
+                    s3=endpoint if place == "s3" else None))
+        if len(variants) > 1:
+            base = variants[0]
+            print(f"\nmedians of {args.repeats} run(s); ratios to {base[0]}/{base[1]}, "
+                  "above 1 is faster")
+            for metric in runs[base][0]:
+                a = statistics.median(r[metric] for r in runs[base])
+                cells = [f"{base[0]}/{base[1]} {a:10.1f}"]
+                for v in variants[1:]:
+                    b = statistics.median(r[metric] for r in runs[v])
+                    cells.append(f"{v[0]}/{v[1]} {b:10.1f} ({b / a:4.2f})")
+                print(f"{metric:<28} " + "  ".join(cells))
     finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -9,6 +9,8 @@ on every request) holds rules, one per line:
     every N reset        close the connection without an answer
     every N stall S      wait S seconds before forwarding (a timeout)
     fail METHOD PREFIX   answer 403 to METHOD requests whose path contains PREFIX
+    hold METHOD PREFIX   hold METHOD requests whose path contains PREFIX until
+                         this rule is removed from the control file
 
 It prints how many requests it saw and failed to its log on exit.
 """
@@ -61,6 +63,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return
                 if rule[2] == "stall":
                     time.sleep(float(rule[3]))
+            if rule[0] == "hold" and self.command == rule[1] and rule[2] in self.path:
+                while any(r[:3] == rule[:3] for r in _rules()):
+                    time.sleep(0.05)
             if rule[0] == "fail" and self.command == rule[1] and rule[2] in self.path:
                 self._answer(403, b"<Error><Code>AccessDenied</Code><Message>denied by the "
                                   b"test</Message></Error>")

@@ -370,3 +370,37 @@ def test_interrupted_copy_finishes_later(bucket: str, tmp_path: Path, proxy: Pro
     target = tmp_path / "restored"
     histfs("restore", "--repo", url, "last", "--target", str(target), check=0)
     assert restored(target / "data") == restored(src)
+
+
+@pytest.mark.timeout(300)
+def test_mount_answers_while_a_pack_read_waits(bucket: str, tmp_path: Path, proxy: Proxy,
+                                               mount_repo: Callable[..., Mount],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read whose pack GET hangs does not hold up the file system: while
+    it waits, listings and attributes are answered (from the indexes in the
+    local cache), then the read completes with the right bytes."""
+    import threading
+
+    url = f"s3://{bucket}/repo"
+    src = make_tree(tmp_path / "src")
+    histfs("init", url, check=0)
+    histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
+    monkeypatch.setenv("HISTFS_S3_ENDPOINT", proxy.endpoint)
+    m = mount_repo(url)
+    data = m.path / "mx1" / "last" / "data"
+    before = sorted(os.listdir(data))  # fetches the index while nothing is held
+    proxy.rules("hold GET /packs/")
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append((data / "dump.sql").read_bytes()))
+    reader.start()
+    try:
+        for _ in range(20):
+            assert sorted(os.listdir(data)) == before
+            assert os.stat(data / "dump.sql").st_size == (src / "dump.sql").stat().st_size
+            assert sorted(os.listdir(data / "mail" / "cur")) == sorted(
+                os.listdir(src / "mail" / "cur"))
+        assert reader.is_alive() and not got  # the read still waits for its pack
+    finally:
+        proxy.rules()
+        reader.join(timeout=60)
+    assert got == [(src / "dump.sql").read_bytes()]

@@ -16,10 +16,13 @@ import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from index.errors import ConfigError, HistfsError, HookFailed
 from index.repository import Repository, as_location
+
+if TYPE_CHECKING:
+    from writer.stats import BackupStats
 
 EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
 
@@ -180,12 +183,21 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if before is not None and not before.ok:
         hook("after", hooks.after, None, STATUS_FAILED)
         raise HookFailed(f"{before.problem}: backup not started")
+    from writer.stats import BackupStats
+
+    stats = BackupStats()
+    metrics_file = args.metrics_file or cfg.metrics_file
+    code = EXIT_FAILED
     try:
-        status = _backup_and_report(args, repo, host, level, parts)
-    except BaseException:
-        hook("after", hooks.after, None, STATUS_FAILED)
-        raise
-    snapshot, code = status
+        try:
+            status = _backup_and_report(args, repo, host, level, parts, stats)
+        except BaseException:
+            hook("after", hooks.after, None, STATUS_FAILED)
+            raise
+        snapshot, code = status
+    finally:
+        if metrics_file:
+            _write_backup_metrics(Path(metrics_file), repo, host, stats, code)
     state = STATUS_SUCCESS if code == EXIT_OK else (
         STATUS_WARNINGS if code == EXIT_WARNINGS else STATUS_FAILED)
     results = [hook("after", hooks.after, snapshot, state)]
@@ -223,13 +235,10 @@ def _age(age: timedelta) -> str:
 
 
 def _backup_and_report(args: argparse.Namespace, repo: Repository, host: str, level: int,
-                       parts: list[Any]) -> tuple[str | None, int]:
+                       parts: list[Any], stats: BackupStats) -> tuple[str | None, int]:
     """Run the backup and print its summary: (snapshot name, exit status)."""
     from histfs.output import Progress, human_bytes
     from writer.backup import run_backup
-    from writer.stats import BackupStats
-
-    stats = BackupStats()
 
     def render() -> str:
         rate = stats.bytes_read / stats.duration if stats.duration > 0 else 0
@@ -269,6 +278,29 @@ def _backup_and_report(args: argparse.Namespace, repo: Repository, host: str, le
     if stats.warnings:
         print(f"warnings   {len(stats.warnings)} (see above)")
     return name, result.exit_status
+
+
+def _write_backup_metrics(path: Path, repo: Repository, host: str, stats: BackupStats,
+                          code: int) -> None:
+    from histfs.metrics import backup_metrics, write_atomically
+
+    try:
+        write_atomically(path, backup_metrics(repo, host, stats, code))
+    except (OSError, HistfsError) as exc:
+        # The backup's own outcome matters more than its report.
+        print(f"histfs: warning: cannot write metrics to {path}: {exc}", file=sys.stderr)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """`histfs metrics`: the repository's metrics in Prometheus text format."""
+    from histfs.metrics import repository_metrics
+
+    repo = Repository.open(_repo_path(args))
+    try:
+        sys.stdout.write(repository_metrics(repo))
+    finally:
+        repo.close()
+    return EXIT_OK
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
@@ -621,6 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "store in the clear")
     p.set_defaults(func=cmd_init)
 
+    p = sub.add_parser("metrics", help="print the repository's metrics (Prometheus format)")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")
+    p.set_defaults(func=cmd_metrics)
+
     p = sub.add_parser("copy", help="copy snapshots into another repository (offsite)")
     p.add_argument("--from", dest="source", required=True, metavar="REPO",
                    help="repository to copy from")
@@ -656,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", type=int, help="zstd level 1-22, 0 for none (default 3)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="exclude pattern for the NAME=PATH parts (repeatable)")
+    p.add_argument("--metrics-file", metavar="FILE",
+                   help="write Prometheus metrics of the run here, atomically (e.g. "
+                        "/var/lib/node_exporter/histfs.prom)")
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another backup of the host to finish")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

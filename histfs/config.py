@@ -13,8 +13,8 @@ from index.errors import ConfigError
 from index.repository import as_location
 from writer.retention import Policy
 
-_TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "part",
-             "retention", "hooks"}
+_TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "metrics_file",
+             "part", "retention", "hooks"}
 _PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size"}
 _RETENTION_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
                      "keep_yearly")
@@ -59,6 +59,7 @@ class FileConfig:
     parts: list[PartConfig] = field(default_factory=list)
     min_interval: timedelta | None = None
     mountpoint: Path | None = None
+    metrics_file: Path | None = None
     retention: Policy | None = None
     hooks: Hooks = field(default_factory=Hooks)
 
@@ -210,11 +211,13 @@ def load_config(path: Path) -> FileConfig:
                                 else parse_chunk_size(chunk_size, pw)))
     interval = doc.get("min_interval")
     mountpoint = _get(doc, "mountpoint", str, where)
+    metrics_file = _get(doc, "metrics_file", str, where)
     return FileConfig(
         path, as_location(repo) if repo else None, host, compression, parts,
         min_interval=None if interval is None else parse_duration(interval,
                                                                   f"{path}: min_interval"),
         mountpoint=Path(mountpoint) if mountpoint else None,
+        metrics_file=Path(metrics_file) if metrics_file else None,
         retention=_load_retention(doc["retention"], where) if "retention" in doc else None,
         hooks=_load_hooks(doc["hooks"], where) if "hooks" in doc else Hooks(),
     )

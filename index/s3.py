@@ -302,6 +302,18 @@ class S3Storage:
         except botocore.exceptions.BotoCoreError as exc:
             raise S3Error(f"{self.url}: listing {relpath} failed: {_describe(exc)}") from None
 
+    def usage(self) -> int:
+        """Bytes in all the repository's objects (one listing, 1,000 a page)."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        total = 0
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                total += sum(int(obj["Size"]) for obj in page.get("Contents", []))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise S3Error(f"{self.url}: listing failed: {_describe(exc)}") from None
+        return total
+
     def delete(self, relpath: str) -> None:
         """Remove an object (prune, gc, lock release)."""
         self._call("deleting", relpath, self._client.delete_object, Key=self._key(relpath))

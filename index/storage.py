@@ -113,6 +113,9 @@ class Storage(Protocol):
     def local_path(self, relpath: str) -> Path | None:
         """The file's path when it is on a local or network file system."""
 
+    def usage(self) -> int:
+        """Bytes in all the repository's files."""
+
 
 class LocalRangeReader:
     """Byte ranges of a local file, through one descriptor."""
@@ -251,6 +254,15 @@ class LocalStorage:
     def delete_tree(self, relpath: str) -> None:
         """Remove a directory and what it holds (absent is fine)."""
         shutil.rmtree(self.root / relpath, ignore_errors=True)
+
+    def usage(self) -> int:
+        """Bytes in all the repository's files."""
+        total = 0
+        for dirpath, _, names in os.walk(self.root):
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+        return total
 
     def create(self) -> PendingFile:
         """Start a new file; publish it with `PendingFile.commit`."""

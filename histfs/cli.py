@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from histfs import log
 from index.errors import ConfigError, HistfsError, HookFailed
 from index.repository import Repository, as_location
 
@@ -28,7 +29,7 @@ EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
 
 
 def _die(message: str) -> int:
-    print(f"histfs: error: {message}", file=sys.stderr)
+    log.error(message)
     return EXIT_FAILED
 
 
@@ -164,20 +165,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
                 print(json.dumps({"repository": str(repo.root), "host": host, "snapshot": None,
                                   "skipped": skip, "exit_status": EXIT_OK}, indent=2))
             elif not args.quiet:
-                print(f"histfs: {skip}", file=sys.stderr)
+                log.notice(skip)
             return EXIT_OK
     hooks = cfg.hooks
     mountpoint = str(cfg.mountpoint) if cfg.mountpoint else None
-
-    def log(line: str) -> None:
-        print(f"histfs: {line}", file=sys.stderr, flush=True)
 
     def hook(name: str, command: str | None, snapshot: str | None,
              status: str | None) -> HookResult | None:
         if not command:
             return None
         env = hook_env(str(repo.root), host, snapshot, status, mountpoint)
-        return run_hook(name, command, env, hooks.timeout, log)
+        return run_hook(name, command, env, hooks.timeout, log.notice)
 
     before = hook("before", hooks.before, None, None)
     if before is not None and not before.ok:
@@ -205,7 +203,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         results.append(hook("after_success", hooks.after_success, snapshot, state))
     for result in results:
         if result is not None and not result.ok:
-            print(f"histfs: warning: {result.problem}", file=sys.stderr)
+            log.warning(result.problem or "a hook failed")
             code = max(code, EXIT_WARNINGS)
     return code
 
@@ -257,10 +255,14 @@ def _backup_and_report(args: argparse.Namespace, repo: Repository, host: str, le
         **stats.as_dict(),
     }
     name = result.snapshot.name if result.snapshot else None
+    log.notice(f"backup of {host}: snapshot {summary['snapshot']}, exit status "
+               f"{result.exit_status}, {stats.files_new} new, {stats.files_changed} changed, "
+               f"{stats.files_failed} failed files, {stats.bytes_read} bytes read, "
+               f"{stats.bytes_added} added, {stats.duration:.1f} s", to_stderr=False)
     for w in stats.warnings[:50]:
-        print(f"histfs: warning: {w}", file=sys.stderr)
+        log.warning(w)
     if len(stats.warnings) > 50:
-        print(f"histfs: warning: … and {len(stats.warnings) - 50} more", file=sys.stderr)
+        log.warning(f"… and {len(stats.warnings) - 50} more")
     if args.json:
         print(json.dumps(summary, indent=2))
         return name, result.exit_status
@@ -288,7 +290,7 @@ def _write_backup_metrics(path: Path, repo: Repository, host: str, stats: Backup
         write_atomically(path, backup_metrics(repo, host, stats, code))
     except (OSError, HistfsError) as exc:
         # The backup's own outcome matters more than its report.
-        print(f"histfs: warning: cannot write metrics to {path}: {exc}", file=sys.stderr)
+        log.warning(f"cannot write metrics to {path}: {exc}")
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -356,7 +358,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise ConfigError("name a snapshot (or 'last'), or give --at DATE")
     ref = repo.select(args.host, name, at)
     how = f" (the newest at or before {at:%Y-%m-%d %H:%M:%S} UTC)" if at else ""
-    print(f"restoring {ref.host}/{ref.name}{how} into {args.target}", file=sys.stderr)
+    log.status(f"restoring {ref.host}/{ref.name}{how} into {args.target}")
     with repo.open_snapshot(ref) as snap:
         restorer = Restorer(snap, Path(args.target), overwrite=args.overwrite)
         stats = restorer.stats
@@ -371,9 +373,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
         with Progress(render) if show else contextlib.nullcontext():
             restorer.restore(paths)
     for line in stats.errors[:50]:
-        print(f"histfs: error: {line}", file=sys.stderr)
+        log.error(line)
     for line in stats.warnings[:50]:
-        print(f"histfs: warning: {line}", file=sys.stderr)
+        log.warning(line)
     status = EXIT_FAILED if stats.errors else EXIT_WARNINGS if stats.warnings else EXIT_OK
     if args.json:
         print(json.dumps({"host": ref.host, "snapshot": ref.name, "target": args.target,
@@ -514,10 +516,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
               f"{', '.join(item.decision.reasons)}".rstrip())
     kept = len(items) - removed
     if args.dry_run:
-        print(f"dry run: {kept} kept, {removed} would be removed", file=sys.stderr)
+        log.status(f"dry run: {kept} kept, {removed} would be removed")
     else:
-        print(f"{kept} kept, {removed} removed"
-              + ("; run histfs gc to reclaim their space" if removed else ""), file=sys.stderr)
+        log.status(f"{kept} kept, {removed} removed"
+                   + ("; run histfs gc to reclaim their space" if removed else ""))
     return EXIT_OK
 
 
@@ -544,7 +546,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     def say(line: str) -> None:
         if not args.json:
-            print(f"histfs: {line}", file=sys.stderr, flush=True)
+            log.notice(line)
 
     result = collect(repo, max_unused=share, wait=args.wait, grace=args.grace, say=say)
     status = EXIT_WARNINGS if result.problems else EXIT_OK
@@ -553,7 +555,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
                           "bytes_freed": result.bytes_freed, "exit_status": status}, indent=2))
         return status
     for problem in result.problems:
-        print(f"histfs: warning: {problem}", file=sys.stderr)
+        log.warning(problem)
     print(f"scanned    {result.snapshots} snapshots, {result.packs} packs")
     print(f"deleted    {result.packs_deleted} packs ({human_bytes(result.bytes_deleted)})")
     print(f"rewrote    {result.packs_rewritten} packs into {result.packs_written} new "
@@ -639,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="histfs",
         description="Deduplicated backups of mail servers, mounted as dated directories.",
     )
+    parser.add_argument("--log-file", dest="global_log_file", metavar="FILE",
+                        help="also append every message, timestamped, to FILE")
+    parser.add_argument("--quiet", dest="global_quiet", action="store_true",
+                        help="print only warnings and errors (for cron)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a repository")
@@ -851,6 +857,15 @@ def main(argv: list[str] | None = None) -> int:
             return _die(str(exc))
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        log.configure(args.global_log_file, args.global_quiet)
+    except OSError as exc:
+        return _die(f"cannot open the log file {args.global_log_file}: {exc.strerror}")
+    if args.global_quiet:
+        if hasattr(args, "quiet"):
+            args.quiet = True
+        # Summaries go to stdout: nothing there for cron to mail.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
     try:
         with _broken_pipe_ok():
             return func(args)

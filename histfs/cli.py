@@ -293,6 +293,19 @@ def _write_backup_metrics(path: Path, repo: Repository, host: str, stats: Backup
         log.warning(f"cannot write metrics to {path}: {exc}")
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """`histfs completion bash|zsh`: a completion script on stdout."""
+    from histfs.completion import bash_script, hosts_in, zsh_script
+
+    if args.shell == "hosts":  # called by the scripts while completing --host
+        print(" ".join(hosts_in(args.words)))
+    elif args.shell == "bash":
+        sys.stdout.write(bash_script(build_parser()))
+    else:
+        sys.stdout.write(zsh_script(build_parser()))
+    return EXIT_OK
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     """`histfs metrics`: the repository's metrics in Prometheus text format."""
     from histfs.metrics import repository_metrics
@@ -658,6 +671,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "key kept in the repository, protected by a passphrase; none: "
                         "store in the clear")
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    p.add_argument("shell", choices=["bash", "zsh", "hosts"],
+                   help="bash or zsh (hosts: used by the scripts themselves)")
+    p.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_completion)
 
     p = sub.add_parser("metrics", help="print the repository's metrics (Prometheus format)")
     p.add_argument("--repo", help="repository (default: $HISTFS_REPO)")

@@ -293,6 +293,23 @@ def _write_backup_metrics(path: Path, repo: Repository, host: str, stats: Backup
         log.warning(f"cannot write metrics to {path}: {exc}")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """`histfs report --output FILE`: a self-contained HTML page."""
+    from histfs.config import FileConfig, load_config
+    from histfs.metrics import write_atomically
+    from histfs.report import render
+
+    cfg = load_config(Path(args.config)) if args.config else FileConfig()
+    repo = Repository.open(_repo_path(args, cfg.repository))
+    try:
+        page = render(repo, cfg.retention)
+    finally:
+        repo.close()
+    write_atomically(Path(args.output), page)
+    log.status(f"report written to {args.output}")
+    return EXIT_OK
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     """`histfs completion bash|zsh`: a completion script on stdout."""
     from histfs.completion import bash_script, hosts_in, zsh_script
@@ -424,6 +441,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = check(repo, read_data=args.read_data or subset is not None, subset=subset,
                    say=say)
+    # Remembered on this machine for `histfs report`.
+    with contextlib.suppress(OSError):
+        (repo.cache_dir() / "last-check.json").write_text(json.dumps({
+            "time": datetime.now(UTC).isoformat(timespec="seconds"), "sound": report.sound,
+            "read_data": bool(args.read_data or subset), "problems": report.problems[:20],
+            "snapshots": report.snapshots, "packs": report.packs}))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -671,6 +694,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "key kept in the repository, protected by a passphrase; none: "
                         "store in the clear")
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("report", help="write an HTML report with charts (self-contained)")
+    p.add_argument("--repo", help="repository (default: $HISTFS_REPO or the config file)")
+    p.add_argument("--config", help="TOML configuration file (its retention policy is shown)")
+    p.add_argument("--output", required=True, metavar="FILE", help="the HTML file to write")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     p.add_argument("shell", choices=["bash", "zsh", "hosts"],

@@ -1,0 +1,176 @@
+"""`histfs report`: one self-contained HTML page about a repository.
+
+No script, no font, no link: inline CSS and SVG only, so the page opens
+from a mail attachment or a file share with no network. Per host: a chart of
+each snapshot's logical size and of the bytes it added, over time; the
+retention state (which rule keeps each snapshot, or that the next prune
+removes it) when a policy is known; the repository's deduplication and
+compression ratios; the last `check` run on this machine.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from histfs.output import human_bytes
+from index.holds import held_snapshots
+from index.names import snapshot_time
+from index.pack import list_packs, read_stored_table
+from index.repository import Repository
+from writer.retention import Policy, plan
+
+WIDTH, HEIGHT, PAD = 760, 240, 48
+
+
+@dataclass
+class Point:
+    """One snapshot in a chart."""
+
+    name: str
+    time: datetime
+    logical: int
+    added: int
+
+
+def _points(repo: Repository, host: str) -> list[Point]:
+    points = []
+    for ref in repo.snapshots(host):
+        with repo.open_snapshot(ref) as snap:
+            meta = snap.meta
+        logical = meta.get("logical_bytes", 0)
+        added = meta.get("bytes_added", 0)
+        points.append(Point(ref.name, snapshot_time(ref.name),
+                            logical if isinstance(logical, int) else 0,
+                            added if isinstance(added, int) else 0))
+    return points
+
+
+def _chart(host: str, points: list[Point]) -> str:
+    """An SVG line chart of logical size and a bar chart of bytes added,
+    sharing the time axis; one circle and one bar per snapshot."""
+    if not points:
+        return "<p>No snapshots.</p>"
+    t0 = points[0].time.timestamp()
+    span = max(points[-1].time.timestamp() - t0, 1.0)
+    top = max(max(p.logical for p in points), max(p.added for p in points), 1)
+
+    def x(p: Point) -> float:
+        return PAD + (WIDTH - 2 * PAD) * (p.time.timestamp() - t0) / span \
+            if len(points) > 1 else WIDTH / 2
+
+    def y(v: int) -> float:
+        return HEIGHT - PAD + 0.0 - (HEIGHT - 2 * PAD) * v / top
+
+    bar = max(2.0, min(14.0, (WIDTH - 2 * PAD) / (2 * len(points))))
+    parts = [f'<svg class="chart" data-host="{html.escape(host)}" width="{WIDTH}" '
+             f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+             f'aria-label="snapshots of {html.escape(host)}">',
+             f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
+             'stroke="#888"/>',
+             f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>',
+             f'<text x="{PAD}" y="{PAD - 8}" class="axis">{human_bytes(top)}</text>',
+             f'<text x="{PAD}" y="{HEIGHT - PAD + 18}" class="axis">'
+             f'{points[0].time:%Y-%m-%d %H:%M}</text>',
+             f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 18}" class="axis" '
+             f'text-anchor="end">{points[-1].time:%Y-%m-%d %H:%M}</text>']
+    for p in points:
+        h = HEIGHT - PAD - y(p.added)
+        parts.append(f'<rect class="added" x="{x(p) - bar / 2:.1f}" y="{y(p.added):.1f}" '
+                     f'width="{bar:.1f}" height="{max(h, 1.0):.1f}" fill="#e8a33d">'
+                     f'<title>{p.name}: {human_bytes(p.added)} added</title></rect>')
+    line = " ".join(f"{x(p):.1f},{y(p.logical):.1f}" for p in points)
+    parts.append(f'<polyline points="{line}" fill="none" stroke="#2b6cb0" stroke-width="2"/>')
+    for p in points:
+        parts.append(f'<circle class="logical" cx="{x(p):.1f}" cy="{y(p.logical):.1f}" r="4" '
+                     f'fill="#2b6cb0"><title>{p.name}: {human_bytes(p.logical)}</title>'
+                     "</circle>")
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _ratios(repo: Repository, points: dict[str, list[Point]]) -> tuple[float, float, int]:
+    raw = stored = 0
+    for pack_id in list_packs(repo.storage):
+        for row in read_stored_table(repo.storage, pack_id):
+            raw += row.raw_size
+            stored += row.stored_size
+    size = repo.storage.usage()
+    logical = sum(p.logical for pts in points.values() for p in pts)
+    return (logical / size if size else 0.0, raw / stored if stored else 0.0, size)
+
+
+def _retention(repo: Repository, host: str, policy: Policy | None) -> str:
+    refs = repo.snapshots(host)
+    holds = {n: [h.reason for h in hs] for n, hs in held_snapshots(repo.storage, host).items()}
+    if policy is None:
+        return ("<p>No retention policy given (use <code>--config</code>): every snapshot is "
+                "kept until pruned.</p>")
+    rows = []
+    for d in plan([(r.name, snapshot_time(r.name)) for r in refs], policy, holds):
+        state = "kept" if d.keep else "removed by the next prune"
+        rows.append(f'<tr class="{"keep" if d.keep else "drop"}"><td>{html.escape(d.name)}</td>'
+                    f"<td>{state}</td><td>{html.escape(', '.join(d.reasons))}</td></tr>")
+    return ('<table class="retention"><tr><th>snapshot</th><th>state</th><th>because</th></tr>'
+            + "".join(rows) + "</table>")
+
+
+def _last_check(repo: Repository) -> str:
+    try:
+        doc = json.loads((repo.cache_dir() / "last-check.json").read_text())
+    except (OSError, ValueError):
+        return "<p>No <code>histfs check</code> has run on this machine.</p>"
+    verdict = "sound" if doc.get("sound") else f"{len(doc.get('problems', []))} problem(s)"
+    kind = "with --read-data" if doc.get("read_data") else "structure only"
+    items = "".join(f"<li>{html.escape(str(p))}</li>" for p in doc.get("problems", []))
+    return (f'<p class="check">Last check {html.escape(str(doc.get("time")))} ({kind}): '
+            f"<strong>{verdict}</strong></p>" + (f"<ul>{items}</ul>" if items else ""))
+
+
+def render(repo: Repository, policy: Policy | None = None) -> str:
+    """The page."""
+    hosts = repo.hosts()
+    points = {h: _points(repo, h) for h in hosts}
+    dedup, compression, size = _ratios(repo, points)
+    now = datetime.now(UTC)
+    sections = []
+    for host in hosts:
+        pts = points[host]
+        latest = pts[-1] if pts else None
+        sections.append(
+            f'<section class="host"><h2>{html.escape(host)}</h2>'
+            f"<p>{len(pts)} snapshots"
+            + (f"; newest {html.escape(latest.name)}, {human_bytes(latest.logical)}"
+               if latest else "")
+            + '</p><p class="legend"><span class="l1">●</span> logical size '
+            '<span class="l2">■</span> bytes added</p>'
+            + _chart(host, pts) + "<h3>Retention</h3>" + _retention(repo, host, policy)
+            + "</section>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>histfs report: {html.escape(str(repo.root))}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+.axis {{ font-size: 11px; fill: #555; }}
+table {{ border-collapse: collapse; margin-bottom: 1em; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 8px; font-size: 13px; text-align: left; }}
+tr.drop td {{ color: #a33; }}
+.l1 {{ color: #2b6cb0; }} .l2 {{ color: #e8a33d; }}
+.summary td:first-child {{ font-weight: bold; }}
+</style></head><body>
+<h1>histfs repository {html.escape(str(repo.root))}</h1>
+<p>Generated {now:%Y-%m-%d %H:%M} UTC.</p>
+<table class="summary">
+<tr><td>hosts</td><td>{len(hosts)}</td></tr>
+<tr><td>snapshots</td><td>{sum(len(p) for p in points.values())}</td></tr>
+<tr><td>repository size</td><td>{human_bytes(size)}</td></tr>
+<tr><td>deduplication</td><td>{dedup:.1f}&times; (logical size of every snapshot / stored)</td></tr>
+<tr><td>compression</td><td>{compression:.2f}&times; (chunk bytes / stored bytes)</td></tr>
+<tr><td>encryption</td><td>{html.escape(repo.config.encryption)}</td></tr>
+</table>
+{_last_check(repo)}
+{"".join(sections)}
+</body></html>
+"""

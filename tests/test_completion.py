@@ -38,7 +38,7 @@ def test_bash_completes_commands_options_and_hosts(tmp_path: Path,
     env = env_with_histfs
     assert complete_bash(script, ["histfs", "ba"], env) == ["backup"]
     assert set(complete_bash(script, ["histfs", "--quiet", "re"], env)) == {
-        "release", "restore"}
+        "release", "report", "restore"}
     assert complete_bash(script, ["histfs", "backup", "--metr"], env) == ["--metrics-file"]
     assert complete_bash(script, ["histfs", "--log-file", "/tmp/x", "init", "--en"], env) == [
         "--encryption", "--endpoint"]

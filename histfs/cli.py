@@ -600,6 +600,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if result.packs_deferred:
         print(f"deferred   {result.packs_deferred} packs ({human_bytes(result.bytes_deferred)}) "
               "wait for backups that started before them")
+    if result.tmp_deleted:
+        print(f"cleaned    {result.tmp_deleted} leftover temporary files "
+              f"({human_bytes(result.tmp_bytes_deleted)})")
     print(f"freed      {human_bytes(max(0, result.bytes_freed))}")
     return status
 
@@ -608,10 +611,12 @@ def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any]) -> tup
     """Run `change(storage, host, name, reason)` on the snapshot the user
     named, holding the prune lock: a snapshot cannot be pruned between the
     check that it exists and the change of its holds."""
+    from histfs.config import FileConfig, load_config
     from writer.prune import PRUNE_LOCK
 
-    repo = Repository.open(_repo_path(args))
-    host = args.host or _only_host(repo)
+    cfg = load_config(Path(args.config)) if args.config else FileConfig()
+    repo = Repository.open(_repo_path(args, cfg.repository))
+    host = args.host or cfg.host or _only_host(repo)
     lock = repo.lock(PRUNE_LOCK, f"{args.command} on {host}")
     lock.acquire(wait=300.0)
     try:

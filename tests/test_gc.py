@@ -292,3 +292,22 @@ def test_file_read_through_the_mount_stays_correct_through_prune_and_gc(
             got += chunk
     assert bytes(got) == big
     assert path.read_bytes() == big
+
+
+@pytest.mark.timeout(120)
+def test_gc_deletes_leftover_temporary_files_older_than_a_day(tmp_path: Path) -> None:
+    """What a killed writer left in tmp/ goes; what a running one is writing
+    (fresh) stays."""
+    repo = tmp_path / "repo"
+    histfs("init", "--encryption", "none", str(repo), check=0)
+    old = repo / "tmp" / ".0123456789abcdef01234567.tmp"
+    old.write_bytes(b"x" * 5000)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    fresh = repo / "tmp" / ".fedcba9876543210fedcba98.tmp"
+    fresh.write_bytes(b"y" * 300)
+    proc = histfs("gc", "--repo", str(repo), "--grace", "0", "--json", check=0)
+    result = json.loads(proc.stdout)
+    assert (result["tmp_deleted"], result["tmp_bytes_deleted"]) == (1, 5000)
+    assert not old.exists() and fresh.read_bytes() == b"y" * 300
+    histfs("check", "--repo", str(repo), check=0)

@@ -27,6 +27,8 @@ docs/FORMAT.md section 13 for why each crash point is harmless.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from index.pack import (
 )
 from index.relocate import relocate_snapshot
 from index.repository import Repository, SnapshotRef
-from index.storage import Storage
+from index.storage import TMP_DIR, Storage
 from index.types import ChunkId, ChunkLocation, PackId
 from writer.prune import PRUNE_LOCK
 from writer.testpoints import crash_point
@@ -71,6 +73,8 @@ class GcResult:
     snapshots_relocated: int = 0
     packs_deferred: int = 0
     bytes_deferred: int = 0
+    tmp_deleted: int = 0
+    tmp_bytes_deleted: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -332,6 +336,37 @@ def collect(repo: Repository, max_unused: float = 0.10, wait: float = 600.0,
     except Locked as exc:
         raise Locked(f"another gc runs: {exc}") from None
     try:
-        return _Collector(repo, max_unused, wait, grace, say).run()
+        result = _Collector(repo, max_unused, wait, grace, say).run()
+        result.tmp_deleted, result.tmp_bytes_deleted = _clean_tmp(repo)
+        return result
     finally:
         lock.release()
+
+
+TMP_MAX_AGE = 24 * 3600.0
+"""A file in tmp/ this old was left by a writer that crashed or was killed:
+the slowest pack or index is written in minutes."""
+
+
+def _clean_tmp(repo: Repository) -> tuple[int, int]:
+    """Delete leftover temporary files of a directory repository: (count,
+    bytes). A bucket has no tmp/ (objects appear whole)."""
+    tmp = repo.storage.local_path(TMP_DIR)
+    if tmp is None:
+        return 0, 0
+    count = size = 0
+    cutoff = time.time() - TMP_MAX_AGE
+    try:
+        entries = list(os.scandir(tmp))
+    except FileNotFoundError:
+        return 0, 0
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                os.unlink(entry.path)
+                count += 1
+                size += st.st_size
+        except FileNotFoundError:
+            continue
+    return count, size

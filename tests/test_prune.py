@@ -171,3 +171,17 @@ def test_a_backup_in_the_second_of_pruned_ones_still_comes_last(
             assert snap.read(snap.resolve("data/day"), 0, 10) == b"newest"
     finally:
         repo.close()
+
+
+def test_hold_and_release_take_repository_and_host_from_the_config(tmp_path: Path) -> None:
+    """With two hosts in the repository, `hold --config` holds the config's
+    host's snapshot (no --repo, no --host needed)."""
+    repo, _ = _history(tmp_path, 2, host="mx2")
+    src = tmp_path / "src"
+    backup_json(repo, f"mail={src}", host="mx1")
+    config = tmp_path / "histfs.toml"
+    config.write_text(f'repository = "{repo}"\nhost = "mx2"\n')
+    proc = histfs("hold", "--config", str(config), "last", "--reason", "tape", check=0)
+    assert proc.stdout.startswith("held       mx2/")
+    proc = histfs("release", "--config", str(config), "last", "--reason", "tape", check=0)
+    assert proc.stdout.startswith("released   mx2/")

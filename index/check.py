@@ -126,8 +126,8 @@ def _check_snapshot(repo: Repository, ref: SnapshotRef,
                     bad: set[ChunkId], report: CheckReport) -> None:
     label = f"{ref.host}/{ref.name}"
     try:
-        repo.verify_index(ref.relpath)
-        snap = repo.open_snapshot(ref)
+        # Opened anew: every byte as stored now, whatever the cache holds.
+        snap = repo.open_snapshot(ref, fresh=True)
     except HistfsError as exc:
         report.problems.append(f"snapshot {label}: index unreadable: {exc}")
         report.damaged[label] = ["(the whole snapshot: its index is damaged)"]

@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from index import keys
 from index.chunkstore import ChunkStore
 from index.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
-from index.crypto import SEALED_INDEX_HEADER, Cipher, read_index_header
+from index.crypto import Cipher
 from index.errors import (
     ConfigError,
     RepositoryError,
@@ -313,64 +312,36 @@ class Repository:
 
     # -- snapshot index files ---------------------------------------------------
 
-    def index_file(self, relpath: str) -> Path:
+    def index_file(self, relpath: str, fresh: bool = False) -> Path:
         """A local file of the snapshot index at `relpath` that LMDB can open:
-        the repository's file, or for an encrypted repository its plain copy
-        in the local cache (made now if need be)."""
+        the repository's own file when it is on a file system and not
+        sealed; otherwise a copy in the local cache (opened and authenticated
+        on the way), named by the stored file's identity, so that a file
+        replaced or changed in place is fetched again. `fresh` makes the
+        copy anew whatever the cache holds (for `check`)."""
         local = self.storage.local_path(relpath)
-        if local is None:
-            return self._fetched_index(relpath)
-        if self.cipher is None:
+        if local is not None and self.cipher is None:
             return local
-        with open(local, "rb") as sealed:
-            _, prefix = read_index_header(sealed.read(SEALED_INDEX_HEADER.size), relpath)
-            st = os.fstat(sealed.fileno())
-            plain = self._plain_path(relpath, prefix, f"{st.st_ino:x}-{st.st_size:x}-"
-                                                      f"{st.st_mtime_ns:x}")
-            if _used(plain):
-                return plain
-            sealed.seek(0)
-            with self._writing_plain(plain) as out:
-                self.cipher.open_index(sealed, out, relpath)
-        return plain
-
-    def _fetched_index(self, relpath: str) -> Path:
-        """A snapshot index of a bucket, downloaded (and opened) once into
-        the local cache, named by the object's ETag."""
-        size, etag, _ = self.storage.stat(relpath)
-        plain = self._plain_path(relpath, b"", f"{etag}-{size:x}")
-        if _used(plain):
+        size, identity, _ = self.storage.stat(relpath)
+        plain = self._plain_path(relpath, f"{identity}-{size:x}")
+        if not fresh and _used(plain):
             return plain
-        spool = self.cache_dir() / "indexes" / f".download-{secrets.token_hex(8)}"
-        try:
-            self.storage.download(relpath, spool)
+        with self._writing_plain(plain) as tmp:
             if self.cipher is None:
-                os.replace(spool, plain)
-                self._forget_other_copies(plain)
-            else:
-                with open(spool, "rb") as sealed, self._writing_plain(plain) as out:
-                    self.cipher.open_index(sealed, out, relpath)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                spool.unlink()
-        return plain
-
-    def verify_index(self, relpath: str) -> None:
-        """Authenticate every byte of a sealed snapshot index as it is in the
-        repository now, whatever the local cache holds (for `check`)."""
-        if self.cipher is None:
-            return
-        local = self.storage.local_path(relpath)
-        spool = self.cache_dir() / "indexes" / f".verify-{secrets.token_hex(8)}"
-        try:
+                self.storage.download(relpath, tmp)
+                return plain
+            spool = None
             if local is None:
+                spool = local = tmp.with_name(f"{tmp.name}.sealed")
                 self.storage.download(relpath, spool)
-                local = spool
-            with open(local, "rb") as sealed, open(os.devnull, "wb") as sink:
-                self.cipher.open_index(sealed, sink, relpath)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                spool.unlink()
+            try:
+                with open(local, "rb") as sealed, open(tmp, "wb") as out:
+                    self.cipher.open_index(sealed, out, relpath)
+            finally:
+                if spool is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        spool.unlink()
+        return plain
 
     def publish_index(self, relpath: str, write_plain: Callable[[int], None]) -> None:
         """Publish a snapshot index at `relpath` (tmp/, fsync, rename):
@@ -387,15 +358,13 @@ class Repository:
                     with open(work, "w+b") as plain:
                         write_plain(plain.fileno())
                         plain.seek(0)
-                        prefix = self.cipher.seal_index(plain, pending.file, relpath)
+                        self.cipher.seal_index(plain, pending.file, relpath)
                     pending.commit(relpath)
-                    if self.storage.local_path(relpath) is not None:
-                        # Remote copies are named by their ETag: fetched on first use.
-                        st = os.stat(self.storage.local_path(relpath) or "")
-                        target = self._plain_path(relpath, prefix, f"{st.st_ino:x}-"
-                                                  f"{st.st_size:x}-{st.st_mtime_ns:x}")
-                        os.replace(work, target)
-                        self._forget_other_copies(target)
+                    # Kept as the cache's copy: nothing to fetch and open later.
+                    size, identity, _ = self.storage.stat(relpath)
+                    target = self._plain_path(relpath, f"{identity}-{size:x}")
+                    os.replace(work, target)
+                    self._forget_other_copies(target)
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         work.unlink()
@@ -405,12 +374,7 @@ class Repository:
             pending.abort()
             raise
 
-    def _plain_path(self, relpath: str, prefix: bytes, file_identity: str) -> Path:
-        # Named by the sealing's nonce prefix (a relocated index, sealed
-        # anew, gets a copy of its own) and the sealed file's identity: a
-        # file changed in place after it was opened here is opened, and
-        # authenticated, again.
-        identity = f"{prefix.hex()}-{file_identity}" if prefix else file_identity
+    def _plain_path(self, relpath: str, identity: str) -> Path:
         stem = relpath.rsplit("/", 2)
         where = self.cache_dir() / "indexes" / stem[-2]
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -419,11 +383,12 @@ class Repository:
         return where / f"{name}.{identity}{SNAPSHOT_SUFFIX}"
 
     @contextlib.contextmanager
-    def _writing_plain(self, target: Path) -> Iterator[BinaryIO]:
+    def _writing_plain(self, target: Path) -> Iterator[Path]:
+        """A temporary path beside `target`, renamed to it if the block ends
+        without an error; other copies of the same index then go."""
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
         try:
-            with open(tmp, "wb") as out:
-                yield out
+            yield tmp
             os.replace(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -510,10 +475,10 @@ class Repository:
                               "use --host")
         return refs[-1]
 
-    def open_snapshot(self, ref: SnapshotRef) -> SnapshotReader:
-        """A reader for a published snapshot."""
+    def open_snapshot(self, ref: SnapshotRef, fresh: bool = False) -> SnapshotReader:
+        """A reader for a published snapshot (`fresh`: see `index_file`)."""
         try:
-            path = self.index_file(ref.relpath)
+            path = self.index_file(ref.relpath, fresh)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
         return SnapshotReader(path, self.chunk_store)

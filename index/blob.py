@@ -102,25 +102,27 @@ def decode(blob: bytes | memoryview, expected: ChunkId, key: bytes,
         raise CorruptChunk(f"chunk {expected.hex()}: truncated blob")
     if raw_size > MAX_RAW_SIZE:
         raise CorruptChunk(f"chunk {expected.hex()}: raw size {raw_size} is over the maximum")
+    body: bytes | memoryview = payload
     if cipher is not None:
         header = bytes(memoryview(blob)[: BLOB_HEADER.size])
         try:
-            payload = memoryview(cipher.open_blob(header, payload, f"chunk {expected.hex()}"))
+            body = cipher.open_blob(header, payload, f"chunk {expected.hex()}")
         except RepositoryCorrupt as exc:
             raise CorruptChunk(str(exc)) from None
     if encoding == ENCODING_RAW:
-        data = bytes(payload)
+        # Decryption made a new bytes object already: no second copy.
+        data = body if isinstance(body, bytes) else bytes(body)
     elif encoding == ENCODING_ZSTD:
         try:
             # zstandard allocates whatever size the frame header declares,
             # whatever `max_output_size` says: check the claim first.
-            declared = zstandard.frame_content_size(payload)
+            declared = zstandard.frame_content_size(body)
             if declared > raw_size:
                 raise CorruptChunk(f"chunk {expected.hex()}: zstd frame is larger "
                                    "than the raw size")
             # Without a declared size, zstandard needs a limit; 0 would mean
             # none, and an empty chunk is never compressed.
-            data = _decompressor().decompress(payload, max_output_size=max(raw_size, 1))
+            data = _decompressor().decompress(body, max_output_size=max(raw_size, 1))
         except zstandard.ZstdError as exc:
             raise CorruptChunk(f"chunk {expected.hex()}: {exc}") from exc
     else:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
@@ -25,28 +26,38 @@ from index.snapshot_format import ALL_DBS, DB_CHUNKS, decode_location, encode_lo
 from index.types import ChunkId, ChunkLocation, PackId
 
 
-def relocate_snapshot(repo: Repository, relpath: str, moved_packs: set[PackId],
-                      moves: dict[ChunkId, ChunkLocation], work_dir: Path) -> int:
-    """Publish a new index at `relpath` in which every chunk row naming one
-    of `moved_packs` names its place in `moves` instead. Returns how many
-    rows changed (0: nothing was written). `work_dir` is on a local disk."""
+@contextlib.contextmanager
+def editable_copy(index: Path, work_dir: Path) -> Iterator[lmdb.Environment]:
+    """A writable LMDB copy of the snapshot index file `index`, in
+    `work_dir` (a local disk), deleted afterwards: for rewriting an index
+    and publishing the result with `Repository.publish_index`."""
     work = work_dir / f"index-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
-    shutil.copyfile(repo.index_file(relpath), work)
+    shutil.copyfile(index, work)
     try:
+        # Room for rows that grow (new chunk ids, new places); only mapped.
         size = work.stat().st_size
-        env = lmdb.open(str(work), subdir=False, map_size=max(2 * size, 1 << 30),
+        env = lmdb.open(str(work), subdir=False, map_size=max(4 * size, 1 << 30),
                         max_dbs=len(ALL_DBS) + 1, lock=False, sync=False, metasync=False)
         try:
-            changed = _rewrite_rows(env, moved_packs, moves, relpath)
-            if changed:
-                repo.publish_index(relpath, lambda fd: env.copyfd(fd, compact=True))
-            return changed
+            yield env
         finally:
             env.close()
     finally:
         for p in (work, Path(str(work) + "-lock")):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+
+
+def relocate_snapshot(repo: Repository, relpath: str, moved_packs: set[PackId],
+                      moves: dict[ChunkId, ChunkLocation], work_dir: Path) -> int:
+    """Publish a new index at `relpath` in which every chunk row naming one
+    of `moved_packs` names its place in `moves` instead. Returns how many
+    rows changed (0: nothing was written). `work_dir` is on a local disk."""
+    with editable_copy(repo.index_file(relpath), work_dir) as env:
+        changed = _rewrite_rows(env, moved_packs, moves, relpath)
+        if changed:
+            repo.publish_index(relpath, lambda fd: env.copyfd(fd, compact=True))
+        return changed
 
 
 def _rewrite_rows(env: lmdb.Environment, moved_packs: set[PackId],

@@ -16,22 +16,17 @@ The target's gc lock is held throughout (gc there waits), and the
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import lmdb
 
 from index import codec
 from index.chunk_index import ChunkIndex
-from index.errors import MissingChunk
+from index.errors import MissingChunk, SnapshotNotFound
+from index.relocate import editable_copy
 from index.repository import Repository, SnapshotRef
 from index.snapshot_format import (
-    ALL_DBS,
     DB_CHUNKS,
     DB_ENTRIES,
     DB_EXTENTS,
@@ -71,7 +66,6 @@ def copy_snapshots(source: Repository, target: Repository, host: str | None = No
         wanted = set(names)
         missing = wanted - {r.name for r in refs}
         if missing:
-            from index.errors import SnapshotNotFound
             raise SnapshotNotFound(f"no snapshot {', '.join(sorted(missing))} in "
                                    f"{source.root}")
         refs = [r for r in refs if r.name in wanted]
@@ -110,24 +104,12 @@ def copy_snapshots(source: Repository, target: Repository, host: str | None = No
 
 def _copy_one(source: Repository, target: Repository, ref: SnapshotRef, sink: ChunkSink,
               index: ChunkIndex, same_ids: bool, result: CopyResult) -> None:
-    work = target.cache_dir() / f"copy-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
-    shutil.copyfile(source.index_file(ref.relpath), work)
-    try:
-        size = work.stat().st_size
-        env = lmdb.open(str(work), subdir=False, map_size=max(4 * size, 1 << 30),
-                        max_dbs=len(ALL_DBS) + 1, lock=False, sync=False, metasync=False)
-        try:
-            ids = _store_chunks(source, env, sink, same_ids, result)
-            sink.flush()  # every pack durable before the index names it
-            _rewrite(env, ids, index)
-            target.storage.makedirs(f"{SNAPSHOTS_DIR}/{ref.host}")
-            target.publish_index(ref.relpath, lambda fd: env.copyfd(fd, compact=True))
-        finally:
-            env.close()
-    finally:
-        for p in (work, Path(str(work) + "-lock")):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+    with editable_copy(source.index_file(ref.relpath), target.cache_dir()) as env:
+        ids = _store_chunks(source, env, sink, same_ids, result)
+        sink.flush()  # every pack durable before the index names it
+        _rewrite(env, ids, index)
+        target.storage.makedirs(f"{SNAPSHOTS_DIR}/{ref.host}")
+        target.publish_index(ref.relpath, lambda fd: env.copyfd(fd, compact=True))
 
 
 def _store_chunks(source: Repository, env: lmdb.Environment, sink: ChunkSink,

@@ -63,7 +63,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     """`histfs copy --from SRC --to DST [--host H] [SNAPSHOT ...]`."""
-    from index.passphrase import passphrase_for
+    from index.passphrase import from_environment, passphrase_for
     from writer.copy import copy_snapshots
 
     source = Repository.open(as_location(args.source))
@@ -71,14 +71,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
     def target_passphrase() -> str:
         # Another repository may have another passphrase.
-        file = os.environ.get("HISTFS_TO_PASSPHRASE_FILE")
-        if file:
-            try:
-                return Path(file).read_text().split("\n", 1)[0]
-            except OSError as exc:
-                raise ConfigError(f"cannot read HISTFS_TO_PASSPHRASE_FILE {file}: "
-                                  f"{exc.strerror}") from None
-        return passphrase_for(str(target_at))
+        return from_environment("HISTFS_TO_PASSPHRASE", "HISTFS_TO_PASSPHRASE_FILE") \
+            or passphrase_for(str(target_at))
 
     target = Repository.open(target_at, passphrase=target_passphrase)
     try:

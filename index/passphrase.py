@@ -24,7 +24,10 @@ def _first_line(text: str) -> str:
     return text.split("\n", 1)[0].rstrip("\r")
 
 
-def _from(value_var: str, file_var: str, command_var: str | None) -> str | None:
+def from_environment(value_var: str, file_var: str,
+                     command_var: str | None = None) -> str | None:
+    """The passphrase that the variables name (a value, a file's first line,
+    a command's first line of output), or None if none is set."""
     env = os.environ
     if env.get(value_var):
         return env[value_var]
@@ -63,7 +66,7 @@ def _can_ask() -> bool:
 
 def passphrase_for(repo: str) -> str:
     """The passphrase of the existing repository `repo`."""
-    found = _from("HISTFS_PASSPHRASE", "HISTFS_PASSPHRASE_FILE", "HISTFS_PASSCOMMAND")
+    found = from_environment("HISTFS_PASSPHRASE", "HISTFS_PASSPHRASE_FILE", "HISTFS_PASSCOMMAND")
     if found is not None:
         return found
     if not _can_ask():
@@ -74,9 +77,9 @@ def passphrase_for(repo: str) -> str:
 
 def new_passphrase(repo: str, for_init: bool) -> str:
     """A new passphrase for `repo`, asked twice when it comes from a terminal."""
-    found = _from("HISTFS_NEW_PASSPHRASE", "HISTFS_NEW_PASSPHRASE_FILE", None)
+    found = from_environment("HISTFS_NEW_PASSPHRASE", "HISTFS_NEW_PASSPHRASE_FILE", None)
     if found is None and for_init:
-        found = _from("HISTFS_PASSPHRASE", "HISTFS_PASSPHRASE_FILE", "HISTFS_PASSCOMMAND")
+        found = from_environment("HISTFS_PASSPHRASE", "HISTFS_PASSPHRASE_FILE", "HISTFS_PASSCOMMAND")
     if found is not None:
         return found
     if not _can_ask():

@@ -450,3 +450,24 @@ def test_prune_and_gc_relocate_sealed_indexes(tmp_path: Path,
     histfs("restore", "--repo", str(repo), "last", "--target", str(out), check=0,
            env={"HISTFS_CACHE_DIR": str(tmp_path / "other-cache")})
     assert restored(out / "mail") == restored(src)
+
+
+@pytest.mark.timeout(180)
+def test_copy_into_a_repository_with_another_passphrase(encrypted: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    """The target's passphrase comes from HISTFS_TO_PASSPHRASE_FILE; the
+    source's from the usual variables."""
+    repo, src = encrypted
+    other = tmp_path / "other"
+    histfs("init", str(other), env={"HISTFS_PASSPHRASE": "the other one"}, check=0)
+    pass_file = tmp_path / "other-pass"
+    pass_file.write_text("the other one\n")
+    proc = histfs("copy", "--from", str(repo), "--to", str(other), "--json",
+                  env={"HISTFS_TO_PASSPHRASE_FILE": str(pass_file)}, check=0)
+    assert len(json.loads(proc.stdout)["copied"]) == 1
+    target = tmp_path / "restored"
+    histfs("restore", "--repo", str(other), "last", "--target", str(target),
+           env={"HISTFS_PASSPHRASE": "the other one"}, check=0)
+    assert restored(target / "mail") == restored(src)
+    proc = histfs("copy", "--from", str(repo), "--to", str(other))
+    assert_one_line_error(proc, "wrong passphrase")

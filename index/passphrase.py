@@ -77,9 +77,10 @@ def passphrase_for(repo: str) -> str:
 
 def new_passphrase(repo: str, for_init: bool) -> str:
     """A new passphrase for `repo`, asked twice when it comes from a terminal."""
-    found = from_environment("HISTFS_NEW_PASSPHRASE", "HISTFS_NEW_PASSPHRASE_FILE", None)
+    found = from_environment("HISTFS_NEW_PASSPHRASE", "HISTFS_NEW_PASSPHRASE_FILE")
     if found is None and for_init:
-        found = from_environment("HISTFS_PASSPHRASE", "HISTFS_PASSPHRASE_FILE", "HISTFS_PASSCOMMAND")
+        found = from_environment("HISTFS_PASSPHRASE", "HISTFS_PASSPHRASE_FILE",
+                                 "HISTFS_PASSCOMMAND")
     if found is not None:
         return found
     if not _can_ask():

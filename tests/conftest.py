@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,12 +88,20 @@ class Mount:
         """Unmount (lazily if need be) and reap the daemon."""
         unmount(self.path)
         if self.proc is not None:
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            reap(self.proc, timeout=20)
             self.proc = None
+
+
+def reap(proc: subprocess.Popen[Any], timeout: float = 10, terminate: bool = False) -> None:
+    """Wait for a process the test started (after SIGTERM with `terminate`),
+    killing it if it does not end within `timeout`: none is left behind."""
+    if terminate:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def unmount(path: Path) -> None:

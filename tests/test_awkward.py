@@ -48,7 +48,7 @@ import pytest
 
 import tests.trees
 from tests.conftest import Mount, backup_json, histfs
-from tests.trees import _file_digest, _xattrs, source_state
+from tests.trees import _file_digest, _xattrs, source_state, without_ctime
 
 State = dict[bytes, tuple[object, ...]]
 
@@ -256,10 +256,6 @@ class Tree:
         if fmt != stat.S_IFDIR:
             self._inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
         return fmt == stat.S_IFDIR
-
-
-def without_ctime(state: State) -> State:
-    return {k: v[:6] + v[7:] for k, v in state.items()}
 
 
 def assert_same_tree(got: Tree, want: Tree, ctime: bool) -> None:

@@ -23,7 +23,7 @@ from index.pack import read_pack_table
 from index.repository import Repository
 from index.snapshot_format import snapshot_relpath
 from tests.conftest import Mount, histfs
-from tests.trees import source_state
+from tests.trees import source_state, without_ctime
 
 PASS = "correct horse battery staple"
 MARKER = b"MARKER-7f3a9c-the-secret-mail-of-the-ceo"
@@ -41,8 +41,7 @@ def passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def restored(path: Path) -> dict[bytes, tuple[object, ...]]:
-    """`source_state` without ctimes (a restore cannot set them)."""
-    return {k: v[:6] + v[7:] for k, v in source_state(path).items()}
+    return without_ctime(source_state(path))
 
 
 def make_source(root: Path) -> Path:

@@ -23,7 +23,7 @@ import pytest
 
 from index.pack import list_packs
 from index.repository import Repository
-from tests.conftest import backup_json, histfs, unmount
+from tests.conftest import backup_json, histfs, reap, unmount
 from tests.trees import snapshot_state, source_state
 
 MIB = 1024 * 1024
@@ -85,11 +85,7 @@ class FaultFs:
     def stop(self) -> None:
         """Unmount (lazily if busy), then reap the process, killing it if need be."""
         unmount(self.path)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        reap(self.proc)
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ from index.snapshot_format import (
 )
 from index.types import ROOT_ID, Kind
 from tests.conftest import backup_json, histfs
-from tests.trees import GIB, make_awkward_tree, source_state
+from tests.trees import GIB, make_awkward_tree, source_state, without_ctime
 
 HOSTILE_NAME = "2030-01-01T000000Z"
 
@@ -62,11 +62,6 @@ State = dict[bytes, tuple[object, ...]]
 
 
 # -- helpers ---------------------------------------------------------------
-
-
-def without_ctime(state: State) -> State:
-    """`source_state` without element 6 (ctime), which no restore can set."""
-    return {path: values[:6] + values[7:] for path, values in state.items()}
 
 
 def restore(repo: Path, *args: str, check: int | None = None) -> subprocess.CompletedProcess[str]:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mount, histfs
-from tests.trees import source_state
+from tests.conftest import Mount, histfs, reap
+from tests.trees import source_state, without_ctime
 
 boto3 = pytest.importorskip("boto3")
 
@@ -41,25 +41,24 @@ def s3_server() -> Iterator[str]:
     exe = Path(sys.executable).with_name("moto_server")
     proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("moto_server did not start") from None
-                time.sleep(0.1)
-        yield endpoint
+        _wait_for_port(port, proc, "moto_server")
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
+        reap(proc, terminate=True)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Until a server the test started accepts connections on `port`."""
+    deadline = time.monotonic() + 30
+    while True:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not start") from None
+            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -87,7 +86,7 @@ def make_tree(root: Path, seed: int = 0) -> Path:
 
 
 def restored(path: Path) -> dict[bytes, tuple[object, ...]]:
-    return {k: v[:6] + v[7:] for k, v in source_state(path).items()}
+    return without_ctime(source_state(path))
 
 
 @pytest.mark.timeout(300)
@@ -172,15 +171,11 @@ class Proxy:
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("s3proxy.py")), upstream,
              str(self.port), str(control)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("s3proxy did not start") from None
-                time.sleep(0.05)
+        try:
+            _wait_for_port(self.port, self.proc, "s3proxy")
+        except BaseException:
+            self.stop()  # the fixture never saw this one
+            raise
 
     @property
     def endpoint(self) -> str:
@@ -190,12 +185,20 @@ class Proxy:
         self.control.write_text("".join(f"{line}\n" for line in lines))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        reap(self.proc, terminate=True)
+
+    def kill_while_slow(self, *args: str) -> None:
+        """Run `histfs ARGS` through the proxy with every request slowed
+        down, and kill -9 it after 3 seconds (it must still be running)."""
+        self.rules("every 1 stall 0.2")
+        proc = subprocess.Popen([sys.executable, "-m", "histfs", *args],
+                                env={**os.environ, "HISTFS_S3_ENDPOINT": self.endpoint},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(3)
+        assert proc.poll() is None, f"histfs {args[0]} ended before it could be killed"
+        proc.kill()
+        proc.wait()
+        self.rules()
 
 
 @pytest.fixture
@@ -256,16 +259,7 @@ def test_killed_upload_leaves_no_snapshot(bucket: str, tmp_path: Path, proxy: Pr
     src = make_tree(tmp_path / "src")
     (src / "big.bin").write_bytes(os.urandom(40_000_000))
     histfs("init", url, check=0)
-    proxy.rules("every 1 stall 0.2")
-    backup = subprocess.Popen(
-        [sys.executable, "-m", "histfs", "backup", "--repo", url, "--host", "mx1",
-         f"data={src}"], env={**os.environ, "HISTFS_S3_ENDPOINT": proxy.endpoint},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(3)
-    assert backup.poll() is None, "the backup ended before it could be killed"
-    backup.kill()
-    backup.wait()
-    proxy.rules()
+    proxy.kill_while_slow("backup", "--repo", url, "--host", "mx1", f"data={src}")
     assert snapshot_count(url, s3_server) == 0
     histfs("check", "--repo", url, check=0)
     histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
@@ -353,16 +347,7 @@ def test_interrupted_copy_finishes_later(bucket: str, tmp_path: Path, proxy: Pro
     histfs("init", "--encryption", "none", str(local), check=0)
     histfs("backup", "--repo", str(local), "--host", "mx1", f"data={src}", check=0)
     histfs("init", url, check=0)
-    proxy.rules("every 1 stall 0.2")
-    copy = subprocess.Popen(
-        [sys.executable, "-m", "histfs", "copy", "--from", str(local), "--to", url],
-        env={**os.environ, "HISTFS_S3_ENDPOINT": proxy.endpoint},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(3)
-    assert copy.poll() is None, "the copy ended before it could be killed"
-    copy.kill()
-    copy.wait()
-    proxy.rules()
+    proxy.kill_while_slow("copy", "--from", str(local), "--to", url)
     assert snapshot_count(url, s3_server) == 0
     proc = histfs("copy", "--from", str(local), "--to", url, "--json", check=0)
     assert len(json.loads(proc.stdout)["copied"]) == 1

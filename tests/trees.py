@@ -135,6 +135,11 @@ def _snapshot_digest(snap: SnapshotReader, entry: Entry) -> str:
     return h.hexdigest()
 
 
+def without_ctime(state: dict[bytes, tuple[object, ...]]) -> dict[bytes, tuple[object, ...]]:
+    """`source_state` without element 6 (ctime), which no restore can set."""
+    return {path: values[:6] + values[7:] for path, values in state.items()}
+
+
 def source_state(root: Path) -> dict[bytes, tuple[object, ...]]:
     """Relative path -> everything a snapshot must reproduce (not atime)."""
     state: dict[bytes, tuple[object, ...]] = {}

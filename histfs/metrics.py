@@ -9,15 +9,13 @@ reports when the host last succeeded.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from index.names import snapshot_time
 from index.repository import Repository
+from index.storage import replacing
 from writer.stats import BackupStats
 
 _HELP = {
@@ -109,12 +107,6 @@ def repository_metrics(repo: Repository) -> str:
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` in one step, so that a collector never reads half a
     file (the textfile collector's own advice)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+        tmp.chmod(0o644)

@@ -38,7 +38,7 @@ from index.pack import PACKS_DIR
 from index.passphrase import passphrase_for
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
-from index.storage import TMP_DIR, LocalStorage, Storage, fsync_dir
+from index.storage import TMP_DIR, LocalStorage, Storage, fsync_dir, replacing
 
 README_TEXT = b"""This directory is a histfs backup repository.
 
@@ -386,13 +386,8 @@ class Repository:
     def _writing_plain(self, target: Path) -> Iterator[Path]:
         """A temporary path beside `target`, renamed to it if the block ends
         without an error; other copies of the same index then go."""
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
-        try:
+        with replacing(target) as tmp:
             yield tmp
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
         self._forget_other_copies(target)
 
     @staticmethod

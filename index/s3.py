@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ import botocore.config
 import botocore.exceptions
 
 from index.errors import ConfigError, RepositoryError
+from index.storage import replacing
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_CHUNK = 8 * 1024 * 1024
@@ -234,8 +234,7 @@ class S3Storage:
     def download(self, relpath: str, dest: Path) -> None:
         """Copy an object into the local file `dest` (written under a
         temporary name, then renamed)."""
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}")
-        try:
+        with replacing(dest) as tmp:
             try:
                 self._client.download_file(self.bucket, self._key(relpath), str(tmp),
                                            Config=self._transfer)
@@ -247,10 +246,6 @@ class S3Storage:
             except botocore.exceptions.BotoCoreError as exc:
                 raise S3Error(f"{self.url}: reading {relpath} failed: "
                               f"{_describe(exc)}") from None
-            os.replace(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
     def stat(self, relpath: str) -> tuple[int, str, float]:
         """(size, ETag, last-modified time) of an object."""

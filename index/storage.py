@@ -132,6 +132,20 @@ class LocalRangeReader:
         os.close(self.fd)
 
 
+@contextlib.contextmanager
+def replacing(target: Path) -> Iterator[Path]:
+    """A temporary path beside the local file `target`, renamed over it if
+    the block ends without an error and removed if not: readers see the old
+    file or the whole new one."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink inside `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -203,13 +217,8 @@ class LocalStorage:
 
     def download(self, relpath: str, dest: Path) -> None:
         """Copy a file to `dest` (written under a temporary name, renamed)."""
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}")
-        try:
+        with replacing(dest) as tmp:
             shutil.copyfile(self.root / relpath, tmp)
-            os.replace(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
     def stat(self, relpath: str) -> tuple[int, str, float]:
         """(size, inode-mtime identity, mtime) of a file."""

@@ -890,13 +890,12 @@ def _broken_pipe_ok() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `histfs` command."""
+    from histfs.completion import commands_of
     from histfs.fstab import is_helper_call, mount_arguments
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    commands = {name for action in parser._actions
-                if isinstance(action, argparse._SubParsersAction) for name in action.choices}
-    if is_helper_call(argv, commands):
+    if is_helper_call(argv, set(commands_of(parser))):
         # Called by mount.fuse for an fstab line of type fuse.histfs.
         try:
             argv = mount_arguments(argv)

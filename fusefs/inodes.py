@@ -1,14 +1,15 @@
-"""Inode numbers of the mount: pure functions of stable data.
+"""Inode numbers of the mount: pure functions of stable data, all below
+2^63 (catalogs of backup software keep them in signed 64-bit columns).
 
     1                              the mount's root
-    bit 63 clear: key << 32 | id   an entry of a dated directory: `key` is the
-                                   snapshot's 31-bit key, `id` the entry's
+    bit 62 clear: key << 32 | id   an entry of a dated directory: `key` is the
+                                   snapshot's 30-bit key, `id` the entry's
                                    inode id (shared by hard links); the dated
                                    directory itself is its root, id 1
-    bit 63 set: 63-bit hash        host directories, `last` and everything
+    bit 62 set: 62-bit hash        host directories, `last` and everything
                                    under `last`, from (host, path, file type)
 
-A snapshot's key is BLAKE3(host "/" name) reduced to 31 bits (never 0); if
+A snapshot's key is BLAKE3(host "/" name) reduced to 30 bits (never 0); if
 two listed snapshots collide, the one later in (host, name) order takes the
 next free key. So numbers survive remounts and the kernel never confuses two
 snapshots' files. Under `last`, a path keeps its number from one day to the
@@ -25,20 +26,20 @@ import blake3
 Inode = NewType("Inode", int)
 
 ROOT_INODE = Inode(1)
-VIRTUAL = 1 << 63
+VIRTUAL = 1 << 62
 _ENTRY_BITS = 32
 MAX_ENTRY_ID = (1 << _ENTRY_BITS) - 1
-_KEY_MASK = (1 << 31) - 1
+_KEY_MASK = (1 << 30) - 1
 
 
-def _hash63(*parts: bytes) -> int:
+def _hash62(*parts: bytes) -> int:
     digest = blake3.blake3(b"\0".join(parts)).digest(8)
     return int.from_bytes(digest, "little") & (VIRTUAL - 1)
 
 
 def snapshot_key(host: str, name: str) -> int:
-    """The preferred 31-bit key of a snapshot (before collision probing)."""
-    key = _hash63(b"snapshot", f"{host}/{name}".encode()) & _KEY_MASK
+    """The preferred 30-bit key of a snapshot (before collision probing)."""
+    key = _hash62(b"snapshot", f"{host}/{name}".encode()) & _KEY_MASK
     return key or 1
 
 
@@ -66,9 +67,9 @@ def is_virtual(ino: int) -> bool:
 
 def host_inode(host: str) -> Inode:
     """The inode of a host's directory."""
-    return Inode(VIRTUAL | _hash63(b"host", host.encode()))
+    return Inode(VIRTUAL | _hash62(b"host", host.encode()))
 
 
 def last_inode(host: str, path: bytes, file_type: int) -> Inode:
     """The inode of `last` (path b"") or of a path under it."""
-    return Inode(VIRTUAL | _hash63(b"last", host.encode(), path, str(file_type).encode()))
+    return Inode(VIRTUAL | _hash62(b"last", host.encode(), path, str(file_type).encode()))

@@ -13,7 +13,8 @@ kernel: `os.stat`, `open`/`read`, `readdir` (also through libc with
   makes `tar --listed-incremental` over `last/` dump only changed files);
 - every kind of write fails with EROFS, everywhere in the tree;
 - `--allow-other`: other users get in, and stored permissions are enforced;
-- inode numbers survive a remount; `--host` and `--last-symlink`;
+- inode numbers are below 2^63 and survive a remount; `--host` and
+  `--last-symlink`;
 - daemon mode: `mount` returns once the mount answers, `umount` ends the
   daemon, mistakes are one `histfs: error:` line with exit status 2, and a
   killed daemon leaves a dead mount point rather than an empty directory;
@@ -484,7 +485,7 @@ def test_allow_other_enforces_stored_permissions(
     assert not _in_mountinfo(shared.path) and not _in_mountinfo(private.path)
 
 
-# -- 6. remount --------------------------------------------------------------
+# -- 6. inode numbers, remount -------------------------------------------------
 
 
 def test_inode_numbers_survive_a_remount(
@@ -513,6 +514,31 @@ def test_inode_numbers_survive_a_remount(
     # Looked up in another order this time: numbers do not depend on it.
     after = {rel: os.stat(again.path / rel).st_ino for rel in reversed(rels)}
     assert after == before
+
+
+def test_every_inode_number_is_below_2_63(
+        repo: Repository, tmp_path: Path, mount_repo: Callable[..., Mount]) -> None:
+    """Catalogs of backup software keep st_ino in signed 64-bit columns."""
+    src = tmp_path / "src"
+    (src / "dir").mkdir(parents=True)
+    (src / "dir" / "a.txt").write_bytes(b"a\n")
+    os.link(src / "dir" / "a.txt", src / "hard.txt")
+    os.symlink("dir/a.txt", src / "link")
+    for host in ("mx1", "mx2"):
+        _backup(repo.root, f"data={src}", host=host)
+    (src / "dir" / "b.txt").write_bytes(b"b\n")
+    _backup(repo.root, f"data={src}")
+    for m in (mount_repo(repo.root), mount_repo(repo.root, "--host", "mx1", name="single")):
+        found = _inodes_below(m.path)
+        # readdir's d_ino too (a different path through the kernel).
+        for dirpath, _, _ in os.walk(m.path):
+            with os.scandir(dirpath) as it:
+                found.update({de.path: de.inode() for de in it})
+        assert {rel.split("/")[-1] for rel in found} >= {"last", "a.txt", "hard.txt", "link"}
+        too_big = {rel: ino for rel, ino in found.items() if not 0 < ino < 2**63}
+        assert not too_big
+        last = m.path / ("" if m.path.name == "single" else "mx1") / "last" / "data"
+        assert os.stat(last / "hard.txt").st_ino == os.stat(last / "dir" / "a.txt").st_ino
 
 
 # -- 7. --host and --last-symlink -------------------------------------------------

@@ -6,12 +6,27 @@ import errno
 import stat
 from pathlib import Path
 
+import blake3
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from fusefs.inodes import ROOT_INODE, entry_inode, is_virtual, snapshot_key, split_entry_inode
+from fusefs.inodes import (
+    MAX_ENTRY_ID,
+    ROOT_INODE,
+    entry_inode,
+    host_inode,
+    is_virtual,
+    last_inode,
+    next_key,
+    snapshot_key,
+    split_entry_inode,
+)
 from fusefs.vfs import FsError, Vfs
 from index.repository import Repository
 from writer.backup import Part, run_backup
+
+I64_MAX = 2**63 - 1
 
 
 def _tree(root: Path, files: dict[str, bytes]) -> None:
@@ -128,7 +143,7 @@ def test_host_mount_and_last_symlink(two_snapshots: Repository) -> None:
 def test_snapshot_keys_probe_on_collision(two_snapshots: Repository,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     key = snapshot_key("mx1", "2026-11-20T030000Z")
-    assert 0 < key < 2**31
+    assert 0 < key < 2**30
     ino = entry_inode(key, 12345)
     assert split_entry_inode(ino) == (key, 12345) and not is_virtual(ino)
     monkeypatch.setattr("fusefs.snapshot_table.snapshot_key", lambda host, name: 7)
@@ -150,3 +165,52 @@ def test_removed_snapshot_disappears(two_snapshots: Repository) -> None:
     with pytest.raises(FsError) as info:
         vfs.getattr(old)
     assert info.value.errno == errno.ENOENT
+
+
+# -- inode numbers below 2^63 (docs/FORMAT.md section 12) -------------------
+
+
+def _blake62(*parts: bytes) -> int:
+    """FORMAT.md section 12's "62 bits of BLAKE3", written from the text."""
+    return int.from_bytes(blake3.blake3(b"\0".join(parts)).digest()[:8], "little") % 2**62
+
+
+_hosts = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z")
+_names = st.from_regex(r"\A\d{4}-\d{2}-\d{2}T\d{6}Z(-\d{1,3})?\Z")
+_types = st.sampled_from([stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO,
+                          stat.S_IFCHR, stat.S_IFBLK])
+
+
+@given(host=_hosts, name=_names, path=st.binary(max_size=64), file_type=_types,
+       inode_id=st.integers(1, MAX_ENTRY_ID), other_id=st.integers(1, MAX_ENTRY_ID))
+def test_inode_functions_stay_below_2_63_and_apart(host: str, name: str, path: bytes,
+                                                   file_type: int, inode_id: int,
+                                                   other_id: int) -> None:
+    key = snapshot_key(host, name)
+    assert 0 < key < 2**30
+    assert key == (_blake62(b"snapshot", f"{host}/{name}".encode()) % 2**30 or 1)
+    assert 0 < next_key(key) < 2**30 and next_key(key) != key
+    ino = entry_inode(key, inode_id)
+    assert ROOT_INODE < ino <= I64_MAX and not is_virtual(ino)
+    assert split_entry_inode(ino) == (key, inode_id)
+    assert ino == key << 32 | inode_id
+    # Another entry of the same snapshot, or the same entry of the next key,
+    # never gets the same number.
+    assert (entry_inode(key, other_id) == ino) == (other_id == inode_id)
+    assert entry_inode(next_key(key), inode_id) != ino
+    for virtual, spec in ((host_inode(host), (b"host", host.encode())),
+                          (last_inode(host, path, file_type),
+                           (b"last", host.encode(), path, str(file_type).encode()))):
+        assert 2**62 <= virtual <= I64_MAX and is_virtual(virtual)
+        assert virtual == 2**62 | _blake62(*spec)
+    # Pure functions: the same numbers on every call (remounts, days).
+    assert last_inode(host, path, file_type) == last_inode(host, bytes(path), file_type)
+    assert host_inode(host) == host_inode(str(host))
+
+
+def test_every_inode_of_a_walk_is_below_2_63(two_snapshots: Repository) -> None:
+    vfs = Vfs(two_snapshots)
+    walked = _walk(vfs, ROOT_INODE)
+    assert any("/last/" in p for p in walked) and "mx1" in walked
+    assert all(0 < ino <= I64_MAX for ino in walked.values()), walked
+    assert vfs.getattr(ROOT_INODE).ino == 1

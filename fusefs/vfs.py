@@ -224,8 +224,12 @@ class Vfs:
             return self._virtual_dir_attr(ROOT_INODE, listing, self.single_host)
         if node.kind == NodeKind.HOST:
             return self._virtual_dir_attr(Inode(ino), self.table.listing(), node.host)
-        if node.kind == NodeKind.LAST and not node.path and self.last_symlink:
-            return self._last_link_attr(node.host)
+        if node.kind == NodeKind.LAST and not node.path:
+            if self.last_symlink:
+                return self._last_link_attr(node.host)
+            # Exactly the dated directory it shows, but for the inode number
+            # (and it opens no snapshot, so a host listing never does).
+            return self._dated_dir_attr(Inode(ino), self._latest(node.host))
         if node.kind == NodeKind.ENTRY and node.entry_id == ROOT_ID:
             assert node.ref is not None
             return self._dated_dir_attr(Inode(ino), node.ref)

@@ -13,7 +13,8 @@ kernel: `os.stat`, `open`/`read`, `readdir` (also through libc with
   makes `tar --listed-incremental` over `last/` dump only changed files);
 - every kind of write fails with EROFS, everywhere in the tree;
 - `--allow-other`: other users get in, and stored permissions are enforced;
-- inode numbers are below 2^63 and survive a remount; `--host` and
+- inode numbers are below 2^63 and survive a remount; `last` has the mode,
+  link count and times of the dated directory it shows; `--host` and
   `--last-symlink`;
 - daemon mode: `mount` returns once the mount answers, `umount` ends the
   daemon, mistakes are one `histfs: error:` line with exit status 2, and a
@@ -485,7 +486,7 @@ def test_allow_other_enforces_stored_permissions(
     assert not _in_mountinfo(shared.path) and not _in_mountinfo(private.path)
 
 
-# -- 6. inode numbers, remount -------------------------------------------------
+# -- 6. inode numbers, remount, `last`'s own attributes --------------------------
 
 
 def test_inode_numbers_survive_a_remount(
@@ -539,6 +540,32 @@ def test_every_inode_number_is_below_2_63(
         assert not too_big
         last = m.path / ("" if m.path.name == "single" else "mx1") / "last" / "data"
         assert os.stat(last / "hard.txt").st_ino == os.stat(last / "dir" / "a.txt").st_ino
+
+
+def test_last_looks_like_its_dated_twin(
+        repo: Repository, tmp_path: Path, mount_repo: Callable[..., Mount]) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    src.chmod(0o750)
+    (src / "f.txt").write_bytes(b"f\n")
+    _backup(repo.root, f"data={src}")
+    time.sleep(1.1)
+    newest = _backup(repo.root, f"data={src}", f"etc={src / 'sub'}")
+    fields = ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime_ns",
+              "st_mtime_ns", "st_ctime_ns")
+    for m in (mount_repo(repo.root), mount_repo(repo.root, "--host", "mx1", name="single")):
+        top = m.path if m.path.name == "single" else m.path / "mx1"
+        # As `ls -l` shows them (stat), and as a listing hands them out.
+        with os.scandir(top) as it:
+            listed = {de.name: de.stat(follow_symlinks=False) for de in it}
+        for last, dated in ((os.stat(top / "last"), os.stat(top / newest)),
+                            (listed["last"], listed[newest])):
+            assert last.st_ino != dated.st_ino
+            assert {f: getattr(last, f) for f in fields} == \
+                {f: getattr(dated, f) for f in fields}
+            assert last.st_mode == stat.S_IFDIR | 0o555  # read-only: no write bit
+        assert sorted(os.listdir(top / "last")) == sorted(os.listdir(top / newest)) == [
+            "data", "etc"]
 
 
 # -- 7. --host and --last-symlink -------------------------------------------------

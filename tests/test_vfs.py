@@ -214,3 +214,22 @@ def test_every_inode_of_a_walk_is_below_2_63(two_snapshots: Repository) -> None:
     assert any("/last/" in p for p in walked) and "mx1" in walked
     assert all(0 < ino <= I64_MAX for ino in walked.values()), walked
     assert vfs.getattr(ROOT_INODE).ino == 1
+
+
+# -- last and its dated twin ------------------------------------------------
+
+
+def test_last_looks_like_the_dated_directory_it_shows(two_snapshots: Repository) -> None:
+    for vfs in (Vfs(two_snapshots), Vfs(two_snapshots, host="mx1")):
+        parent = ROOT_INODE if vfs.single_host else vfs.lookup(ROOT_INODE, b"mx1").ino
+        newest = two_snapshots.snapshots("mx1")[-1].name.encode()
+        listed = {name: attr for name, attr, _ in vfs.readdir(parent, 0)}
+        for last, dated in ((vfs.lookup(parent, b"last"), vfs.lookup(parent, newest)),
+                            (listed[b"last"], listed[newest])):
+            assert last.ino != dated.ino
+            assert last.mode == dated.mode == stat.S_IFDIR | 0o555
+            assert (last.nlink, last.uid, last.gid, last.size) == \
+                (dated.nlink, dated.uid, dated.gid, dated.size)
+            assert (last.atime_ns, last.mtime_ns, last.ctime_ns) == \
+                (dated.atime_ns, dated.mtime_ns, dated.ctime_ns)
+            assert vfs.getattr(last.ino) == last

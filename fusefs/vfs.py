@@ -27,8 +27,15 @@ from fusefs.inodes import (
     split_entry_inode,
 )
 from fusefs.snapshot_table import Listing, SnapshotTable
-from index.errors import PathNotFound, RepositoryCorrupt
-from index.names import LAST, safe_name, snapshot_sort_key, snapshot_time
+from index.errors import ConfigError, PathNotFound, RepositoryCorrupt
+from index.names import (
+    LAST,
+    check_host,
+    is_snapshot_name,
+    safe_name,
+    snapshot_sort_key,
+    snapshot_time,
+)
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
 from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Kind
@@ -240,31 +247,59 @@ class Vfs:
 
     # -- names ----------------------------------------------------------
 
-    def _host_children(self, host: str) -> list[tuple[bytes, Inode]]:
-        listing = self.table.listing()
+    def _host_children(self, host: str, listing: Listing | None = None
+                       ) -> list[tuple[bytes, Inode]]:
+        listing = listing or self.table.listing()
         children = [(r.name.encode(), entry_inode(listing.keys[r], ROOT_ID))
                     for r in listing.by_host.get(host, [])]
         if children:
             children.append((LAST.encode(), self._last_root_inode(host)))
         return children
 
-    def _root_children(self) -> list[tuple[bytes, Inode]]:
+    def _root_children(self, listing: Listing | None = None) -> list[tuple[bytes, Inode]]:
         if self.single_host:
-            return self._host_children(self.single_host)
-        return [(h.encode(), host_inode(h)) for h in self.table.listing().hosts]
+            return self._host_children(self.single_host, listing)
+        return [(h.encode(), host_inode(h)) for h in (listing or self.table.listing()).hosts]
+
+    def _child_of(self, node: Node, name: bytes, listing: Listing | None = None
+                  ) -> Inode | None:
+        """The inode of `name` in the root or a host directory, if listed."""
+        children = self._root_children(listing) if node.kind == NodeKind.ROOT else \
+            self._host_children(node.host, listing)
+        return next((ino for child_name, ino in children if child_name == name), None)
+
+    def _may_be_new(self, node: Node, name: bytes) -> bool:
+        """Whether `name` could be a snapshot (or, at the root, a host) that
+        was published since the list was read."""
+        try:
+            text = name.decode()
+        except UnicodeDecodeError:
+            return False
+        if node.kind == NodeKind.HOST or self.single_host:
+            return is_snapshot_name(text)
+        try:
+            check_host(text)
+        except ConfigError:
+            return False
+        return True
 
     def lookup(self, parent: int, name: bytes) -> Attr:
         """The attributes of `name` in directory `parent` (FsError ENOENT)."""
         node = self.node(parent)
         if node.kind in (NodeKind.ROOT, NodeKind.HOST):
-            children = self._root_children() if node.kind == NodeKind.ROOT else \
-                self._host_children(node.host)
-            for child_name, ino in children:
-                if child_name == name:
-                    if child_name == LAST.encode() and node.host:
-                        self._remember_last(ino, node.host, b"")
-                    return self.getattr(ino)
-            raise FsError(errno.ENOENT)
+            ino = self._child_of(node, name)
+            if ino is None and self._may_be_new(node, name):
+                # A post-backup hook looks up the path it was given at once:
+                # the list may be older than that snapshot. Reading it again
+                # also moves `last`. ENOENT is not cached by the kernel (an
+                # error reply, not a negative entry), so a name that appears
+                # later is looked up again.
+                ino = self._child_of(node, name, self.table.listing(fresh=True))
+            if ino is None:
+                raise FsError(errno.ENOENT)
+            if name == LAST.encode() and node.host:
+                self._remember_last(ino, node.host, b"")
+            return self.getattr(ino)
         ref, snap, entry = self._entry(node)
         if entry.kind != Kind.DIRECTORY:
             raise FsError(errno.ENOTDIR)

@@ -10,7 +10,8 @@ kernel: `os.stat`, `open`/`read`, `readdir` (also through libc with
   between snapshots and readdir's d_ino equals st_ino;
 - a backup made while mounted appears without a remount and `last` follows
   it, keeping inode numbers of paths whose type did not change (which is what
-  makes `tar --listed-incremental` over `last/` dump only changed files);
+  makes `tar --listed-incremental` over `last/` dump only changed files); a
+  post-backup hook finds its snapshot and the new `last` at once;
 - every kind of write fails with EROFS, everywhere in the tree;
 - `--allow-other`: other users get in, and stored permissions are enforced;
 - inode numbers are below 2^63 and survive a remount; `last` has the mode,
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import shutil
 import signal
@@ -284,6 +286,35 @@ def test_backup_while_mounted_appears_and_last_follows(
     assert sorted(os.listdir(host / first / "data")) == [
         "changes.txt", "same-size.txt", "same.txt"]
     assert (host / first / "data" / "same-size.txt").read_bytes() == b"AAAA" * 4096
+
+
+@pytest.mark.timeout(300)
+def test_post_backup_hook_finds_its_snapshot_and_last_at_once(
+        repo: Repository, tmp_path: Path, mount_repo: Callable[..., Mount]) -> None:
+    """The hook gets HISTFS_SNAPSHOT_PATH and looks at once, while the
+    mount's snapshot list is younger than its refresh interval (the host
+    directory was listed just before the backup)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "n").write_text("0000\n")
+    _backup(repo.root, f"data={src}")
+    m = mount_repo(repo.root)
+    seen = tmp_path / "seen"
+    hook = ('p="$HISTFS_SNAPSHOT_PATH"; '
+            'if stat "$p" >/dev/null 2>&1; then s=found; else s=missing; fi; '
+            f'echo "$HISTFS_SNAPSHOT $s $(cat "$(dirname "$p")/last/data/n")" >> {seen}')
+    config = tmp_path / "histfs.toml"
+    config.write_text(f'repository = "{repo.root}"\nhost = "mx1"\n'
+                      f'mountpoint = "{m.path}"\n[hooks]\nafter_success = {json.dumps(hook)}\n'
+                      f'[[part]]\nname = "data"\npath = "{src}"\n')
+    names = []
+    for i in range(1, 21):
+        (src / "n").write_text(f"{i:04d}\n")
+        assert os.listdir(m.path / "mx1")  # the mount's list is fresh now
+        proc = histfs("backup", "--config", str(config), "--json", check=0)
+        names.append(json.loads(proc.stdout)["snapshot"])
+    assert seen.read_text().splitlines() == [
+        f"{name} found {i:04d}" for i, name in enumerate(names, 1)]
 
 
 # -- 3. GNU tar --listed-incremental over last/ -----------------------------

@@ -24,6 +24,7 @@ from fusefs.inodes import (
 )
 from fusefs.vfs import FsError, Vfs
 from index.repository import Repository
+from tests.conftest import backup_json
 from writer.backup import Part, run_backup
 
 I64_MAX = 2**63 - 1
@@ -233,3 +234,45 @@ def test_last_looks_like_the_dated_directory_it_shows(two_snapshots: Repository)
             assert (last.atime_ns, last.mtime_ns, last.ctime_ns) == \
                 (dated.atime_ns, dated.mtime_ns, dated.ctime_ns)
             assert vfs.getattr(last.ino) == last
+
+
+# -- snapshots published after the list was read ------------------------------
+
+
+def test_lookup_of_a_new_snapshot_reads_the_list_again(repo: Repository,
+                                                       tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src, {"n": b"1"})
+    part = f"mail={src}"
+    # Backups in another process, as in real life (and LMDB opens a file
+    # only once per process).
+    backup_json(repo.root, part)
+    vfs = Vfs(repo, list_ttl=3600.0)  # the list is never old enough to expire
+    mx1 = vfs.lookup(ROOT_INODE, b"mx1").ino
+    last_n = vfs.lookup(vfs.lookup(vfs.lookup(mx1, b"last").ino, b"mail").ino, b"n").ino
+    assert vfs.read(vfs.read_pieces(vfs.open(last_n), 0, 10)) == b"1"
+    (src / "n").write_bytes(b"2")
+    new = backup_json(repo.root, part)["snapshot"]
+    assert isinstance(new, str)
+    backup_json(repo.root, part, host="mx2")
+    # Names that cannot be a snapshot or a host do not re-read the list.
+    for parent, name in ((mx1, b"not-a-snapshot"), (ROOT_INODE, b".Trash")):
+        with pytest.raises(FsError) as info:
+            vfs.lookup(parent, name)
+        assert info.value.errno == errno.ENOENT
+    assert [n for n, _, _ in vfs.readdir(mx1, 0)] == [
+        repo.snapshots("mx1")[0].name.encode(), b"last"]
+    # The new snapshot's name is found at once, and last moves with it.
+    assert vfs.lookup(mx1, new.encode()).ino
+    assert vfs.read(vfs.read_pieces(vfs.open(last_n), 0, 10)) == b"2"
+    assert vfs.lookup(ROOT_INODE, b"mx2").ino
+    # A new host too, and with --host, a new snapshot at the root.
+    backup_json(repo.root, part, host="mx3")
+    assert vfs.lookup(ROOT_INODE, b"mx3").ino
+    vfs.table.close()
+    single = Vfs(repo, host="mx1", list_ttl=3600.0)
+    assert single.lookup(ROOT_INODE, b"last").ino
+    newest = backup_json(repo.root, part)["snapshot"]
+    assert isinstance(newest, str)
+    assert single.lookup(ROOT_INODE, newest.encode()).ino
+    single.table.close()

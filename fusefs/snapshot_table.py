@@ -3,13 +3,14 @@ readers of those in use (a bounded number of open LMDB files)."""
 
 from __future__ import annotations
 
-import os
+import logging
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from fusefs.inodes import next_key, snapshot_key
+from index.errors import HistfsError
 from index.mapped_pages import drop_pages, mapped_ranges
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
@@ -31,6 +32,7 @@ class Listing:
         return refs[-1] if refs else None
 
 
+log = logging.getLogger("histfs.mount")
 _WARM_EVERY = 10.0
 
 
@@ -75,15 +77,22 @@ class SnapshotTable:
     def _replaced(self, ref: SnapshotRef, snap: SnapshotReader) -> bool:
         """Whether gc has published a relocated copy of `ref` since `snap`
         was opened (checked at most every TTL: gc deletes the packs the old
-        copy names only after a grace period well above it)."""
+        copy names only after a grace period well above it). The stored
+        file is what is compared, not the local copy `snap` reads: a copy in
+        the cache (sealed indexes, buckets) never changes."""
         now = time.monotonic()
         if now - self._checked.get(ref, 0.0) < self._ttl:
             return False
         self._checked[ref] = now
         try:
-            return os.stat(snap.path).st_ino != snap.file_id
+            return self._repo.index_identity(ref.relpath) != snap.stored_id
         except FileNotFoundError:
             return False  # pruned: what is open still reads
+        except (OSError, HistfsError) as exc:
+            # What is open still reads; the next check asks again.
+            log.warning("%s/%s: cannot check whether its index was replaced: %s",
+                        ref.host, ref.name, exc)
+            return False
 
     def reader(self, ref: SnapshotRef) -> SnapshotReader:
         """An open reader of `ref` (opened on demand, least used closed)."""

@@ -319,17 +319,31 @@ class Repository:
         on the way), named by the stored file's identity, so that a file
         replaced or changed in place is fetched again. `fresh` makes the
         copy anew whatever the cache holds (for `check`)."""
+        return self._index_copy(relpath, fresh)[0]
+
+    def index_identity(self, relpath: str) -> str:
+        """What identifies the stored index file at `relpath` now: it changes
+        when the file is replaced (gc publishes relocated copies under the
+        same name, index.relocate), whatever the storage and encryption."""
+        size, identity, _ = self.storage.stat(relpath)
+        return f"{identity}-{size:x}"
+
+    def _index_copy(self, relpath: str, fresh: bool) -> tuple[Path, str]:
+        """`index_file`, and the identity of the stored file taken before it
+        is read: if it is replaced meanwhile, what was read is at least as
+        new as the identity says, so a later comparison can only find it
+        changed and read it again, never miss a replacement."""
+        identity = self.index_identity(relpath)
         local = self.storage.local_path(relpath)
         if local is not None and self.cipher is None:
-            return local
-        size, identity, _ = self.storage.stat(relpath)
-        plain = self._plain_path(relpath, f"{identity}-{size:x}")
+            return local, identity
+        plain = self._plain_path(relpath, identity)
         if not fresh and _used(plain):
-            return plain
+            return plain, identity
         with self._writing_plain(plain) as tmp:
             if self.cipher is None:
                 self.storage.download(relpath, tmp)
-                return plain
+                return plain, identity
             spool = None
             if local is None:
                 spool = local = tmp.with_name(f"{tmp.name}.sealed")
@@ -341,7 +355,7 @@ class Repository:
                 if spool is not None:
                     with contextlib.suppress(FileNotFoundError):
                         spool.unlink()
-        return plain
+        return plain, identity
 
     def publish_index(self, relpath: str, write_plain: Callable[[int], None]) -> None:
         """Publish a snapshot index at `relpath` (tmp/, fsync, rename):
@@ -361,8 +375,7 @@ class Repository:
                         self.cipher.seal_index(plain, pending.file, relpath)
                     pending.commit(relpath)
                     # Kept as the cache's copy: nothing to fetch and open later.
-                    size, identity, _ = self.storage.stat(relpath)
-                    target = self._plain_path(relpath, f"{identity}-{size:x}")
+                    target = self._plain_path(relpath, self.index_identity(relpath))
                     os.replace(work, target)
                     self._forget_other_copies(target)
                 finally:
@@ -473,10 +486,10 @@ class Repository:
     def open_snapshot(self, ref: SnapshotRef, fresh: bool = False) -> SnapshotReader:
         """A reader for a published snapshot (`fresh`: see `index_file`)."""
         try:
-            path = self.index_file(ref.relpath, fresh)
+            path, identity = self._index_copy(ref.relpath, fresh)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
-        return SnapshotReader(path, self.chunk_store)
+        return SnapshotReader(path, self.chunk_store, stored_id=identity)
 
     def lock(self, name: str, purpose: str) -> RepositoryLock:
         """A lock on `name` (not yet acquired)."""

@@ -38,12 +38,11 @@ from index.snapshot_format import (
 from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
 
 
-def _check_file(path: Path) -> int:
-    """The index file's inode number, once it is known to be whole."""
+def _check_file(path: Path) -> None:
+    """Raise unless the index file is whole."""
     fd = os.open(path, os.O_RDONLY)
     try:
         check_whole(fd, f"snapshot index {path.name}")
-        return os.fstat(fd).st_ino
     finally:
         os.close(fd)
 
@@ -51,12 +50,15 @@ def _check_file(path: Path) -> int:
 class SnapshotReader:
     """Read access to one snapshot index file."""
 
-    def __init__(self, path: Path, chunks: ChunkStore | None = None) -> None:
+    def __init__(self, path: Path, chunks: ChunkStore | None = None,
+                 stored_id: str = "") -> None:
+        # Which stored file this was read from (Repository.index_identity):
+        # gc may replace an index by a relocated copy under the same name
+        # (index.relocate), and readers that stay open for long compare it
+        # with the stored file's current identity.
+        self.stored_id = stored_id
         try:
-            # Which file this is: gc may replace an index by a relocated copy
-            # under the same name (index.relocate), and readers that stay
-            # open for long compare this with the name's current inode.
-            self.file_id = _check_file(path)
+            _check_file(path)
             # Kernel read-ahead stays on: on a cold cache, a walk through a
             # snapshot touches its index pages roughly in file order.
             self._env = lmdb.open(

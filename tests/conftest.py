@@ -57,6 +57,44 @@ def backup_json(repo_path: Path, *parts: str, host: str = "mx1", check: int = 0,
     return summary
 
 
+def reads_across_gc(location: str, src: Path, mount_repo: Callable[..., Mount]) -> None:
+    """The nightly routine under a mount that stays up: backups, prune, and
+    a gc that rewrites a pack and publishes a relocated index; files of the
+    kept snapshot, read through the mount before and after, stay intact.
+
+    `f1` is not read before gc (its chunks would stay in the daemon's chunk
+    cache and hide where the mount looks for them); `f2` is, which opens the
+    snapshot's index; a descriptor of `last/data/f1` is open across gc."""
+    src.mkdir()
+    f1, f2 = os.urandom(4 << 20), os.urandom(4 << 20)
+    (src / "f1").write_bytes(f1)
+    (src / "f2").write_bytes(os.urandom(4 << 20))
+    histfs("backup", "--repo", location, "--host", "mx1", f"data={src}", check=0)
+    (src / "f2").write_bytes(f2)
+    proc = histfs("backup", "--repo", location, "--host", "mx1", "--json", f"data={src}",
+                  check=0)
+    second = json.loads(proc.stdout)["snapshot"]
+    m = mount_repo(location)
+    dated, last = m.path / "mx1" / second / "data", m.path / "mx1" / "last" / "data"
+    for d in (dated, last):
+        assert os.stat(d / "f1").st_size == len(f1)
+        assert (d / "f2").read_bytes() == f2
+    fd = os.open(last / "f1", os.O_RDONLY)
+    try:
+        histfs("prune", "--repo", location, "--keep-last", "1", check=0)
+        proc = histfs("gc", "--repo", location, "--max-unused", "0%", "--grace", "3",
+                      "--json", check=0)
+        result = json.loads(proc.stdout)
+        assert result["packs_rewritten"] >= 1 and result["snapshots_relocated"] == 1, result
+        assert os.pread(fd, len(f1) + 1, 0) == f1
+    finally:
+        os.close(fd)
+    for d in (dated, last):
+        assert (d / "f1").read_bytes() == f1
+        assert (d / "f2").read_bytes() == f2
+    histfs("check", "--repo", location, "--read-data", check=0)
+
+
 class Mount:
     """A histfs mount run in the foreground by a test; see `mount_repo`."""
 

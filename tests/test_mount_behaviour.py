@@ -11,7 +11,8 @@ kernel: `os.stat`, `open`/`read`, `readdir` (also through libc with
 - a backup made while mounted appears without a remount and `last` follows
   it, keeping inode numbers of paths whose type did not change (which is what
   makes `tar --listed-incremental` over `last/` dump only changed files); a
-  post-backup hook finds its snapshot and the new `last` at once;
+  post-backup hook finds its snapshot and the new `last` at once; prune and
+  gc while mounted leave every kept file readable (plain and encrypted);
 - every kind of write fails with EROFS, everywhere in the tree;
 - `--allow-other`: other users get in, and stored permissions are enforced;
 - inode numbers are below 2^63 and survive a remount; `last` has the mode,
@@ -54,7 +55,7 @@ from index.blob import BLOB_HEADER
 from index.pack import pack_relpath
 from index.repository import Repository, SnapshotRef
 from index.types import ChunkId
-from tests.conftest import Mount, backup_json, histfs
+from tests.conftest import Mount, backup_json, histfs, reads_across_gc
 from tests.trees import FUTURE_NS, OLD_NS
 
 NOBODY = 65534
@@ -315,6 +316,17 @@ def test_post_backup_hook_finds_its_snapshot_and_last_at_once(
         names.append(json.loads(proc.stdout)["snapshot"])
     assert seen.read_text().splitlines() == [
         f"{name} found {i:04d}" for i, name in enumerate(names, 1)]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("encryption", ["repokey", "none"])
+def test_files_stay_readable_across_gc_in_a_mount_that_stays_up(
+        tmp_path: Path, mount_repo: Callable[..., Mount], monkeypatch: pytest.MonkeyPatch,
+        encryption: str) -> None:
+    monkeypatch.setenv("HISTFS_PASSPHRASE", "mount across gc")
+    repo = tmp_path / "repo"
+    histfs("init", "--encryption", encryption, str(repo), check=0)
+    reads_across_gc(str(repo), tmp_path / "src", mount_repo)
 
 
 # -- 3. GNU tar --listed-incremental over last/ -----------------------------

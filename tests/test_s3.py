@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mount, histfs, reap
+from tests.conftest import Mount, histfs, reads_across_gc, reap
 from tests.trees import source_state, without_ctime
 
 boto3 = pytest.importorskip("boto3")
@@ -113,6 +113,15 @@ def test_round_trip_in_a_bucket(bucket: str, tmp_path: Path, encryption: str,
     histfs("check", "--repo", url, "--read-data", check=0)
     proc = histfs("snapshots", "--repo", url, "--json", check=0)
     assert len(json.loads(proc.stdout)) == 1
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("encryption", ["repokey", "none"])
+def test_reads_across_gc_in_a_bucket(
+        bucket: str, tmp_path: Path, mount_repo: Callable[..., Mount], encryption: str) -> None:
+    url = f"s3://{bucket}/repo"
+    histfs("init", "--encryption", encryption, url, check=0)
+    reads_across_gc(url, tmp_path / "src", mount_repo)
 
 
 @pytest.mark.timeout(300)

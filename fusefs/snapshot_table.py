@@ -10,7 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from fusefs.inodes import next_key, snapshot_key
-from index.errors import HistfsError
+from index.errors import CacheError, HistfsError
 from index.mapped_pages import drop_pages, mapped_ranges
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
@@ -49,6 +49,7 @@ class SnapshotTable:
         self._open: OrderedDict[SnapshotRef, SnapshotReader] = OrderedDict()
         self._warmed: dict[SnapshotRef, float] = {}
         self._checked: dict[SnapshotRef, float] = {}
+        self._failed: dict[SnapshotRef, tuple[float, str]] = {}
         self._listing = self._read()
 
     def _read(self) -> Listing:
@@ -95,7 +96,10 @@ class SnapshotTable:
             return False
 
     def reader(self, ref: SnapshotRef) -> SnapshotReader:
-        """An open reader of `ref` (opened on demand, least used closed)."""
+        """An open reader of `ref` (opened on demand, least used closed).
+        A snapshot whose index cannot be copied into the local cache raises
+        `CacheError`, logged once and then raised again without a new try
+        for a TTL (each try writes up to the whole index)."""
         with self._lock:
             snap = self._open.get(ref)
             if snap is not None:
@@ -104,8 +108,18 @@ class SnapshotTable:
                     return snap
                 del self._open[ref]
                 snap.close()
-        snap = self._repo.open_snapshot(ref)
+            failed = self._failed.get(ref)
+            if failed is not None and time.monotonic() - failed[0] < self._ttl:
+                raise CacheError(failed[1])
+        try:
+            snap = self._repo.open_snapshot(ref)
+        except CacheError as exc:
+            log.error("%s/%s: %s", ref.host, ref.name, exc)
+            with self._lock:
+                self._failed[ref] = (time.monotonic(), str(exc))
+            raise
         with self._lock:
+            self._failed.pop(ref, None)
             other = self._open.get(ref)
             if other is not None:
                 snap.close()

@@ -16,6 +16,7 @@ the FUSE adapter maps them to errnos. Anything else is a bug.
     ├── SnapshotNotFound             no snapshot of that name
     ├── PathNotFound                 no such path inside a snapshot
     ├── ConfigError                  a bad configuration file or argument
+    ├── CacheError                   the local cache cannot be written (a full disk)
     └── SourceError                  a backup source that cannot be read at all
 """
 
@@ -68,6 +69,10 @@ class PathNotFound(HistfsError):
 
 class ConfigError(HistfsError):
     """A configuration file or command-line value is invalid."""
+
+
+class CacheError(HistfsError):
+    """A file of the local cache cannot be written (a full disk, permissions)."""
 
 
 class SourceError(HistfsError):

@@ -26,6 +26,7 @@ from index.chunkstore import ChunkStore
 from index.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
 from index.crypto import Cipher
 from index.errors import (
+    CacheError,
     ConfigError,
     RepositoryError,
     RepositoryExists,
@@ -318,7 +319,8 @@ class Repository:
         sealed; otherwise a copy in the local cache (opened and authenticated
         on the way), named by the stored file's identity, so that a file
         replaced or changed in place is fetched again. `fresh` makes the
-        copy anew whatever the cache holds (for `check`)."""
+        copy anew whatever the cache holds (for `check`). A copy that cannot
+        be written (a full cache disk) raises `CacheError`."""
         return self._index_copy(relpath, fresh)[0]
 
     def index_identity(self, relpath: str) -> str:
@@ -337,24 +339,31 @@ class Repository:
         local = self.storage.local_path(relpath)
         if local is not None and self.cipher is None:
             return local, identity
-        plain = self._plain_path(relpath, identity)
-        if not fresh and _used(plain):
-            return plain, identity
-        with self._writing_plain(plain) as tmp:
-            if self.cipher is None:
-                self.storage.download(relpath, tmp)
+        try:
+            plain = self._plain_path(relpath, identity)
+            if not fresh and _used(plain):
                 return plain, identity
-            spool = None
-            if local is None:
-                spool = local = tmp.with_name(f"{tmp.name}.sealed")
-                self.storage.download(relpath, spool)
-            try:
-                with open(local, "rb") as sealed, open(tmp, "wb") as out:
-                    self.cipher.open_index(sealed, out, relpath)
-            finally:
-                if spool is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        spool.unlink()
+            with self._writing_plain(plain) as tmp:
+                if self.cipher is None:
+                    self.storage.download(relpath, tmp)
+                    return plain, identity
+                spool = None
+                if local is None:
+                    spool = local = tmp.with_name(f"{tmp.name}.sealed")
+                    self.storage.download(relpath, spool)
+                try:
+                    with open(local, "rb") as sealed, open(tmp, "wb") as out:
+                        self.cipher.open_index(sealed, out, relpath)
+                finally:
+                    if spool is not None:
+                        with contextlib.suppress(FileNotFoundError):
+                            spool.unlink()
+        except FileNotFoundError:
+            raise  # the stored file is gone: pruned meanwhile
+        except OSError as exc:
+            where = default_cache_root() / self.config.repo_id / "indexes"
+            raise CacheError(f"snapshot index {relpath}: cannot make its local copy in "
+                             f"{where}: {exc.strerror or exc}") from None
         return plain, identity
 
     def publish_index(self, relpath: str, write_plain: Callable[[int], None]) -> None:

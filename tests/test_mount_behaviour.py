@@ -26,7 +26,8 @@ kernel: `os.stat`, `open`/`read`, `readdir` (also through libc with
   lists every surviving name once;
 - times before 1970 and after 2038 and empty xattr values are exact;
 - a damaged pack fails reads of the damaged file with EIO, logs the snapshot
-  and path, and leaves the rest of the mount working.
+  and path, and leaves the rest of the mount working; so does a local cache
+  too full for a snapshot's index copy.
 
 Daemon-mode tests unmount in `finally` (fusermount3 -u, then -z) and wait for
 the daemon recorded in their `--pid-file` to exit; foreground mounts are
@@ -992,3 +993,62 @@ def test_listing_under_last_survives_a_new_snapshot_midway(
     seen = [n for n in listed if n != b"a-new"]
     assert len(seen) == len(set(seen)), f"{len(seen) - len(set(seen))} names listed twice"
     assert sorted(seen) == old, f"{len(set(old) - set(seen))} names missing"
+
+
+# -- 13. a full local cache ----------------------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, unmounted at teardown."""
+    where = tmp_path / "tmpfs"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(where)],
+                   check=True, capture_output=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False, capture_output=True)
+        if _in_mountinfo(where):
+            subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
+
+
+@pytest.mark.timeout(180)
+def test_full_cache_fails_only_the_snapshot_whose_index_does_not_fit(
+        tmp_path: Path, small_tmpfs: Path, mount_repo: Callable[..., Mount],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HISTFS_PASSPHRASE", "a full cache")
+    repo = tmp_path / "repo"
+    histfs("init", str(repo), check=0)  # encrypted: indexes are read from local copies
+    many, few = tmp_path / "many", tmp_path / "few"
+    many.mkdir()
+    few.mkdir()
+    for i in range(5000):
+        (many / f"message-{i:05d}-with-a-long-name").write_bytes(b"%d\n" % i)
+    (few / "small.txt").write_bytes(b"small\n")
+    big = _backup(repo, f"data={many}", host="big")
+    small = _backup(repo, f"data={few}", host="small")
+    assert (repo / SnapshotRef("big", big).relpath).stat().st_size > 1024 * 1024
+
+    monkeypatch.setenv("HISTFS_CACHE_DIR", str(small_tmpfs))
+    m = mount_repo(repo)
+    assert sorted(os.listdir(m.path)) == ["big", "small"]
+    assert sorted(os.listdir(m.path / "big")) == [big, "last"]
+    assert os.stat(m.path / "big" / "last").st_mode == stat.S_IFDIR | 0o555
+    for _ in range(2):
+        for top in (m.path / "big" / big, m.path / "big" / "last"):
+            with pytest.raises(OSError) as info:
+                os.listdir(top / "data")
+            assert info.value.errno == errno.EIO
+        # The other snapshot, before and after, and listings: unaffected.
+        for top in (m.path / "small" / small, m.path / "small" / "last"):
+            assert (top / "data" / "small.txt").read_bytes() == b"small\n"
+        assert sorted(os.listdir(m.path / "small")) == [small, "last"]
+        time.sleep(2.1)  # and again once the mount tries anew
+    assert m.proc is not None and m.proc.poll() is None
+    log = m.log.read_text()
+    assert f"big/{big}: " in log and "No space left on device" in log, log
+    assert "Traceback" not in log, log
+    # What a failed copy wrote is gone: nothing but the one copy that fits.
+    copies = [p.name for p in small_tmpfs.rglob("*") if p.is_file() and "indexes" in p.parts]
+    assert copies == [p.name for p in small_tmpfs.rglob(f"{small}.*")], copies

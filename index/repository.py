@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ from index.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoC
 from index.crypto import Cipher
 from index.errors import (
     ConfigError,
+    RepositoryCorrupt,
     RepositoryError,
     RepositoryExists,
     RepositoryNotFound,
+    SnapshotDamaged,
     SnapshotNotFound,
 )
 from index.lock import LOCKS_DIR, RepositoryLock
@@ -471,12 +474,20 @@ class Repository:
         return refs[-1]
 
     def open_snapshot(self, ref: SnapshotRef, fresh: bool = False) -> SnapshotReader:
-        """A reader for a published snapshot (`fresh`: see `index_file`)."""
+        """A reader for a published snapshot (`fresh`: see `index_file`).
+        An index that cannot be read raises SnapshotDamaged naming it."""
         try:
             path = self.index_file(ref.relpath, fresh)
+            return SnapshotReader(path, self.chunk_store)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
-        return SnapshotReader(path, self.chunk_store)
+        except SnapshotDamaged:
+            raise
+        except RepositoryCorrupt as exc:
+            # The readers name the file ("snapshot index X.lmdb: ..."); the
+            # user knows the snapshot by host and name.
+            reason = re.sub(r"^snapshot index [^:]*: ", "", str(exc))
+            raise SnapshotDamaged(ref.host, ref.name, reason) from exc
 
     def lock(self, name: str, purpose: str) -> RepositoryLock:
         """A lock on `name` (not yet acquired)."""

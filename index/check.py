@@ -168,7 +168,7 @@ def _affected_paths(snap: SnapshotReader, unusable: set[ChunkId]) -> list[str]:
 
 
 def _sync_cache(repo: Repository) -> str:
-    path = repo.cache_dir() / "chunks.lmdb"
+    path = repo.chunk_cache_path()
     existed = path.exists()
     index = ChunkIndex(path)
     try:

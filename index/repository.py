@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -427,6 +428,18 @@ class Repository:
                 "set HISTFS_CACHE_DIR to a directory on a local disk"
             )
         return path
+
+    def chunk_cache_path(self) -> Path:
+        """The deduplication cache of this repository instance, in the cache
+        directory of its id but named after where the repository is and its
+        config file's identity (inode and mtime, or ETag and time): a copy
+        (same id) used from this machine never shares it, and a repository
+        moved, mounted elsewhere or replaced gets a new one, rebuilt from
+        its packs."""
+        where = str(self.storage) if is_remote(self.root) else str(Path(self.root).resolve())
+        _, identity, mtime = self.storage.stat(CONFIG_FILE)
+        instance = hashlib.sha256(f"{where}\0{identity}\0{mtime}".encode()).hexdigest()
+        return self.cache_dir() / f"chunks-{instance[:16]}.lmdb"
 
     def hosts(self) -> list[str]:
         """Hosts that have at least one snapshot directory."""

@@ -119,7 +119,7 @@ class BackupRun:
         self.host = host
         self.parts = parts
         self.stats = stats
-        self.chunk_index = ChunkIndex(repo.cache_dir() / "chunks.lmdb")
+        self.chunk_index = ChunkIndex(repo.chunk_cache_path())
         self.staging = Staging(repo.cache_dir())
         self.sink = ChunkSink(repo.storage, self.chunk_index, repo.config.chunk_id_key,
                               level, repo.config.pack_size, stats, repo.cipher)

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from histfs import log
-from index.errors import ConfigError, HistfsError, HookFailed
+from index.errors import (
+    ConfigError,
+    HistfsError,
+    HookFailed,
+    SnapshotDamaged,
+    SnapshotNotFound,
+)
 from index.repository import Repository, as_location
 
 if TYPE_CHECKING:
@@ -291,17 +297,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     """`histfs report --output FILE`: a self-contained HTML page."""
     from histfs.config import FileConfig, load_config
     from histfs.metrics import write_atomically
-    from histfs.report import render
+    from histfs.report import collect, damaged_snapshots, render
 
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
     repo = Repository.open(_repo_path(args, cfg.repository))
     try:
-        page = render(repo, cfg.retention)
+        points = collect(repo)
+        page = render(repo, cfg.retention, points)
     finally:
         repo.close()
     write_atomically(Path(args.output), page)
+    damaged = damaged_snapshots(points)
+    for host, name, reason in damaged:
+        log.warning(f"snapshot {host}/{name} is damaged: {reason}")
     log.status(f"report written to {args.output}")
-    return EXIT_OK
+    return EXIT_WARNINGS if damaged else EXIT_OK
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
@@ -330,9 +340,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
-    """`histfs snapshots`."""
+    """`histfs snapshots`: every snapshot, a damaged one flagged (exit 1)."""
     from histfs.output import human_bytes
     from index.holds import held_snapshots
+    from index.names import snapshot_time
 
     repo = Repository.open(_repo_path(args))
     rows: list[dict[str, Any]] = []
@@ -341,31 +352,48 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
         if ref.host not in holds:
             holds[ref.host] = {name: [h.reason for h in found] for name, found
                                in held_snapshots(repo.storage, ref.host).items()}
-        with repo.open_snapshot(ref) as snap:
-            m = snap.meta
+        row: dict[str, Any] = {"holds": holds[ref.host].get(ref.name, []),
+                               "host": ref.host, "name": ref.name}
+        try:
+            with repo.open_snapshot(ref) as snap:
+                m = snap.meta
+        except SnapshotNotFound:
+            continue  # pruned while listed
+        except SnapshotDamaged as exc:
+            # What the name tells is all there is: no figures are made up.
+            rows.append({**row, "time": snapshot_time(ref.name).isoformat(), "parts": [],
+                         "files": None, "logical_bytes": None, "bytes_added": None,
+                         "damaged": exc.reason})
+            continue
         rows.append({
-            "holds": holds[ref.host].get(ref.name, []),
-            "host": ref.host,
-            "name": ref.name,
+            **row,
             "time": m.get("time"),
             "parts": [p["name"] for p in m.get("parts", [])],
             "files": m.get("files", 0),
             "logical_bytes": m.get("logical_bytes", 0),
             "bytes_added": m.get("bytes_added", 0),
+            "damaged": None,
         })
+    damaged = [r for r in rows if r["damaged"]]
+    for r in damaged:
+        log.warning(f"snapshot {r['host']}/{r['name']} is damaged: {r['damaged']}")
+    status = EXIT_WARNINGS if damaged else EXIT_OK
     if args.json:
         print(json.dumps(rows, indent=2))
-        return EXIT_OK
+        return status
     if not rows:
         print("no snapshots")
-        return EXIT_OK
+        return status
     print(f"{'host':<16} {'snapshot':<22} {'files':>9} {'size':>10} {'added':>10}  parts")
     for r in rows:
-        print(f"{r['host']:<16} {r['name']:<22} {r['files']:>9} "
-              f"{human_bytes(r['logical_bytes']):>10} {human_bytes(r['bytes_added']):>10}  "
-              f"{','.join(r['parts'])}"
+        if r["damaged"]:
+            figures = f"{'-':>9} {'-':>10} {'-':>10}  damaged: {r['damaged']}"
+        else:
+            figures = (f"{r['files']:>9} {human_bytes(r['logical_bytes']):>10} "
+                       f"{human_bytes(r['bytes_added']):>10}  {','.join(r['parts'])}")
+        print(f"{r['host']:<16} {r['name']:<22} {figures}"
               + (f"  held: {', '.join(r['holds'])}" if r["holds"] else ""))
-    return EXIT_OK
+    return status
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -466,20 +494,25 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
     repo = Repository.open(_repo_path(args))
     host = args.host or _only_host(repo)
-    found = versions(repo, host, os.fsencode(args.path.strip("/")))
+    damaged: list[SnapshotDamaged] = []
+    found = versions(repo, host, os.fsencode(args.path.strip("/")), damaged.append)
+    for problem in damaged:
+        log.warning(f"{problem}; left out")
+    status = EXIT_OK if found and not damaged else EXIT_WARNINGS
     if args.json:
         print(json.dumps([{"snapshot": v.snapshot, "type": v.kind.name.lower(), "size": v.size,
                            "mtime_ns": v.mtime_ns, "changed": v.changed} for v in found],
                          indent=2))
-        return EXIT_OK if found else EXIT_WARNINGS
+        return status
     if not found:
-        print(f"{args.path}: in no snapshot of {host}", file=sys.stderr)
-        return EXIT_WARNINGS
+        print(f"{args.path}: in no {'readable ' if damaged else ''}snapshot of {host}",
+              file=sys.stderr)
+        return status
     for v in found:
         when = datetime.fromtimestamp(v.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
         print(f"{v.snapshot:<22} {human_bytes(v.size):>10}  {when}  "
               f"{'changed' if v.changed else ''}".rstrip())
-    return EXIT_OK
+    return status
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -530,11 +563,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
         host = socket.gethostname().split(".")[0]
     items = prune(repo, policy, [host] if host else None, dry_run=args.dry_run,
                   lock_wait=args.lock_wait)
+    damaged = [i for i in items if i.damaged]
+    for item in damaged:
+        log.warning(f"snapshot {item.ref.host}/{item.ref.name} is damaged: {item.damaged}")
+    status = EXIT_WARNINGS if damaged else EXIT_OK
     if args.json:
         print(json.dumps([{"host": i.ref.host, "snapshot": i.ref.name,
-                           "keep": i.decision.keep, "reasons": i.decision.reasons}
+                           "keep": i.decision.keep, "reasons": i.decision.reasons,
+                           "damaged": i.damaged}
                           for i in items], indent=2))
-        return EXIT_OK
+        return status
     removed = 0
     for item in items:
         if item.decision.keep:
@@ -543,14 +581,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
             verb = "would remove" if args.dry_run else "removed"
             removed += 1
         print(f"{verb:<13}{item.ref.host:<16} {item.ref.name:<22} "
-              f"{', '.join(item.decision.reasons)}".rstrip())
+              f"{', '.join(item.decision.reasons)}".rstrip()
+              + (f"  damaged: {item.damaged}" if item.damaged else ""))
     kept = len(items) - removed
     if args.dry_run:
         log.status(f"dry run: {kept} kept, {removed} would be removed")
     else:
         log.status(f"{kept} kept, {removed} removed"
                    + ("; run histfs gc to reclaim their space" if removed else ""))
-    return EXIT_OK
+    return status
 
 
 def _parse_share(text: str) -> float:

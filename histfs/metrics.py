@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from index.errors import SnapshotDamaged, SnapshotNotFound
 from index.names import snapshot_time
 from index.repository import Repository
 from index.storage import replacing
@@ -31,6 +33,10 @@ _HELP = {
                   "and compression)."),
     "histfs_backup_files": ("gauge", "Files of the last backup, by state."),
     "histfs_snapshots": ("gauge", "Snapshots of the host in the repository."),
+    "histfs_snapshots_damaged":
+        ("gauge", "Snapshots of the host whose index cannot be read (histfs metrics)."),
+    "histfs_snapshot_damaged":
+        ("gauge", "1 for each snapshot whose index cannot be read (histfs metrics)."),
     "histfs_repository_size_bytes": ("gauge", "Size of the repository's files."),
 }
 
@@ -85,16 +91,27 @@ def backup_metrics(repo: Repository, host: str, stats: BackupStats, exit_status:
 
 def repository_metrics(repo: Repository) -> str:
     """The metrics of every host of a repository, from its snapshots: the
-    newest snapshot's duration and bytes added stand for the last run."""
+    newest snapshot's duration and bytes added stand for the last run.
+    Every snapshot index is opened, so that damaged ones are counted."""
     samples: list[tuple[str, dict[str, str], float]] = []
     for host in repo.hosts():
         samples += _host_samples(repo, host)
-        latest = repo.latest(host)
-        if latest is None:
-            continue
-        with repo.open_snapshot(latest) as snap:
-            meta = snap.meta
         h = {"host": host}
+        refs = repo.snapshots(host)
+        meta: dict[str, Any] = {}
+        damaged = 0
+        for ref in refs:
+            try:
+                with repo.open_snapshot(ref) as snap:
+                    meta = snap.meta
+            except SnapshotNotFound:
+                continue  # pruned meanwhile
+            except SnapshotDamaged:
+                meta = {}
+                damaged += 1
+                samples.append(("histfs_snapshot_damaged", {**h, "snapshot": ref.name}, 1.0))
+        samples.append(("histfs_snapshots_damaged", h, float(damaged)))
+        # `meta` is the newest snapshot's, or empty when that one is damaged.
         if isinstance(meta.get("duration_seconds"), int | float):
             samples.append(("histfs_backup_duration_seconds", h,
                             float(meta["duration_seconds"])))

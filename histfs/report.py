@@ -5,7 +5,8 @@ from a mail attachment or a file share with no network. Per host: a chart of
 each snapshot's logical size and of the bytes it added, over time; the
 retention state (which rule keeps each snapshot, or that the next prune
 removes it) when a policy is known; the repository's deduplication and
-compression ratios; the last `check` run on this machine.
+compression ratios; the last `check` run on this machine. A snapshot whose
+index cannot be read is listed with the reason, outside the chart.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from histfs.output import human_bytes
+from index.errors import SnapshotDamaged, SnapshotNotFound
 from index.holds import held_snapshots
 from index.names import snapshot_time
 from index.pack import list_packs, read_stored_table
 from index.repository import Repository
-from writer.retention import Policy, plan
+from writer.retention import Policy, plan_around_damage
 
 WIDTH, HEIGHT, PAD = 760, 240, 48
 
@@ -33,19 +35,46 @@ class Point:
     time: datetime
     logical: int
     added: int
+    damaged: str | None = None
+    """Why its index cannot be read: then it has no figures and no place
+    in the chart."""
 
 
 def _points(repo: Repository, host: str) -> list[Point]:
     points = []
     for ref in repo.snapshots(host):
-        with repo.open_snapshot(ref) as snap:
-            meta = snap.meta
+        try:
+            with repo.open_snapshot(ref) as snap:
+                meta = snap.meta
+        except SnapshotNotFound:
+            continue  # pruned meanwhile
+        except SnapshotDamaged as exc:
+            points.append(Point(ref.name, snapshot_time(ref.name), 0, 0, exc.reason))
+            continue
         logical = meta.get("logical_bytes", 0)
         added = meta.get("bytes_added", 0)
         points.append(Point(ref.name, snapshot_time(ref.name),
                             logical if isinstance(logical, int) else 0,
                             added if isinstance(added, int) else 0))
     return points
+
+
+def damaged_snapshots(points: dict[str, list[Point]]) -> list[tuple[str, str, str]]:
+    """(host, name, reason) of every damaged snapshot among `points`."""
+    return [(host, p.name, p.damaged) for host, pts in points.items()
+            for p in pts if p.damaged]
+
+
+def _damaged(pts: list[Point]) -> str:
+    items = "".join(f"<li>{html.escape(p.name)}: {html.escape(p.damaged)}</li>"
+                    for p in pts if p.damaged)
+    return (f'<p class="damaged">Damaged, left out of the chart (<code>histfs check</code> '
+            f"tells more):</p><ul>{items}</ul>" if items else "")
+
+
+def collect(repo: Repository) -> dict[str, list[Point]]:
+    """Every host's snapshots, damaged ones flagged."""
+    return {h: _points(repo, h) for h in repo.hosts()}
 
 
 def _chart(host: str, points: list[Point]) -> str:
@@ -102,15 +131,17 @@ def _ratios(repo: Repository, points: dict[str, list[Point]]) -> tuple[float, fl
     return (logical / size if size else 0.0, raw / stored if stored else 0.0, size)
 
 
-def _retention(repo: Repository, host: str, policy: Policy | None) -> str:
-    refs = repo.snapshots(host)
+def _retention(repo: Repository, host: str, pts: list[Point], policy: Policy | None) -> str:
     holds = {n: [h.reason for h in hs] for n, hs in held_snapshots(repo.storage, host).items()}
     if policy is None:
         return ("<p>No retention policy given (use <code>--config</code>): every snapshot is "
                 "kept until pruned.</p>")
+    damage = {p.name: p.damaged for p in pts}
     rows = []
-    for d in plan([(r.name, snapshot_time(r.name)) for r in refs], policy, holds):
+    for d in plan_around_damage([(p.name, p.time) for p in pts], policy, holds, damage.get):
         state = "kept" if d.keep else "removed by the next prune"
+        if damage.get(d.name):
+            state += " (damaged)"
         rows.append(f'<tr class="{"keep" if d.keep else "drop"}"><td>{html.escape(d.name)}</td>'
                     f"<td>{state}</td><td>{html.escape(', '.join(d.reasons))}</td></tr>")
     return ('<table class="retention"><tr><th>snapshot</th><th>state</th><th>because</th></tr>'
@@ -129,24 +160,29 @@ def _last_check(repo: Repository) -> str:
             f"<strong>{verdict}</strong></p>" + (f"<ul>{items}</ul>" if items else ""))
 
 
-def render(repo: Repository, policy: Policy | None = None) -> str:
-    """The page."""
-    hosts = repo.hosts()
-    points = {h: _points(repo, h) for h in hosts}
+def render(repo: Repository, policy: Policy | None = None,
+           points: dict[str, list[Point]] | None = None) -> str:
+    """The page (`points`: from `collect`, when the caller has them)."""
+    points = points if points is not None else collect(repo)
+    hosts = list(points)
+    damaged = damaged_snapshots(points)
     dedup, compression, size = _ratios(repo, points)
     now = datetime.now(UTC)
     sections = []
     for host in hosts:
         pts = points[host]
-        latest = pts[-1] if pts else None
+        readable = [p for p in pts if not p.damaged]
+        latest = readable[-1] if readable else None
+        bad = len(pts) - len(readable)
         sections.append(
             f'<section class="host"><h2>{html.escape(host)}</h2>'
-            f"<p>{len(pts)} snapshots"
-            + (f"; newest {html.escape(latest.name)}, {human_bytes(latest.logical)}"
-               if latest else "")
+            f"<p>{len(pts)} snapshots" + (f" ({bad} damaged)" if bad else "")
+            + (f"; newest{' readable' if bad else ''} {html.escape(latest.name)}, "
+               f"{human_bytes(latest.logical)}" if latest else "")
             + '</p><p class="legend"><span class="l1">●</span> logical size '
             '<span class="l2">■</span> bytes added</p>'
-            + _chart(host, pts) + "<h3>Retention</h3>" + _retention(repo, host, policy)
+            + _chart(host, readable) + _damaged(pts)
+            + "<h3>Retention</h3>" + _retention(repo, host, pts, policy)
             + "</section>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -165,6 +201,7 @@ tr.drop td {{ color: #a33; }}
 <table class="summary">
 <tr><td>hosts</td><td>{len(hosts)}</td></tr>
 <tr><td>snapshots</td><td>{sum(len(p) for p in points.values())}</td></tr>
+{f'<tr class="drop"><td>damaged snapshots</td><td>{len(damaged)}</td></tr>' if damaged else ""}
 <tr><td>repository size</td><td>{human_bytes(size)}</td></tr>
 <tr><td>deduplication</td><td>{dedup:.1f}&times; (logical size of every snapshot / stored)</td></tr>
 <tr><td>compression</td><td>{compression:.2f}&times; (chunk bytes / stored bytes)</td></tr>

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from index import blob
 from index.chunk_index import ChunkIndex
-from index.errors import HistfsError, RepositoryCorrupt
+from index.errors import HistfsError, RepositoryCorrupt, SnapshotDamaged
 from index.pack import PackedChunk, list_packs, pack_relpath, read_stored_table, verify_pack_hash
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
@@ -129,7 +129,8 @@ def _check_snapshot(repo: Repository, ref: SnapshotRef,
         # Opened anew: every byte as stored now, whatever the cache holds.
         snap = repo.open_snapshot(ref, fresh=True)
     except HistfsError as exc:
-        report.problems.append(f"snapshot {label}: index unreadable: {exc}")
+        why = exc.reason if isinstance(exc, SnapshotDamaged) else str(exc)
+        report.problems.append(f"snapshot {label}: index unreadable: {why}")
         report.damaged[label] = ["(the whole snapshot: its index is damaged)"]
         return
     with snap:
@@ -167,7 +168,7 @@ def _affected_paths(snap: SnapshotReader, unusable: set[ChunkId]) -> list[str]:
 
 
 def _sync_cache(repo: Repository) -> str:
-    path = repo.cache_dir() / "chunks.lmdb"
+    path = repo.chunk_cache_path()
     existed = path.exists()
     index = ChunkIndex(path)
     try:

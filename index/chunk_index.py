@@ -2,9 +2,11 @@
 
 It is a cache on a local disk (LMDB must not be written over NFS) that can
 be rebuilt from the repository alone: `sync` reads the table of every pack it
-does not know yet and forgets packs that have gone. Entries are added only
-for packs that are already durable, so the cache never promises a chunk that
-a crash could lose.
+does not know yet and forgets packs that have gone or changed size. Entries
+are added only for packs that are already durable, so the cache never
+promises a chunk that a crash could lose. One cache serves one repository
+instance (`Repository.chunk_cache_path`): two copies of a repository share
+an id, never a cache.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import lmdb
 
 from index import garbage
 from index.errors import RepositoryCorrupt
-from index.pack import PackedChunk, list_packs, location, read_stored_table
+from index.pack import PackedChunk, list_pack_sizes, location, read_stored_table
 from index.snapshot_format import decode_location, encode_location
 from index.storage import Storage
 from index.types import ChunkId, ChunkLocation, PackId
@@ -59,32 +61,43 @@ class ChunkIndex:
                     found[cid] = loc
         return found
 
-    def add_pack(self, pack_id: PackId, rows: list[PackedChunk]) -> None:
-        """Record the chunks of a durable pack."""
+    def add_pack(self, pack_id: PackId, rows: list[PackedChunk], size: int) -> None:
+        """Record the chunks of a durable pack of `size` bytes."""
         with self._env.begin(write=True) as txn:
             cur = txn.cursor(db=self._chunks)
             for row in rows:
                 cur.put(row.chunk_id, encode_location(location(pack_id, row)), overwrite=False)
-            txn.put(pack_id, str(len(rows)).encode(), db=self._packs)
+            txn.put(pack_id, f"{len(rows)} {size}".encode(), db=self._packs)
 
     def known_packs(self) -> set[PackId]:
         """Packs whose chunks are recorded."""
+        return set(self._known_sizes())
+
+    def _known_sizes(self) -> dict[PackId, int | None]:
+        """Recorded packs and the size each had (None: not recorded)."""
         with self._env.begin(db=self._packs) as txn:
-            return {PackId(bytes(k)) for k in txn.cursor().iternext(values=False)}
+            return {PackId(bytes(k)): _recorded_size(bytes(v)) for k, v in txn.cursor()}
 
     def sync(self, storage: Storage) -> tuple[int, int]:
         """Bring the cache in line with the repository's packs.
 
-        Packs named by a garbage list count as absent: nothing new may come
-        to depend on them. The names of the garbage lists taken into account
-        are left in `garbage_seen`. Returns (packs added, packs forgotten).
+        A pack counts as known only if the repository has a pack of that
+        name and of the size recorded: one that is gone, or has another
+        size (damaged, or another repository's), is forgotten with its
+        chunks before anything relies on them, and read again if present.
+        This costs one listing of the packs with their sizes, nothing per
+        chunk. Packs named by a garbage list count as absent: nothing new
+        may come to depend on them. The names of the garbage lists taken
+        into account are left in `garbage_seen`. Returns (packs added,
+        packs forgotten).
         """
         self.garbage_seen = garbage.list_names(storage)
         doomed = garbage.doomed_packs(storage, self.garbage_seen)
-        present = set(list_packs(storage)) - doomed
-        known = self.known_packs()
-        added = present - known
-        gone = known - present
+        present = {p: size for p, size in list_pack_sizes(storage).items() if p not in doomed}
+        known = self._known_sizes()
+        changed = {p for p, size in known.items() if p in present and present[p] != size}
+        added = (present.keys() - known.keys()) | changed
+        gone = (known.keys() - present.keys()) | changed
         # Forget first: a chunk that gc copied out of a listed pack into a
         # new one must end up pointing at the new one.
         if gone:
@@ -104,9 +117,15 @@ class ChunkIndex:
                 # A damaged pack is not trusted for deduplication: its
                 # chunks are stored again; `check` reports the damage.
                 continue
-            self.add_pack(pack_id, rows)
+            self.add_pack(pack_id, rows, present[pack_id])
             indexed += 1
         return indexed, len(gone)
+
+
+def _recorded_size(value: bytes) -> int | None:
+    # "<chunks> <size>"; a damaged value only means the pack is read again.
+    fields = value.split()
+    return int(fields[1]) if len(fields) == 2 and fields[1].isdigit() else None
 
 
 def _location_or_none(raw: bytes) -> ChunkLocation | None:

@@ -11,7 +11,8 @@ the FUSE adapter maps them to errnos. Anything else is a bug.
     │   ├── FormatTooNew             written by a newer histfs
     │   ├── RepositoryCorrupt        a file of the repository is damaged
     │   │   ├── CorruptChunk         a blob whose bytes do not hash to its id
-    │   │   └── MissingChunk         a chunk that the index names is absent
+    │   │   ├── MissingChunk         a chunk that the index names is absent
+    │   │   └── SnapshotDamaged      a snapshot whose index cannot be read
     │   └── Locked                   another process holds the lock
     ├── SnapshotNotFound             no snapshot of that name
     ├── PathNotFound                 no such path inside a snapshot
@@ -53,6 +54,18 @@ class CorruptChunk(RepositoryCorrupt):
 
 class MissingChunk(RepositoryCorrupt):
     """A chunk named by an index is not where the index says it is."""
+
+
+class SnapshotDamaged(RepositoryCorrupt):
+    """A published snapshot whose index cannot be read: damaged, truncated,
+    replaced by garbage or (encrypted) failing authentication. Commands that
+    go through many snapshots name it and go on with the others."""
+
+    def __init__(self, host: str, name: str, reason: str) -> None:
+        super().__init__(f"snapshot {host}/{name} is damaged: {reason}")
+        self.host = host
+        self.name = name
+        self.reason = reason
 
 
 class Locked(RepositoryError):

@@ -3,10 +3,12 @@ between two snapshots (from stored chunk ids, never from file data)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from index.errors import PathNotFound
+import lmdb
+
+from index.errors import PathNotFound, RepositoryCorrupt, SnapshotDamaged, SnapshotNotFound
 from index.repository import Repository
 from index.snapshot_reader import SnapshotReader
 from index.types import Entry, EntryId, Kind
@@ -24,17 +26,29 @@ class Version:
     """Its content differs from the previous snapshot that had the path."""
 
 
-def versions(repo: Repository, host: str, path: bytes) -> list[Version]:
-    """The snapshots of `host` that hold `path`, oldest first."""
+def versions(repo: Repository, host: str, path: bytes,
+             damaged: Callable[[SnapshotDamaged], None] | None = None) -> list[Version]:
+    """The snapshots of `host` that hold `path`, oldest first. A snapshot
+    whose index cannot be read is left out and passed to `damaged` (without
+    it, raised); "changed" then compares with the previous readable one."""
     found: list[Version] = []
     previous: tuple[object, ...] | None = None
     for ref in repo.snapshots(host):
-        with repo.open_snapshot(ref) as snap:
-            try:
-                entry = snap.resolve(path)
-            except PathNotFound:
-                continue
-            key = (entry.kind, snap.content_key(entry))
+        try:
+            with repo.open_snapshot(ref) as snap:
+                try:
+                    entry = snap.resolve(path)
+                except PathNotFound:
+                    continue
+                key = (entry.kind, snap.content_key(entry))
+        except SnapshotNotFound:
+            continue  # pruned meanwhile
+        except (RepositoryCorrupt, lmdb.Error) as exc:
+            if damaged is None:
+                raise
+            damaged(exc if isinstance(exc, SnapshotDamaged)
+                    else SnapshotDamaged(ref.host, ref.name, str(exc)))
+            continue
         found.append(Version(ref.name, entry.kind, entry.size, entry.mtime_ns, key != previous))
         previous = key
     return found

@@ -233,6 +233,20 @@ def list_packs(storage: Storage) -> Iterator[PackId]:
                     continue
 
 
+def list_pack_sizes(storage: Storage) -> dict[PackId, int]:
+    """Every published pack of a repository with its size, from one listing
+    of each packs/ subdirectory (no request per pack)."""
+    found: dict[PackId, int] = {}
+    for sub in storage.listdir(PACKS_DIR):
+        for name, size in storage.list_sizes(f"{PACKS_DIR}/{sub}"):
+            if len(name) == 64:
+                try:
+                    found[PackId(bytes.fromhex(name))] = size
+                except ValueError:
+                    continue
+    return found
+
+
 def location(pack_id: PackId, row: PackedChunk) -> ChunkLocation:
     """A table row as a chunk location."""
     return ChunkLocation(pack_id, row.offset, row.stored_size, row.raw_size)

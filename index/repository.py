@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,9 +30,11 @@ from index.crypto import Cipher
 from index.errors import (
     CacheError,
     ConfigError,
+    RepositoryCorrupt,
     RepositoryError,
     RepositoryExists,
     RepositoryNotFound,
+    SnapshotDamaged,
     SnapshotNotFound,
 )
 from index.lock import LOCKS_DIR, RepositoryLock
@@ -447,6 +451,18 @@ class Repository:
             )
         return path
 
+    def chunk_cache_path(self) -> Path:
+        """The deduplication cache of this repository instance, in the cache
+        directory of its id but named after where the repository is and its
+        config file's identity (inode and mtime, or ETag and time): a copy
+        (same id) used from this machine never shares it, and a repository
+        moved, mounted elsewhere or replaced gets a new one, rebuilt from
+        its packs."""
+        where = str(self.storage) if is_remote(self.root) else str(Path(self.root).resolve())
+        _, identity, mtime = self.storage.stat(CONFIG_FILE)
+        instance = hashlib.sha256(f"{where}\0{identity}\0{mtime}".encode()).hexdigest()
+        return self.cache_dir() / f"chunks-{instance[:16]}.lmdb"
+
     def hosts(self) -> list[str]:
         """Hosts that have at least one snapshot directory."""
         return sorted(self.storage.listdir(SNAPSHOTS_DIR))
@@ -493,12 +509,20 @@ class Repository:
         return refs[-1]
 
     def open_snapshot(self, ref: SnapshotRef, fresh: bool = False) -> SnapshotReader:
-        """A reader for a published snapshot (`fresh`: see `index_file`)."""
+        """A reader for a published snapshot (`fresh`: see `index_file`).
+        An index that cannot be read raises SnapshotDamaged naming it."""
         try:
             path, identity = self._index_copy(ref.relpath, fresh)
+            return SnapshotReader(path, self.chunk_store, stored_id=identity)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
-        return SnapshotReader(path, self.chunk_store, stored_id=identity)
+        except SnapshotDamaged:
+            raise
+        except RepositoryCorrupt as exc:
+            # The readers name the file ("snapshot index X.lmdb: ..."); the
+            # user knows the snapshot by host and name.
+            reason = re.sub(r"^snapshot index [^:]*: ", "", str(exc))
+            raise SnapshotDamaged(ref.host, ref.name, reason) from exc
 
     def lock(self, name: str, purpose: str) -> RepositoryLock:
         """A lock on `name` (not yet acquired)."""

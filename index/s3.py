@@ -279,17 +279,29 @@ class S3Storage:
 
     def listdir(self, relpath: str) -> Iterator[str]:
         """Names directly below `relpath` (objects and "directories")."""
+        for name, _ in self._listing(relpath):
+            yield name
+
+    def list_sizes(self, relpath: str) -> Iterator[tuple[str, int]]:
+        """Objects directly below `relpath` and their sizes (from the
+        listing itself: no request per object)."""
+        for name, size in self._listing(relpath):
+            if size is not None:
+                yield name, size
+
+    def _listing(self, relpath: str) -> Iterator[tuple[str, int | None]]:
+        """(name, size) below `relpath`; size None for a "directory"."""
         prefix = self._key(relpath).rstrip("/") + "/" if relpath else (
             f"{self.prefix}/" if self.prefix else "")
         paginator = self._client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
                 for cp in page.get("CommonPrefixes", []):
-                    yield cp["Prefix"][len(prefix):].rstrip("/")
+                    yield cp["Prefix"][len(prefix):].rstrip("/"), None
                 for obj in page.get("Contents", []):
                     name = obj["Key"][len(prefix):]
                     if name and not name.startswith("."):
-                        yield name
+                        yield name, int(obj["Size"])
         except botocore.exceptions.ClientError as exc:
             if _code(exc) == "NoSuchBucket":
                 raise S3Error(f"{self.url}: the bucket {self.bucket} does not exist") from None

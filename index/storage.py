@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -103,6 +104,10 @@ class Storage(Protocol):
 
     def listdir(self, relpath: str) -> Iterator[str]:
         """Names in a directory."""
+
+    def list_sizes(self, relpath: str) -> Iterator[tuple[str, int]]:
+        """The files directly in a directory with their sizes, in one
+        listing (no request per file where the backend allows)."""
 
     def delete(self, relpath: str) -> None:
         """Remove a file."""
@@ -324,6 +329,23 @@ class LocalStorage:
                 for de in it:
                     if not de.name.startswith("."):
                         yield de.name
+        except FileNotFoundError:
+            return
+
+    def list_sizes(self, relpath: str) -> Iterator[tuple[str, int]]:
+        """Regular files in a directory and their sizes, without temporary
+        files and symlinks; none if the directory is absent."""
+        try:
+            with os.scandir(self.root / relpath) as it:
+                for de in it:
+                    if de.name.startswith("."):
+                        continue
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        yield de.name, st.st_size
         except FileNotFoundError:
             return
 

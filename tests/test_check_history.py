@@ -359,7 +359,7 @@ def test_check_rebuilds_a_deleted_cache(repo: Repository, tmp_path: Path,
     for rel, data in files.items():
         write(src / rel, data)
     backup(repo.root, src)
-    cache = cache_dir / repo.config.repo_id / "chunks.lmdb"
+    cache = repo.chunk_cache_path()
     assert cache.exists()
     packs = packs_of(repo.root)
 

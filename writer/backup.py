@@ -22,7 +22,7 @@ from pathlib import Path
 
 from index import garbage
 from index.chunk_index import ChunkIndex
-from index.errors import SourceError
+from index.errors import SnapshotDamaged, SnapshotNotFound, SourceError
 from index.names import check_host, check_part, snapshot_name, snapshot_sort_key
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
@@ -119,7 +119,7 @@ class BackupRun:
         self.host = host
         self.parts = parts
         self.stats = stats
-        self.chunk_index = ChunkIndex(repo.cache_dir() / "chunks.lmdb")
+        self.chunk_index = ChunkIndex(repo.chunk_cache_path())
         self.staging = Staging(repo.cache_dir())
         self.sink = ChunkSink(repo.storage, self.chunk_index, repo.config.chunk_id_key,
                               level, repo.config.pack_size, stats, repo.cipher)
@@ -595,13 +595,25 @@ def run_backup(
         lock.release()
 
 
+def _previous(repo: Repository, host: str, stats: BackupStats) -> SnapshotReader | None:
+    """The newest readable snapshot of `host`, whose unchanged files are
+    not read again; a newer one that cannot be read is a warning, not the
+    end of every backup to come."""
+    for ref in reversed(repo.snapshots(host)):
+        try:
+            return repo.open_snapshot(ref)
+        except SnapshotNotFound:
+            continue  # pruned meanwhile
+        except SnapshotDamaged as exc:
+            stats.warn(f"{exc}; files are compared with an older snapshot")
+    return None
+
+
 def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
          started: datetime) -> BackupResult:
     stats = run.stats
     run.chunk_index.sync(repo.storage)
-    latest = repo.latest(host)
-    if latest is not None:
-        run.prev = repo.open_snapshot(latest)
+    run.prev = _previous(repo, host, stats)
     for part in parts:
         run.walk_part(part)
     run.rescan_changed_dirs()

@@ -78,7 +78,7 @@ def copy_snapshots(source: Repository, target: Repository, host: str | None = No
     gc_lock = target.lock(GC_LOCK, "copy")
     gc_lock.acquire(wait)
     stats = BackupStats()
-    index = ChunkIndex(target.cache_dir() / "chunks.lmdb")
+    index = ChunkIndex(target.chunk_cache_path())
     try:
         index.sync(target.storage)
         sink = ChunkSink(target.storage, index, target.config.chunk_id_key, 3,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from index import blob, garbage
 from index.crypto import Cipher
-from index.errors import CorruptChunk, HistfsError, Locked, RepositoryCorrupt
+from index.errors import CorruptChunk, HistfsError, Locked, RepositoryCorrupt, SnapshotDamaged
 from index.lock import live_locks_since
 from index.pack import (
     PackedChunk,
@@ -118,10 +118,17 @@ def _scan(repo: Repository, usage: _Usage, only_changed: bool) -> None:
         if ident is None or (only_changed and usage.identity.get(ref) == ident):
             continue
         packs: set[PackId] = set()
-        with repo.open_snapshot(ref) as snap:
-            for _, loc in snap.chunk_ids():
-                packs.add(loc.pack_id)
-                usage.blobs.setdefault(loc.pack_id, set()).add(loc.offset)
+        try:
+            with repo.open_snapshot(ref) as snap:
+                for _, loc in snap.chunk_ids():
+                    packs.add(loc.pack_id)
+                    usage.blobs.setdefault(loc.pack_id, set()).add(loc.offset)
+        except RepositoryCorrupt as exc:
+            # What it uses is unknown, so any pack may be its: none can go.
+            what = str(exc) if isinstance(exc, SnapshotDamaged) else \
+                f"snapshot {ref.host}/{ref.name} is damaged: {exc}"
+            raise RepositoryCorrupt(f"{what}; gc stops and deletes no pack while a snapshot "
+                                    "cannot be read (see histfs check)") from exc
         usage.by_snapshot[ref] = packs
         usage.identity[ref] = ident
 

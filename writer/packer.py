@@ -129,7 +129,7 @@ class ChunkSink:
                 self._fail(exc)
             raise
         crash_point("pack-published")
-        self._index.add_pack(pack_id, rows)
+        self._index.add_pack(pack_id, rows, pack.size)
         with self._pack_lock:
             self.packs_written += 1
 

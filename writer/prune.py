@@ -5,16 +5,24 @@ holds of the snapshots it removes; the chunks they used stay in their packs
 until `gc` finds nothing refers to them. It holds `locks/prune.lock`, which
 placing or releasing a hold also takes, so a hold placed while prune runs is
 either seen by it or placed after the snapshot is gone (and then refused).
+
+A snapshot whose index cannot be read still counts by its name and time,
+and is removed when the policy no longer keeps it, as it would be if it
+were whole; it never takes the place of a readable one, which is kept as
+if the damaged one did not exist (`plan_around_damage`). Damage can make
+prune keep more, never remove more.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from index.errors import SnapshotDamaged, SnapshotNotFound
 from index.holds import HOLDS_DIR, forget_holds, held_snapshots
 from index.names import snapshot_time
 from index.repository import Repository, SnapshotRef
-from writer.retention import Decision, Policy, plan
+from writer.retention import Decision, Policy, plan_around_damage
 
 PRUNE_LOCK = "prune"
 
@@ -25,6 +33,9 @@ class PruneItem:
 
     ref: SnapshotRef
     decision: Decision
+    damaged: str | None = None
+    """Why its index cannot be read; only known of snapshots the policy keeps
+    (see `plan_around_damage`)."""
 
 
 def prune(repo: Repository, policy: Policy, hosts: list[str] | None = None,
@@ -43,9 +54,11 @@ def prune(repo: Repository, policy: Policy, hosts: list[str] | None = None,
             refs = repo.snapshots(host)
             held = {name: [h.reason for h in holds]
                     for name, holds in held_snapshots(repo.storage, host).items()}
-            decisions = plan([(r.name, snapshot_time(r.name)) for r in refs], policy, held)
+            damage: dict[str, str | None] = {}
+            decisions = plan_around_damage([(r.name, snapshot_time(r.name)) for r in refs],
+                                           policy, held, _damage_of(repo, host, damage))
             for ref, decision in zip(refs, decisions, strict=True):
-                items.append(PruneItem(ref, decision))
+                items.append(PruneItem(ref, decision, damage.get(ref.name)))
                 if not decision.keep and not dry_run:
                     repo.storage.delete(ref.relpath)
                     forget_holds(repo.storage, host, ref.name)
@@ -54,6 +67,23 @@ def prune(repo: Repository, policy: Policy, hosts: list[str] | None = None,
         return items
     finally:
         lock.release()
+
+
+def _damage_of(repo: Repository, host: str,
+               found: dict[str, str | None]) -> Callable[[str], str | None]:
+    """A function saying why the index of snapshot `name` of `host` cannot
+    be read (None if it can), remembering each answer in `found`."""
+    def damaged(name: str) -> str | None:
+        found[name] = None
+        try:
+            with repo.open_snapshot(SnapshotRef(host, name)):
+                pass
+        except SnapshotDamaged as exc:
+            found[name] = exc.reason
+        except SnapshotNotFound:
+            pass
+        return found[name]
+    return damaged
 
 
 def _forget_orphan_holds(repo: Repository, host: str, names: set[str]) -> None:

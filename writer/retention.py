@@ -120,3 +120,33 @@ def plan(snapshots: Sequence[tuple[str, datetime]], policy: Policy,
     if not newest.reasons:
         newest.reasons.append("newest")
     return decisions
+
+
+def plan_around_damage(snapshots: Sequence[tuple[str, datetime]], policy: Policy,
+                       holds: dict[str, list[str]] | None,
+                       damaged: Callable[[str], str | None]) -> list[Decision]:
+    """`plan`, where a damaged snapshot never takes the place of a readable
+    one. The policy is applied to every snapshot, a damaged one counting by
+    its name and time (so it expires like any other), and again to the
+    readable ones alone; a snapshot that either keeps is kept. So damage
+    never removes a snapshot that `plan` would keep, and never leaves a
+    period with only an unreadable snapshot where a readable one was.
+
+    `damaged(name)` says why a snapshot cannot be read, or None; it is only
+    asked about snapshots that one of the two keeps (a snapshot that neither
+    keeps changes no decision, damaged or not)."""
+    everything = plan(snapshots, policy, holds)
+    reasons: dict[str, str | None] = {}
+    while True:
+        readable = plan([s for s in snapshots if not reasons.get(s[0])], policy, holds)
+        asked = dict.fromkeys(d.name for d in (*everything, *readable)
+                              if d.keep and d.name not in reasons)
+        if not asked:
+            break
+        for name in asked:
+            reasons[name] = damaged(name)
+    instead = {d.name: d.reasons for d in readable if d.keep}
+    for d in everything:
+        if not d.keep and d.name in instead:
+            d.reasons.extend(f"{r} (among readable snapshots)" for r in instead[d.name])
+    return everything

@@ -11,7 +11,8 @@ the FUSE adapter maps them to errnos. Anything else is a bug.
     │   ├── FormatTooNew             written by a newer histfs
     │   ├── RepositoryCorrupt        a file of the repository is damaged
     │   │   ├── CorruptChunk         a blob whose bytes do not hash to its id
-    │   │   └── MissingChunk         a chunk that the index names is absent
+    │   │   ├── MissingChunk         a chunk that the index names is absent
+    │   │   └── UnexpectedFile       a symlink (or other type) in place of a file or directory
     │   └── Locked                   another process holds the lock
     ├── SnapshotNotFound             no snapshot of that name
     ├── PathNotFound                 no such path inside a snapshot
@@ -52,6 +53,11 @@ class CorruptChunk(RepositoryCorrupt):
 
 class MissingChunk(RepositoryCorrupt):
     """A chunk named by an index is not where the index says it is."""
+
+
+class UnexpectedFile(RepositoryCorrupt):
+    """A symbolic link, or a file of another type, where the repository
+    format has a directory or a regular file: histfs never follows it."""
 
 
 class Locked(RepositoryError):

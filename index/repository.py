@@ -33,12 +33,19 @@ from index.errors import (
     SnapshotNotFound,
 )
 from index.lock import LOCKS_DIR, RepositoryLock
-from index.names import LAST, check_host, is_snapshot_name, snapshot_sort_key, snapshot_time
+from index.names import (
+    LAST,
+    check_host,
+    is_host_name,
+    is_snapshot_name,
+    snapshot_sort_key,
+    snapshot_time,
+)
 from index.pack import PACKS_DIR
 from index.passphrase import passphrase_for
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
-from index.storage import TMP_DIR, LocalStorage, Storage, fsync_dir, replacing
+from index.storage import TMP_DIR, LocalStorage, Storage, replacing
 
 README_TEXT = b"""This directory is a histfs backup repository.
 
@@ -181,13 +188,8 @@ class Repository:
             phrase = (passphrase or (lambda: _no_passphrase(root)))()
             wrapped = keys.wrap(repo_secrets, phrase, config.repo_id)
         root.mkdir(parents=True, exist_ok=True)
-        for sub in (TMP_DIR, LOCKS_DIR, SNAPSHOTS_DIR, PACKS_DIR):
-            (root / sub).mkdir(exist_ok=True)
-        for i in range(256):
-            (root / PACKS_DIR / f"{i:02x}").mkdir(exist_ok=True)
-        fsync_dir(root / PACKS_DIR)
-        fsync_dir(root)
         storage = LocalStorage(root)
+        _make_layout(storage)
         storage.write_atomic("README", README_TEXT)
         if wrapped:
             storage.write_atomic(keys.KEY_FILE, wrapped)
@@ -312,16 +314,26 @@ class Repository:
 
     # -- snapshot index files ---------------------------------------------------
 
-    def index_file(self, relpath: str, fresh: bool = False) -> Path:
-        """A local file of the snapshot index at `relpath` that LMDB can open:
-        the repository's own file when it is on a file system and not
-        sealed; otherwise a copy in the local cache (opened and authenticated
-        on the way), named by the stored file's identity, so that a file
-        replaced or changed in place is fetched again. `fresh` makes the
-        copy anew whatever the cache holds (for `check`)."""
-        local = self.storage.local_path(relpath)
-        if local is not None and self.cipher is None:
-            return local
+    def open_index(self, relpath: str, fresh: bool = False) -> tuple[int, Path]:
+        """A descriptor of a local file of the snapshot index at `relpath`
+        that LMDB can open (the caller closes it), and the file's path for
+        messages. That file is the repository's own when it is on a file
+        system and not sealed (opened without following links); otherwise a
+        copy in the local cache (opened and authenticated on the way), named
+        by the stored file's identity, so that a file replaced or changed in
+        place is fetched again. `fresh` makes the copy anew whatever the
+        cache holds (for `check`)."""
+        fd = self.storage.open_local(relpath) if self.cipher is None else None
+        if fd is not None:
+            assert self.local_root is not None
+            path = self.local_root / relpath
+        else:
+            path = self._cached_index(relpath, fresh)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return fd, path
+
+    def _cached_index(self, relpath: str, fresh: bool) -> Path:
+        """The local cache's plain copy of the index at `relpath`."""
         size, identity, _ = self.storage.stat(relpath)
         plain = self._plain_path(relpath, f"{identity}-{size:x}")
         if not fresh and _used(plain):
@@ -331,13 +343,19 @@ class Repository:
                 self.storage.download(relpath, tmp)
                 return plain
             spool = None
-            if local is None:
-                spool = local = tmp.with_name(f"{tmp.name}.sealed")
-                self.storage.download(relpath, spool)
+            sealed_fd = self.storage.open_local(relpath)
             try:
-                with open(local, "rb") as sealed, open(tmp, "wb") as out:
-                    self.cipher.open_index(sealed, out, relpath)
+                if sealed_fd is None:
+                    spool = tmp.with_name(f"{tmp.name}.sealed")
+                    self.storage.download(relpath, spool)
+                    sealed_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+                with os.fdopen(sealed_fd, "rb") as sealed:
+                    sealed_fd = None
+                    with open(tmp, "wb") as out:
+                        self.cipher.open_index(sealed, out, relpath)
             finally:
+                if sealed_fd is not None:
+                    os.close(sealed_fd)
                 if spool is not None:
                     with contextlib.suppress(FileNotFoundError):
                         spool.unlink()
@@ -427,7 +445,7 @@ class Repository:
 
     def hosts(self) -> list[str]:
         """Hosts that have at least one snapshot directory."""
-        return sorted(self.storage.listdir(SNAPSHOTS_DIR))
+        return sorted(h for h in self.storage.listdir(SNAPSHOTS_DIR) if is_host_name(h))
 
     def snapshots(self, host: str | None = None) -> list[SnapshotRef]:
         """Published snapshots, oldest first (per host, hosts sorted)."""
@@ -471,12 +489,12 @@ class Repository:
         return refs[-1]
 
     def open_snapshot(self, ref: SnapshotRef, fresh: bool = False) -> SnapshotReader:
-        """A reader for a published snapshot (`fresh`: see `index_file`)."""
+        """A reader for a published snapshot (`fresh`: see `open_index`)."""
         try:
-            path = self.index_file(ref.relpath, fresh)
+            fd, path = self.open_index(ref.relpath, fresh)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
-        return SnapshotReader(path, self.chunk_store)
+        return SnapshotReader(path, self.chunk_store, fd=fd)
 
     def lock(self, name: str, purpose: str) -> RepositoryLock:
         """A lock on `name` (not yet acquired)."""
@@ -486,6 +504,30 @@ class Repository:
         """Release open pack files."""
         if self._chunk_store is not None:
             self._chunk_store.close()
+
+
+def _make_layout(storage: LocalStorage) -> None:
+    """The directories of a new repository, in its empty directory: each one
+    new (nothing put there meanwhile, such as a link, is used), made durable
+    once."""
+    top = storage.open_dir("")
+    try:
+        try:
+            for sub in (TMP_DIR, LOCKS_DIR, SNAPSHOTS_DIR, PACKS_DIR):
+                os.mkdir(sub, dir_fd=top)
+            packs = storage.open_dir(PACKS_DIR)
+            try:
+                for i in range(256):
+                    os.mkdir(f"{i:02x}", dir_fd=packs)
+                os.fsync(packs)
+            finally:
+                os.close(packs)
+        except FileExistsError as exc:
+            raise RepositoryExists(f"{storage.root} was not empty: {exc.filename} "
+                                   "appeared while it was being created") from None
+        os.fsync(top)
+    finally:
+        os.close(top)
 
 
 def _no_passphrase(root: Path | str) -> str:

@@ -253,8 +253,8 @@ class S3Storage:
         return (int(head["ContentLength"]), str(head.get("ETag", "")).strip('"'),
                 head["LastModified"].timestamp())
 
-    def local_path(self, relpath: str) -> Path | None:
-        """Objects have no local path."""
+    def open_local(self, relpath: str) -> int | None:
+        """Objects are not on a file system."""
         return None
 
     def touch(self, relpath: str) -> None:

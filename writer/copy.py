@@ -104,7 +104,7 @@ def copy_snapshots(source: Repository, target: Repository, host: str | None = No
 
 def _copy_one(source: Repository, target: Repository, ref: SnapshotRef, sink: ChunkSink,
               index: ChunkIndex, same_ids: bool, result: CopyResult) -> None:
-    with editable_copy(source.index_file(ref.relpath), target.cache_dir()) as env:
+    with editable_copy(source, ref, target.cache_dir()) as env:
         ids = _store_chunks(source, env, sink, same_ids, result)
         sink.flush()  # every pack durable before the index names it
         _rewrite(env, ids, index)

@@ -21,7 +21,16 @@ import lmdb
 
 from index.errors import RepositoryCorrupt
 from index.repository import Repository, SnapshotRef
-from index.snapshot_format import ALL_DBS, DB_CHUNKS, decode_location, encode_location
+from index.snapshot_format import (
+    ALL_DBS,
+    DB_CHUNKS,
+    DB_META,
+    META_KEY,
+    check_place,
+    decode_location,
+    decode_meta,
+    encode_location,
+)
 from index.types import ChunkId, ChunkLocation, PackId
 
 
@@ -30,10 +39,12 @@ def editable_copy(repo: Repository, ref: SnapshotRef,
                   work_dir: Path) -> Iterator[lmdb.Environment]:
     """A writable LMDB copy of the index of snapshot `ref`, in `work_dir` (a
     local disk), deleted afterwards: for rewriting an index and publishing
-    the result with `Repository.publish_index`."""
+    the result with `Repository.publish_index`. An index that names another
+    snapshot than `ref` is refused, so that none is published in a wrong
+    place."""
     work = work_dir / f"index-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
     try:
-        fd, _ = repo.open_index(ref.relpath)
+        fd, path = repo.open_index(ref.relpath)
         try:
             out = os.open(work, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             try:
@@ -49,6 +60,7 @@ def editable_copy(repo: Repository, ref: SnapshotRef,
         env = lmdb.open(str(work), subdir=False, map_size=max(4 * size, 1 << 30),
                         max_dbs=len(ALL_DBS) + 1, lock=False, sync=False, metasync=False)
         try:
+            _check_meta(env, ref, path.name)
             yield env
         finally:
             env.close()
@@ -56,6 +68,17 @@ def editable_copy(repo: Repository, ref: SnapshotRef,
         for p in (work, Path(str(work) + "-lock")):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+
+
+def _check_meta(env: lmdb.Environment, ref: SnapshotRef, name: str) -> None:
+    try:
+        with env.begin() as txn:
+            raw = txn.get(META_KEY, db=env.open_db(DB_META, txn=txn, create=False))
+    except lmdb.Error as exc:
+        raise RepositoryCorrupt(f"snapshot index {ref.relpath}: {exc}") from exc
+    if raw is None:
+        raise RepositoryCorrupt(f"snapshot index {ref.relpath}: no metadata")
+    check_place(decode_meta(raw, name), ref.host, ref.name, ref.relpath)
 
 
 def relocate_snapshot(repo: Repository, ref: SnapshotRef, moved_packs: set[PackId],

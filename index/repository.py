@@ -43,7 +43,7 @@ from index.names import (
 )
 from index.pack import PACKS_DIR
 from index.passphrase import passphrase_for
-from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, snapshot_relpath
+from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, check_place, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
 from index.storage import TMP_DIR, LocalStorage, Storage, replacing
 
@@ -489,12 +489,20 @@ class Repository:
         return refs[-1]
 
     def open_snapshot(self, ref: SnapshotRef, fresh: bool = False) -> SnapshotReader:
-        """A reader for a published snapshot (`fresh`: see `open_index`)."""
+        """A reader for a published snapshot (`fresh`: see `open_index`). An
+        index whose metadata names another host or snapshot than its place
+        is damaged (`RepositoryCorrupt`)."""
         try:
             fd, path = self.open_index(ref.relpath, fresh)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
-        return SnapshotReader(path, self.chunk_store, fd=fd)
+        snap = SnapshotReader(path, self.chunk_store, fd=fd)
+        try:
+            check_place(snap.meta, ref.host, ref.name, ref.relpath)
+        except BaseException:
+            snap.close()
+            raise
+        return snap
 
     def lock(self, name: str, purpose: str) -> RepositoryLock:
         """A lock on `name` (not yet acquired)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import backup_json, histfs
+from tests.conftest import backup_json, copy_snapshot_index, histfs
 
 HOST = "mx1"
 OLD = time.time() - 3 * 86400
@@ -129,7 +129,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         second = str(backup_json(repo, f"mail={src}")["snapshot"])
         folder = repo / "snapshots" / HOST
         for name in (HELD, RELEASED):
-            shutil.copyfile(folder / f"{second}.idx", folder / f"{name}.idx")
+            copy_snapshot_index(folder / f"{second}.idx", folder / f"{name}.idx")
         r = str(repo)
         histfs("hold", "--repo", r, "--host", HOST, HELD, "--reason", "legal", check=0)
         histfs("hold", "--repo", r, "--host", HOST, RELEASED, "--reason", "tape", check=0)

@@ -171,7 +171,7 @@ def _sync_cache(repo: Repository) -> str:
     existed = path.exists()
     index = ChunkIndex(path)
     try:
-        added, removed = index.sync(repo.storage)
+        added, removed = index.sync(repo.storage, repo.blob_encryption)
     finally:
         index.close()
     if not existed:

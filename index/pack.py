@@ -25,7 +25,7 @@ from pathlib import Path
 import blake3
 
 from index.blob import BLOB_HEADER
-from index.errors import FormatTooNew, RepositoryCorrupt
+from index.errors import EncryptionMismatch, FormatTooNew, RepositoryCorrupt
 from index.storage import LocalRangeReader, PendingWrite, RangeReader, Storage
 from index.types import ChunkId, ChunkLocation, PackId
 
@@ -193,15 +193,27 @@ def verify_pack_hash(path: Path, name: str | None = None) -> bool:
     return h.hexdigest() == (name or path.name)
 
 
-def read_stored_table(storage: Storage, pack_id: PackId) -> list[PackedChunk]:
-    """The table of a published pack, wherever the repository is."""
+def read_stored_table(storage: Storage, pack_id: PackId,
+                      encryption: int | None = None) -> list[PackedChunk]:
+    """The table of a published pack, wherever the repository is. With
+    `encryption`, the encryption byte of its first blob (docs/FORMAT.md
+    section 5) must be that, else `EncryptionMismatch`."""
     relpath = pack_relpath(pack_id)
     fd = storage.open_local(relpath)
     reader: RangeReader = (storage.open_ranges(relpath) if fd is None
                            else LocalRangeReader(fd))
     try:
         size = storage.size(relpath) if fd is None else os.fstat(fd).st_size
-        return read_table_with(reader.pread, size, pack_id.hex())
+        rows = read_table_with(reader.pread, size, pack_id.hex())
+        if encryption is not None and rows:
+            # The header was read with the table's start: no extra request
+            # to a bucket.
+            head = _pread_exact(reader.pread, BLOB_HEADER.size, rows[0].offset, pack_id.hex())
+            found = head[1]
+            if found != encryption:
+                raise EncryptionMismatch(f"pack {pack_id.hex()} holds blobs of encryption "
+                                         f"{found}, not {encryption}")
+        return rows
     finally:
         reader.close()
 

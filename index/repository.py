@@ -22,11 +22,14 @@ from datetime import datetime
 from pathlib import Path
 
 from index import keys
+from index.blob import ENCRYPTION_AES_256_GCM
+from index.blob import ENCRYPTION_NONE as ENCRYPTION_NONE_BLOB
 from index.chunkstore import ChunkStore
 from index.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
-from index.crypto import Cipher
+from index.crypto import SEALED_INDEX_MAGIC, Cipher
 from index.errors import (
     ConfigError,
+    EncryptionMismatch,
     RepositoryError,
     RepositoryExists,
     RepositoryNotFound,
@@ -242,6 +245,11 @@ class Repository:
         config = RepoConfig.from_json(data)
         repo = cls(root, config, storage=storage)
         repo._check_encryption_kept()
+        if not config.encrypted and storage.exists(keys.KEY_FILE):
+            raise EncryptionMismatch(
+                f"repository {root} has a key file, but its config says it is not encrypted: "
+                "refusing (the config may have been replaced, and anything written now "
+                "would be in the clear)")
         if config.encrypted:
             wrapped = repo._read_key()
             where = str(root) if is_remote(root) else str(Path(root).resolve())
@@ -330,6 +338,17 @@ class Repository:
         else:
             path = self._cached_index(relpath, fresh)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if self.cipher is None:
+            try:
+                sealed = os.pread(fd, len(SEALED_INDEX_MAGIC), 0) == SEALED_INDEX_MAGIC
+            except BaseException:
+                os.close(fd)
+                raise
+            if sealed:
+                os.close(fd)
+                raise EncryptionMismatch(
+                    f"snapshot index {relpath} is encrypted, but the config of {self.root} "
+                    "says the repository is not: refusing (the config may have been replaced)")
         return fd, path
 
     def _cached_index(self, relpath: str, fresh: bool) -> Path:
@@ -419,6 +438,12 @@ class Repository:
                 with contextlib.suppress(FileNotFoundError):
                     other.unlink()
         _trim_index_cache(target.parent.parent, keep=target)
+
+    @property
+    def blob_encryption(self) -> int:
+        """The encryption byte of every blob of this repository (docs/FORMAT.md
+        sections 5 and 14)."""
+        return ENCRYPTION_AES_256_GCM if self.config.encrypted else ENCRYPTION_NONE_BLOB
 
     @property
     def chunk_store(self) -> ChunkStore:

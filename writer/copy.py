@@ -80,7 +80,7 @@ def copy_snapshots(source: Repository, target: Repository, host: str | None = No
     stats = BackupStats()
     index = ChunkIndex(target.cache_dir() / "chunks.lmdb")
     try:
-        index.sync(target.storage)
+        index.sync(target.storage, target.blob_encryption)
         sink = ChunkSink(target.storage, index, target.config.chunk_id_key, 3,
                          target.config.pack_size, stats, target.cipher)
         same_ids = source.config.chunk_id_key == target.config.chunk_id_key

@@ -18,6 +18,7 @@ from index import garbage
 from index.blob import ENCRYPTION_NONE
 from index.errors import EncryptionMismatch, RepositoryCorrupt
 from index.pack import PackedChunk, list_packs, location, read_stored_table
+from index.private import FILE_MODE, private_dir
 from index.snapshot_format import decode_location, encode_location
 from index.storage import Storage
 from index.types import ChunkId, ChunkLocation, PackId
@@ -29,10 +30,10 @@ class ChunkIndex:
     """chunk id -> location, for every chunk in a published pack."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self._env = lmdb.open(
             str(path), subdir=False, map_size=_MAP_SIZE, max_dbs=4,
-            sync=False, metasync=False, readahead=False,
+            sync=False, metasync=False, readahead=False, mode=FILE_MODE,
         )
         self._chunks = self._env.open_db(b"chunks")
         self._packs = self._env.open_db(b"packs")

@@ -25,6 +25,9 @@ class Expect(Enum):
 
 TMP_DIR = "tmp"
 ROOT_FILES = frozenset({"config", "README", "key"})
+PRIVATE_FILES = frozenset({"key"})
+"""Files only their owner may read (mode 0600): the key can be attacked
+offline by anyone who can read it."""
 
 _HEX2 = re.compile(r"^[0-9a-f]{2}$")
 _PACK = re.compile(r"^[0-9a-f]{64}$")

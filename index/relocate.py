@@ -20,6 +20,7 @@ from pathlib import Path
 import lmdb
 
 from index.errors import RepositoryCorrupt
+from index.private import FILE_MODE, open_private
 from index.repository import Repository, SnapshotRef
 from index.snapshot_format import (
     ALL_DBS,
@@ -46,7 +47,7 @@ def editable_copy(repo: Repository, ref: SnapshotRef,
     try:
         fd, path = repo.open_index(ref.relpath)
         try:
-            out = os.open(work, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            out = open_private(work)
             try:
                 offset = 0
                 while sent := os.sendfile(out, fd, offset, 1 << 26):
@@ -58,7 +59,8 @@ def editable_copy(repo: Repository, ref: SnapshotRef,
         # Room for rows that grow (new chunk ids, new places); only mapped.
         size = work.stat().st_size
         env = lmdb.open(str(work), subdir=False, map_size=max(4 * size, 1 << 30),
-                        max_dbs=len(ALL_DBS) + 1, lock=False, sync=False, metasync=False)
+                        max_dbs=len(ALL_DBS) + 1, lock=False, sync=False, metasync=False,
+                        mode=FILE_MODE)
         try:
             _check_meta(env, ref, path.name)
             yield env

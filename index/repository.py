@@ -46,6 +46,7 @@ from index.names import (
 )
 from index.pack import PACKS_DIR
 from index.passphrase import passphrase_for
+from index.private import FILE_MODE, open_private, private_dir, write_private
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, check_place, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
 from index.storage import TMP_DIR, LocalStorage, Storage, replacing
@@ -137,14 +138,13 @@ def open_storage(location: str | Path, endpoint: str | None = None) -> Storage:
         with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
             endpoint = json.loads(endpoints.read_text()).get(url)
     elif endpoint is not None:
-        endpoints.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(endpoints.parent, own=False)
         known: dict[str, str] = {}
         with contextlib.suppress(FileNotFoundError, ValueError):
             known = json.loads(endpoints.read_text())
         known[url] = endpoint
-        endpoints.write_text(json.dumps(known, indent=1) + "\n")
-    spool = default_cache_root() / "spool"
-    spool.mkdir(parents=True, exist_ok=True)
+        write_private(endpoints, (json.dumps(known, indent=1) + "\n").encode())
+    spool = private_dir(private_dir(default_cache_root(), own=False) / "spool")
     return S3Storage(url, endpoint, spool)
 
 
@@ -304,7 +304,7 @@ class Repository:
                 return
         except FileNotFoundError:
             pass
-        path.write_text(self.config.encryption)
+        write_private(path, self.config.encryption.encode())
 
     def _check_encryption_kept(self) -> None:
         """Refuse an unencrypted config where this machine saw an encrypted
@@ -370,7 +370,7 @@ class Repository:
                     sealed_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
                 with os.fdopen(sealed_fd, "rb") as sealed:
                     sealed_fd = None
-                    with open(tmp, "wb") as out:
+                    with os.fdopen(open_private(tmp), "wb") as out:
                         self.cipher.open_index(sealed, out, relpath)
             finally:
                 if sealed_fd is not None:
@@ -389,10 +389,11 @@ class Repository:
             if self.cipher is None:
                 write_plain(pending.file.fileno())
             else:
-                work = self.cache_dir() / "indexes" / f".publish-{secrets.token_hex(8)}"
-                work.parent.mkdir(mode=0o700, exist_ok=True)
+                work = private_dir(self.cache_dir() / "indexes") / \
+                    f".publish-{secrets.token_hex(8)}"
                 try:
-                    with open(work, "w+b") as plain:
+                    with os.fdopen(open_private(work, os.O_RDWR | os.O_CREAT | os.O_EXCL),
+                                   "w+b") as plain:
                         write_plain(plain.fileno())
                         plain.seek(0)
                         self.cipher.seal_index(plain, pending.file, relpath)
@@ -413,9 +414,7 @@ class Repository:
 
     def _plain_path(self, relpath: str, identity: str) -> Path:
         stem = relpath.rsplit("/", 2)
-        where = self.cache_dir() / "indexes" / stem[-2]
-        where.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(where.parent, 0o700)
+        where = private_dir(private_dir(self.cache_dir() / "indexes") / stem[-2])
         name = stem[-1].removesuffix(SNAPSHOT_SUFFIX)
         return where / f"{name}.{identity}{SNAPSHOT_SUFFIX}"
 
@@ -423,7 +422,7 @@ class Repository:
     def _writing_plain(self, target: Path) -> Iterator[Path]:
         """A temporary path beside `target`, renamed to it if the block ends
         without an error; other copies of the same index then go."""
-        with replacing(target) as tmp:
+        with replacing(target, FILE_MODE) as tmp:
             yield tmp
         self._forget_other_copies(target)
 
@@ -458,8 +457,7 @@ class Repository:
         LMDB files are written there, so it must not be on a network file
         system: that is refused with a clear message.
         """
-        path = default_cache_root() / self.config.repo_id
-        path.mkdir(parents=True, exist_ok=True)
+        path = private_dir(private_dir(default_cache_root(), own=False) / self.config.repo_id)
         fstype = filesystem_type(path)
         if fstype in NETWORK_FILESYSTEMS:
             raise ConfigError(

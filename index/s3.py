@@ -233,8 +233,8 @@ class S3Storage:
 
     def download(self, relpath: str, dest: Path) -> None:
         """Copy an object into the local file `dest` (written under a
-        temporary name, then renamed)."""
-        with replacing(dest) as tmp:
+        temporary name, then renamed), mode 0600."""
+        with replacing(dest, 0o600) as tmp:
             try:
                 self._client.download_file(self.bucket, self._key(relpath), str(tmp),
                                            Config=self._transfer)

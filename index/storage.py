@@ -147,13 +147,16 @@ class LocalRangeReader:
 
 
 @contextlib.contextmanager
-def replacing(target: Path) -> Iterator[Path]:
+def replacing(target: Path, mode: int | None = None) -> Iterator[Path]:
     """A temporary path beside the local file `target`, renamed over it if
     the block ends without an error and removed if not: readers see the old
-    file or the whole new one."""
+    file or the whole new one. `mode`: the permissions it gets before the
+    rename, whatever the umask gave it."""
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
     try:
         yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -195,7 +198,7 @@ class PendingFile:
     """A file being written under a temporary name in `tmp/`; `commit`
     publishes it."""
 
-    def __init__(self, storage: LocalStorage) -> None:
+    def __init__(self, storage: LocalStorage, mode: int = 0o666) -> None:
         self._storage = storage
         self._name = f".{secrets.token_hex(12)}.tmp"
         self.tmp_path = storage.root / layout.TMP_DIR / self._name
@@ -203,7 +206,9 @@ class PendingFile:
         # directory, whatever happens to the name tmp/ meanwhile.
         self._dir = storage.open_dir(layout.TMP_DIR, create=True)
         try:
-            fd = os.open(self._name, _NEW_FILE_FLAGS, 0o666, dir_fd=self._dir)
+            fd = os.open(self._name, _NEW_FILE_FLAGS, mode, dir_fd=self._dir)
+            if mode != 0o666:
+                os.fchmod(fd, mode)
             self.file: BinaryIO = os.fdopen(fd, "w+b")
         except BaseException:
             os.close(self._dir)
@@ -362,13 +367,14 @@ class LocalStorage:
             os.close(fd)
 
     def download(self, relpath: str, dest: Path) -> None:
-        """Copy a file to the local file `dest` (written under a temporary
-        name, renamed)."""
+        """Copy a file to the local file `dest`, mode 0600 (written under a
+        temporary name, renamed)."""
         fd = self.open_local(relpath)
         try:
             with replacing(dest) as tmp:
-                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:
+                    os.fchmod(out, 0o600)
                     offset = 0
                     while sent := os.sendfile(out, fd, offset, 1 << 26):
                         offset += sent
@@ -474,14 +480,14 @@ class LocalStorage:
                     total += os.lstat(os.path.join(dirpath, name)).st_size
         return total
 
-    def create(self) -> PendingFile:
+    def create(self, mode: int = 0o666) -> PendingFile:
         """Start a new file; publish it with `PendingFile.commit`."""
-        return PendingFile(self)
+        return PendingFile(self, mode)
 
     def write_atomic(self, relpath: str, data: bytes) -> None:
-        """Publish a small file in one step."""
+        """Publish a small file in one step (the key file with mode 0600)."""
         self.check_name(relpath, Expect.FILE)
-        pending = self.create()
+        pending = self.create(0o600 if relpath in layout.PRIVATE_FILES else 0o666)
         try:
             pending.file.write(data)
             pending.commit(relpath)

@@ -26,6 +26,7 @@ from index.errors import (
     SnapshotDamaged,
     SnapshotNotFound,
 )
+from index.private import write_private
 from index.repository import Repository, as_location
 
 if TYPE_CHECKING:
@@ -465,10 +466,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                    say=say)
     # Remembered on this machine for `histfs report`.
     with contextlib.suppress(OSError):
-        (repo.cache_dir() / "last-check.json").write_text(json.dumps({
+        write_private(repo.cache_dir() / "last-check.json", json.dumps({
             "time": datetime.now(UTC).isoformat(timespec="seconds"), "sound": report.sound,
             "read_data": bool(args.read_data or subset), "problems": report.problems[:20],
-            "snapshots": report.snapshots, "packs": report.packs}))
+            "snapshots": report.snapshots, "packs": report.packs}).encode())
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from index import blob
 from index.chunk_index import ChunkIndex
 from index.errors import HistfsError, RepositoryCorrupt, SnapshotDamaged
-from index.pack import PackedChunk, list_packs, pack_relpath, read_stored_table, verify_pack_hash
+from index.pack import PackedChunk, list_packs, pack_relpath, read_stored_table, verify_fd_hash
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
 from index.types import ChunkId, Kind, PackId
@@ -61,24 +61,24 @@ def _read_pack(repo: Repository, pack_id: PackId, rows: list[PackedChunk]
     """Whether a pack still hashes to its name, and which of its chunks do
     not decode to their ids (worker thread)."""
     relpath = pack_relpath(pack_id)
-    local = repo.storage.local_path(relpath)
+    fd = repo.storage.open_local(relpath)
     copy = repo.cache_dir() / f".check-{pack_id.hex()}"
     try:
-        if local is None:  # a bucket: one GET of the whole pack
+        if fd is None:  # a bucket: one GET of the whole pack
             repo.storage.download(relpath, copy)
-            local = copy
+            fd = os.open(copy, os.O_RDONLY | os.O_CLOEXEC)
         bad: set[ChunkId] = set()
-        intact = verify_pack_hash(local, pack_id.hex())
-        with open(local, "rb") as f:
-            fd = f.fileno()
-            for row in rows:
-                raw = os.pread(fd, row.stored_size, row.offset)
-                try:
-                    blob.decode(raw, row.chunk_id, repo.config.chunk_id_key, repo.cipher)
-                except HistfsError:
-                    bad.add(row.chunk_id)
+        intact = verify_fd_hash(fd, pack_id.hex())
+        for row in rows:
+            raw = os.pread(fd, row.stored_size, row.offset)
+            try:
+                blob.decode(raw, row.chunk_id, repo.config.chunk_id_key, repo.cipher)
+            except HistfsError:
+                bad.add(row.chunk_id)
         return intact, bad
     finally:
+        if fd is not None:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             copy.unlink()
 
@@ -172,7 +172,7 @@ def _sync_cache(repo: Repository) -> str:
     existed = path.exists()
     index = ChunkIndex(path)
     try:
-        added, removed = index.sync(repo.storage)
+        added, removed = index.sync(repo.storage, repo.blob_encryption)
     finally:
         index.close()
     if not existed:

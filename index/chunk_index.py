@@ -17,8 +17,10 @@ from pathlib import Path
 import lmdb
 
 from index import garbage
-from index.errors import RepositoryCorrupt
+from index.blob import ENCRYPTION_NONE
+from index.errors import EncryptionMismatch, RepositoryCorrupt
 from index.pack import PackedChunk, list_pack_sizes, location, read_stored_table
+from index.private import FILE_MODE, private_dir
 from index.snapshot_format import decode_location, encode_location
 from index.storage import Storage
 from index.types import ChunkId, ChunkLocation, PackId
@@ -30,10 +32,10 @@ class ChunkIndex:
     """chunk id -> location, for every chunk in a published pack."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self._env = lmdb.open(
             str(path), subdir=False, map_size=_MAP_SIZE, max_dbs=4,
-            sync=False, metasync=False, readahead=False,
+            sync=False, metasync=False, readahead=False, mode=FILE_MODE,
         )
         self._chunks = self._env.open_db(b"chunks")
         self._packs = self._env.open_db(b"packs")
@@ -78,7 +80,7 @@ class ChunkIndex:
         with self._env.begin(db=self._packs) as txn:
             return {PackId(bytes(k)): _recorded_size(bytes(v)) for k, v in txn.cursor()}
 
-    def sync(self, storage: Storage) -> tuple[int, int]:
+    def sync(self, storage: Storage, encryption: int | None = None) -> tuple[int, int]:
         """Bring the cache in line with the repository's packs.
 
         A pack counts as known only if the repository has a pack of that
@@ -90,6 +92,12 @@ class ChunkIndex:
         may come to depend on them. The names of the garbage lists taken
         into account are left in `garbage_seen`. Returns (packs added,
         packs forgotten).
+
+        `encryption` is the blob encryption byte of the repository: a new
+        pack whose blobs have another one is not used, and in a repository
+        whose config says it is unencrypted it stops everything
+        (`EncryptionMismatch`): sealed data there means that the config was
+        replaced, and nothing may be written in the clear.
         """
         self.garbage_seen = garbage.list_names(storage)
         doomed = garbage.doomed_packs(storage, self.garbage_seen)
@@ -112,7 +120,14 @@ class ChunkIndex:
         indexed = 0
         for pack_id in sorted(added):
             try:
-                rows = read_stored_table(storage, pack_id)
+                rows = read_stored_table(storage, pack_id, encryption)
+            except EncryptionMismatch as exc:
+                if encryption == ENCRYPTION_NONE:
+                    raise EncryptionMismatch(
+                        f"{exc}, but the config of {storage} says the repository is not "
+                        "encrypted: refusing to write in the clear (the config may have "
+                        "been replaced)") from None
+                continue
             except (FileNotFoundError, RepositoryCorrupt):
                 # A damaged pack is not trusted for deduplication: its
                 # chunks are stored again; `check` reports the damage.

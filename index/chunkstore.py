@@ -84,9 +84,9 @@ class ChunkStore:
                 op.users += 1
                 return op
         relpath = pack_relpath(pack_id)
-        local = self._storage.local_path(relpath)
         try:
-            fresh = _OpenPack(os.open(local, os.O_RDONLY)) if local is not None else \
+            fd = self._storage.open_local(relpath)
+            fresh = _OpenPack(fd) if fd is not None else \
                 _OpenPack(-1, self._storage.open_ranges(relpath))
         except FileNotFoundError as exc:
             raise MissingChunk(f"pack {pack_id.hex()} is missing") from exc

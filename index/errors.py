@@ -12,7 +12,9 @@ the FUSE adapter maps them to errnos. Anything else is a bug.
     │   ├── RepositoryCorrupt        a file of the repository is damaged
     │   │   ├── CorruptChunk         a blob whose bytes do not hash to its id
     │   │   ├── MissingChunk         a chunk that the index names is absent
-    │   │   └── SnapshotDamaged      a snapshot whose index cannot be read
+    │   │   ├── SnapshotDamaged      a snapshot whose index cannot be read
+    │   │   ├── UnexpectedFile       a symlink (or other type) in place of a file or directory
+    │   │   └── EncryptionMismatch   a sealed object in a clear repository, or the reverse
     │   └── Locked                   another process holds the lock
     ├── SnapshotNotFound             no snapshot of that name
     ├── PathNotFound                 no such path inside a snapshot
@@ -66,6 +68,16 @@ class SnapshotDamaged(RepositoryCorrupt):
         self.host = host
         self.name = name
         self.reason = reason
+
+
+class UnexpectedFile(RepositoryCorrupt):
+    """A symbolic link, or a file of another type, where the repository
+    format has a directory or a regular file: histfs never follows it."""
+
+
+class EncryptionMismatch(RepositoryCorrupt):
+    """An object is sealed where the config says the repository is not
+    encrypted, or the reverse."""
 
 
 class Locked(RepositoryError):

@@ -14,9 +14,14 @@ SNAPSHOT_TIME_FORMAT = "%Y-%m-%dT%H%M%SZ"
 LAST = "last"
 
 
+def is_host_name(host: str) -> bool:
+    """Whether `host` is a valid host name (section 2 of docs/FORMAT.md)."""
+    return bool(_HOST_RE.fullmatch(host)) and host != LAST
+
+
 def check_host(host: str) -> str:
     """Return `host` if it can name a directory of the mount, else raise."""
-    if not _HOST_RE.match(host) or host == LAST:
+    if not is_host_name(host):
         raise ConfigError(
             f"invalid host name {host!r}: use letters, digits, '.', '_' and '-'"
         )
@@ -49,7 +54,7 @@ def is_snapshot_name(name: str) -> bool:
 
 def snapshot_time(name: str) -> datetime:
     """The UTC time encoded in a snapshot name."""
-    m = _SNAPSHOT_RE.match(name)
+    m = _SNAPSHOT_RE.fullmatch(name)
     if not m:
         raise ValueError(f"not a snapshot name: {name!r}")
     y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])

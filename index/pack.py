@@ -25,8 +25,8 @@ from pathlib import Path
 import blake3
 
 from index.blob import BLOB_HEADER
-from index.errors import FormatTooNew, RepositoryCorrupt
-from index.storage import PendingWrite, Storage
+from index.errors import EncryptionMismatch, FormatTooNew, RepositoryCorrupt
+from index.storage import LocalRangeReader, PendingWrite, RangeReader, Storage
 from index.types import ChunkId, ChunkLocation, PackId
 
 PACK_MAGIC = b"HISTFSPK"
@@ -115,8 +115,8 @@ class PackWriter:
         try:
             pending.sync()
             # Read the table back before the pack gets its name.
-            with open(pending.tmp_path, "rb") as f:
-                written = read_table(f.fileno(), os.fstat(f.fileno()).st_size, "new pack")
+            fd = pending.file.fileno()
+            written = read_table(fd, os.fstat(fd).st_size, "new pack")
             if written != self._rows:
                 raise RepositoryCorrupt("a new pack does not read back as written")
             pending.commit(pack_relpath(pack_id))
@@ -193,26 +193,48 @@ def verify_pack_hash(path: Path, name: str | None = None) -> bool:
     return h.hexdigest() == (name or path.name)
 
 
-def read_stored_table(storage: Storage, pack_id: PackId) -> list[PackedChunk]:
-    """The table of a published pack, wherever the repository is."""
+def read_stored_table(storage: Storage, pack_id: PackId,
+                      encryption: int | None = None) -> list[PackedChunk]:
+    """The table of a published pack, wherever the repository is. With
+    `encryption`, the encryption byte of its first blob (docs/FORMAT.md
+    section 5) must be that, else `EncryptionMismatch`."""
     relpath = pack_relpath(pack_id)
-    local = storage.local_path(relpath)
-    if local is not None:
-        return read_pack_table(local)
-    reader = storage.open_ranges(relpath)
+    fd = storage.open_local(relpath)
+    reader: RangeReader = (storage.open_ranges(relpath) if fd is None
+                           else LocalRangeReader(fd))
     try:
-        return read_table_with(reader.pread, storage.size(relpath), pack_id.hex())
+        size = storage.size(relpath) if fd is None else os.fstat(fd).st_size
+        rows = read_table_with(reader.pread, size, pack_id.hex())
+        if encryption is not None and rows:
+            # The header was read with the table's start: no extra request
+            # to a bucket.
+            head = _pread_exact(reader.pread, BLOB_HEADER.size, rows[0].offset, pack_id.hex())
+            found = head[1]
+            if found != encryption:
+                raise EncryptionMismatch(f"pack {pack_id.hex()} holds blobs of encryption "
+                                         f"{found}, not {encryption}")
+        return rows
     finally:
         reader.close()
+
+
+def verify_fd_hash(fd: int, name: str) -> bool:
+    """Whether the open pack file `fd` still hashes to its name `name`."""
+    # The descriptor's own path in /proc: what was opened, not what a name
+    # in the repository may point to now.
+    return verify_pack_hash(Path(f"/proc/self/fd/{fd}"), name)
 
 
 def verify_stored_hash(storage: Storage, pack_id: PackId, spool: Path) -> bool:
     """Whether a published pack still hashes to its name (a remote pack is
     downloaded into `spool` for that, then deleted)."""
     relpath = pack_relpath(pack_id)
-    local = storage.local_path(relpath)
-    if local is not None:
-        return verify_pack_hash(local)
+    fd = storage.open_local(relpath)
+    if fd is not None:
+        try:
+            return verify_fd_hash(fd, pack_id.hex())
+        finally:
+            os.close(fd)
     copy = spool / pack_id.hex()
     try:
         storage.download(relpath, copy)

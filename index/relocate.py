@@ -14,31 +14,55 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
 
 from index.errors import RepositoryCorrupt
-from index.repository import Repository
-from index.snapshot_format import ALL_DBS, DB_CHUNKS, decode_location, encode_location
+from index.private import FILE_MODE, open_private
+from index.repository import Repository, SnapshotRef
+from index.snapshot_format import (
+    ALL_DBS,
+    DB_CHUNKS,
+    DB_META,
+    META_KEY,
+    check_place,
+    decode_location,
+    decode_meta,
+    encode_location,
+)
 from index.types import ChunkId, ChunkLocation, PackId
 
 
 @contextlib.contextmanager
-def editable_copy(index: Path, work_dir: Path) -> Iterator[lmdb.Environment]:
-    """A writable LMDB copy of the snapshot index file `index`, in
-    `work_dir` (a local disk), deleted afterwards: for rewriting an index
-    and publishing the result with `Repository.publish_index`."""
+def editable_copy(repo: Repository, ref: SnapshotRef,
+                  work_dir: Path) -> Iterator[lmdb.Environment]:
+    """A writable LMDB copy of the index of snapshot `ref`, in `work_dir` (a
+    local disk), deleted afterwards: for rewriting an index and publishing
+    the result with `Repository.publish_index`. An index that names another
+    snapshot than `ref` is refused, so that none is published in a wrong
+    place."""
     work = work_dir / f"index-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
-    shutil.copyfile(index, work)
     try:
+        fd, path, _ = repo.open_index(ref.relpath)
+        try:
+            out = open_private(work)
+            try:
+                offset = 0
+                while sent := os.sendfile(out, fd, offset, 1 << 26):
+                    offset += sent
+            finally:
+                os.close(out)
+        finally:
+            os.close(fd)
         # Room for rows that grow (new chunk ids, new places); only mapped.
         size = work.stat().st_size
         env = lmdb.open(str(work), subdir=False, map_size=max(4 * size, 1 << 30),
-                        max_dbs=len(ALL_DBS) + 1, lock=False, sync=False, metasync=False)
+                        max_dbs=len(ALL_DBS) + 1, lock=False, sync=False, metasync=False,
+                        mode=FILE_MODE)
         try:
+            _check_meta(env, ref, path.name)
             yield env
         finally:
             env.close()
@@ -48,15 +72,26 @@ def editable_copy(index: Path, work_dir: Path) -> Iterator[lmdb.Environment]:
                 p.unlink()
 
 
-def relocate_snapshot(repo: Repository, relpath: str, moved_packs: set[PackId],
+def _check_meta(env: lmdb.Environment, ref: SnapshotRef, name: str) -> None:
+    try:
+        with env.begin() as txn:
+            raw = txn.get(META_KEY, db=env.open_db(DB_META, txn=txn, create=False))
+    except lmdb.Error as exc:
+        raise RepositoryCorrupt(f"snapshot index {ref.relpath}: {exc}") from exc
+    if raw is None:
+        raise RepositoryCorrupt(f"snapshot index {ref.relpath}: no metadata")
+    check_place(decode_meta(raw, name), ref.host, ref.name, ref.relpath)
+
+
+def relocate_snapshot(repo: Repository, ref: SnapshotRef, moved_packs: set[PackId],
                       moves: dict[ChunkId, ChunkLocation], work_dir: Path) -> int:
-    """Publish a new index at `relpath` in which every chunk row naming one
-    of `moved_packs` names its place in `moves` instead. Returns how many
-    rows changed (0: nothing was written). `work_dir` is on a local disk."""
-    with editable_copy(repo.index_file(relpath), work_dir) as env:
-        changed = _rewrite_rows(env, moved_packs, moves, relpath)
+    """Publish a new index of `ref` in which every chunk row naming one of
+    `moved_packs` names its place in `moves` instead. Returns how many rows
+    changed (0: nothing was written). `work_dir` is on a local disk."""
+    with editable_copy(repo, ref, work_dir) as env:
+        changed = _rewrite_rows(env, moved_packs, moves, ref.relpath)
         if changed:
-            repo.publish_index(relpath, lambda fd: env.copyfd(fd, compact=True))
+            repo.publish_index(ref.relpath, lambda fd: env.copyfd(fd, compact=True))
         return changed
 
 

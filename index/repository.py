@@ -24,12 +24,15 @@ from datetime import datetime
 from pathlib import Path
 
 from index import keys
+from index.blob import ENCRYPTION_AES_256_GCM
+from index.blob import ENCRYPTION_NONE as ENCRYPTION_NONE_BLOB
 from index.chunkstore import ChunkStore
 from index.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
-from index.crypto import Cipher
+from index.crypto import SEALED_INDEX_MAGIC, Cipher
 from index.errors import (
     CacheError,
     ConfigError,
+    EncryptionMismatch,
     RepositoryCorrupt,
     RepositoryError,
     RepositoryExists,
@@ -38,12 +41,20 @@ from index.errors import (
     SnapshotNotFound,
 )
 from index.lock import LOCKS_DIR, RepositoryLock
-from index.names import LAST, check_host, is_snapshot_name, snapshot_sort_key, snapshot_time
+from index.names import (
+    LAST,
+    check_host,
+    is_host_name,
+    is_snapshot_name,
+    snapshot_sort_key,
+    snapshot_time,
+)
 from index.pack import PACKS_DIR
 from index.passphrase import passphrase_for
-from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, snapshot_relpath
+from index.private import FILE_MODE, open_private, private_dir, write_private
+from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, check_place, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
-from index.storage import TMP_DIR, LocalStorage, Storage, fsync_dir, replacing
+from index.storage import TMP_DIR, LocalStorage, Storage, replacing
 
 README_TEXT = b"""This directory is a histfs backup repository.
 
@@ -132,14 +143,13 @@ def open_storage(location: str | Path, endpoint: str | None = None) -> Storage:
         with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
             endpoint = json.loads(endpoints.read_text()).get(url)
     elif endpoint is not None:
-        endpoints.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(endpoints.parent, own=False)
         known: dict[str, str] = {}
         with contextlib.suppress(FileNotFoundError, ValueError):
             known = json.loads(endpoints.read_text())
         known[url] = endpoint
-        endpoints.write_text(json.dumps(known, indent=1) + "\n")
-    spool = default_cache_root() / "spool"
-    spool.mkdir(parents=True, exist_ok=True)
+        write_private(endpoints, (json.dumps(known, indent=1) + "\n").encode())
+    spool = private_dir(private_dir(default_cache_root(), own=False) / "spool")
     return S3Storage(url, endpoint, spool)
 
 
@@ -186,13 +196,8 @@ class Repository:
             phrase = (passphrase or (lambda: _no_passphrase(root)))()
             wrapped = keys.wrap(repo_secrets, phrase, config.repo_id)
         root.mkdir(parents=True, exist_ok=True)
-        for sub in (TMP_DIR, LOCKS_DIR, SNAPSHOTS_DIR, PACKS_DIR):
-            (root / sub).mkdir(exist_ok=True)
-        for i in range(256):
-            (root / PACKS_DIR / f"{i:02x}").mkdir(exist_ok=True)
-        fsync_dir(root / PACKS_DIR)
-        fsync_dir(root)
         storage = LocalStorage(root)
+        _make_layout(storage)
         storage.write_atomic("README", README_TEXT)
         if wrapped:
             storage.write_atomic(keys.KEY_FILE, wrapped)
@@ -245,6 +250,11 @@ class Repository:
         config = RepoConfig.from_json(data)
         repo = cls(root, config, storage=storage)
         repo._check_encryption_kept()
+        if not config.encrypted and storage.exists(keys.KEY_FILE):
+            raise EncryptionMismatch(
+                f"repository {root} has a key file, but its config says it is not encrypted: "
+                "refusing (the config may have been replaced, and anything written now "
+                "would be in the clear)")
         if config.encrypted:
             wrapped = repo._read_key()
             where = str(root) if is_remote(root) else str(Path(root).resolve())
@@ -299,7 +309,7 @@ class Repository:
                 return
         except FileNotFoundError:
             pass
-        path.write_text(self.config.encryption)
+        write_private(path, self.config.encryption.encode())
 
     def _check_encryption_kept(self) -> None:
         """Refuse an unencrypted config where this machine saw an encrypted
@@ -317,16 +327,6 @@ class Repository:
 
     # -- snapshot index files ---------------------------------------------------
 
-    def index_file(self, relpath: str, fresh: bool = False) -> Path:
-        """A local file of the snapshot index at `relpath` that LMDB can open:
-        the repository's own file when it is on a file system and not
-        sealed; otherwise a copy in the local cache (opened and authenticated
-        on the way), named by the stored file's identity, so that a file
-        replaced or changed in place is fetched again. `fresh` makes the
-        copy anew whatever the cache holds (for `check`). A copy that cannot
-        be written (a full cache disk) raises `CacheError`."""
-        return self._index_copy(relpath, fresh)[0]
-
     def index_identity(self, relpath: str) -> str:
         """What identifies the stored index file at `relpath` now: it changes
         when the file is replaced (gc publishes relocated copies under the
@@ -334,31 +334,68 @@ class Repository:
         size, identity, _ = self.storage.stat(relpath)
         return f"{identity}-{size:x}"
 
-    def _index_copy(self, relpath: str, fresh: bool) -> tuple[Path, str]:
-        """`index_file`, and the identity of the stored file taken before it
-        is read: if it is replaced meanwhile, what was read is at least as
-        new as the identity says, so a later comparison can only find it
-        changed and read it again, never miss a replacement."""
+    def open_index(self, relpath: str, fresh: bool = False) -> tuple[int, Path, str]:
+        """A descriptor of a local file of the snapshot index at `relpath`
+        that LMDB can open (the caller closes it), the file's path for
+        messages, and the stored file's identity (`index_identity`).
+
+        That file is the repository's own when it is on a file system and
+        not sealed (opened without following links); otherwise a copy in the
+        local cache (opened and authenticated on the way), named by the
+        stored file's identity, so that a file replaced or changed in place
+        is fetched again. `fresh` makes the copy anew whatever the cache
+        holds (for `check`). A copy that cannot be written (a full cache
+        disk) raises `CacheError`.
+
+        The identity is taken before the file is read: if it is replaced
+        meanwhile, what was read is at least as new as the identity says, so
+        a later comparison can only find it changed and read it again, never
+        miss a replacement."""
         identity = self.index_identity(relpath)
-        local = self.storage.local_path(relpath)
-        if local is not None and self.cipher is None:
-            return local, identity
+        fd = self.storage.open_local(relpath) if self.cipher is None else None
+        if fd is not None:
+            assert self.local_root is not None
+            path = self.local_root / relpath
+        else:
+            path = self._cached_index(relpath, fresh, identity)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if self.cipher is None:
+            try:
+                sealed = os.pread(fd, len(SEALED_INDEX_MAGIC), 0) == SEALED_INDEX_MAGIC
+            except BaseException:
+                os.close(fd)
+                raise
+            if sealed:
+                os.close(fd)
+                raise EncryptionMismatch(
+                    f"snapshot index {relpath} is encrypted, but the config of {self.root} "
+                    "says the repository is not: refusing (the config may have been replaced)")
+        return fd, path, identity
+
+    def _cached_index(self, relpath: str, fresh: bool, identity: str) -> Path:
+        """The local cache's plain copy of the index at `relpath`."""
         try:
             plain = self._plain_path(relpath, identity)
             if not fresh and _used(plain):
-                return plain, identity
+                return plain
             with self._writing_plain(plain) as tmp:
                 if self.cipher is None:
                     self.storage.download(relpath, tmp)
-                    return plain, identity
+                    return plain
                 spool = None
-                if local is None:
-                    spool = local = tmp.with_name(f"{tmp.name}.sealed")
-                    self.storage.download(relpath, spool)
+                sealed_fd = self.storage.open_local(relpath)
                 try:
-                    with open(local, "rb") as sealed, open(tmp, "wb") as out:
-                        self.cipher.open_index(sealed, out, relpath)
+                    if sealed_fd is None:
+                        spool = tmp.with_name(f"{tmp.name}.sealed")
+                        self.storage.download(relpath, spool)
+                        sealed_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+                    with os.fdopen(sealed_fd, "rb") as sealed:
+                        sealed_fd = None
+                        with os.fdopen(open_private(tmp), "wb") as out:
+                            self.cipher.open_index(sealed, out, relpath)
                 finally:
+                    if sealed_fd is not None:
+                        os.close(sealed_fd)
                     if spool is not None:
                         with contextlib.suppress(FileNotFoundError):
                             spool.unlink()
@@ -368,7 +405,7 @@ class Repository:
             where = default_cache_root() / self.config.repo_id / "indexes"
             raise CacheError(f"snapshot index {relpath}: cannot make its local copy in "
                              f"{where}: {exc.strerror or exc}") from None
-        return plain, identity
+        return plain
 
     def publish_index(self, relpath: str, write_plain: Callable[[int], None]) -> None:
         """Publish a snapshot index at `relpath` (tmp/, fsync, rename):
@@ -379,10 +416,11 @@ class Repository:
             if self.cipher is None:
                 write_plain(pending.file.fileno())
             else:
-                work = self.cache_dir() / "indexes" / f".publish-{secrets.token_hex(8)}"
-                work.parent.mkdir(mode=0o700, exist_ok=True)
+                work = private_dir(self.cache_dir() / "indexes") / \
+                    f".publish-{secrets.token_hex(8)}"
                 try:
-                    with open(work, "w+b") as plain:
+                    with os.fdopen(open_private(work, os.O_RDWR | os.O_CREAT | os.O_EXCL),
+                                   "w+b") as plain:
                         write_plain(plain.fileno())
                         plain.seek(0)
                         self.cipher.seal_index(plain, pending.file, relpath)
@@ -402,9 +440,7 @@ class Repository:
 
     def _plain_path(self, relpath: str, identity: str) -> Path:
         stem = relpath.rsplit("/", 2)
-        where = self.cache_dir() / "indexes" / stem[-2]
-        where.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(where.parent, 0o700)
+        where = private_dir(private_dir(self.cache_dir() / "indexes") / stem[-2])
         name = stem[-1].removesuffix(SNAPSHOT_SUFFIX)
         return where / f"{name}.{identity}{SNAPSHOT_SUFFIX}"
 
@@ -412,7 +448,7 @@ class Repository:
     def _writing_plain(self, target: Path) -> Iterator[Path]:
         """A temporary path beside `target`, renamed to it if the block ends
         without an error; other copies of the same index then go."""
-        with replacing(target) as tmp:
+        with replacing(target, FILE_MODE) as tmp:
             yield tmp
         self._forget_other_copies(target)
 
@@ -429,6 +465,12 @@ class Repository:
         _trim_index_cache(target.parent.parent, keep=target)
 
     @property
+    def blob_encryption(self) -> int:
+        """The encryption byte of every blob of this repository (docs/FORMAT.md
+        sections 5 and 14)."""
+        return ENCRYPTION_AES_256_GCM if self.config.encrypted else ENCRYPTION_NONE_BLOB
+
+    @property
     def chunk_store(self) -> ChunkStore:
         """The shared reader of chunks."""
         if self._chunk_store is None:
@@ -441,8 +483,7 @@ class Repository:
         LMDB files are written there, so it must not be on a network file
         system: that is refused with a clear message.
         """
-        path = default_cache_root() / self.config.repo_id
-        path.mkdir(parents=True, exist_ok=True)
+        path = private_dir(private_dir(default_cache_root(), own=False) / self.config.repo_id)
         fstype = filesystem_type(path)
         if fstype in NETWORK_FILESYSTEMS:
             raise ConfigError(
@@ -465,7 +506,7 @@ class Repository:
 
     def hosts(self) -> list[str]:
         """Hosts that have at least one snapshot directory."""
-        return sorted(self.storage.listdir(SNAPSHOTS_DIR))
+        return sorted(h for h in self.storage.listdir(SNAPSHOTS_DIR) if is_host_name(h))
 
     def snapshots(self, host: str | None = None) -> list[SnapshotRef]:
         """Published snapshots, oldest first (per host, hosts sorted)."""
@@ -509,20 +550,36 @@ class Repository:
         return refs[-1]
 
     def open_snapshot(self, ref: SnapshotRef, fresh: bool = False) -> SnapshotReader:
-        """A reader for a published snapshot (`fresh`: see `index_file`).
-        An index that cannot be read raises SnapshotDamaged naming it."""
+        """A reader for a published snapshot (`fresh`: see `open_index`).
+        An index that cannot be read, or whose metadata names another host or
+        snapshot than its place, raises SnapshotDamaged naming it."""
         try:
-            path, identity = self._index_copy(ref.relpath, fresh)
-            return SnapshotReader(path, self.chunk_store, stored_id=identity)
+            fd, path, identity = self.open_index(ref.relpath, fresh)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
-        except SnapshotDamaged:
+        except (SnapshotDamaged, EncryptionMismatch):
+            # A sealed index in a clear repository is not one damaged
+            # snapshot: the repository's config was replaced, and nothing
+            # may go on as if the others were fine.
             raise
+        except RepositoryCorrupt as exc:
+            raise SnapshotDamaged(ref.host, ref.name, str(exc)) from exc
+        try:
+            snap = SnapshotReader(path, self.chunk_store, fd=fd, stored_id=identity)
         except RepositoryCorrupt as exc:
             # The readers name the file ("snapshot index X.lmdb: ..."); the
             # user knows the snapshot by host and name.
             reason = re.sub(r"^snapshot index [^:]*: ", "", str(exc))
             raise SnapshotDamaged(ref.host, ref.name, reason) from exc
+        try:
+            check_place(snap.meta, ref.host, ref.name, ref.relpath)
+        except RepositoryCorrupt as exc:
+            snap.close()
+            raise SnapshotDamaged(ref.host, ref.name, str(exc)) from exc
+        except BaseException:
+            snap.close()
+            raise
+        return snap
 
     def lock(self, name: str, purpose: str) -> RepositoryLock:
         """A lock on `name` (not yet acquired)."""
@@ -532,6 +589,30 @@ class Repository:
         """Release open pack files."""
         if self._chunk_store is not None:
             self._chunk_store.close()
+
+
+def _make_layout(storage: LocalStorage) -> None:
+    """The directories of a new repository, in its empty directory: each one
+    new (nothing put there meanwhile, such as a link, is used), made durable
+    once."""
+    top = storage.open_dir("")
+    try:
+        try:
+            for sub in (TMP_DIR, LOCKS_DIR, SNAPSHOTS_DIR, PACKS_DIR):
+                os.mkdir(sub, dir_fd=top)
+            packs = storage.open_dir(PACKS_DIR)
+            try:
+                for i in range(256):
+                    os.mkdir(f"{i:02x}", dir_fd=packs)
+                os.fsync(packs)
+            finally:
+                os.close(packs)
+        except FileExistsError as exc:
+            raise RepositoryExists(f"{storage.root} was not empty: {exc.filename} "
+                                   "appeared while it was being created") from None
+        os.fsync(top)
+    finally:
+        os.close(top)
 
 
 def _no_passphrase(root: Path | str) -> str:

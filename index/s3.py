@@ -233,8 +233,8 @@ class S3Storage:
 
     def download(self, relpath: str, dest: Path) -> None:
         """Copy an object into the local file `dest` (written under a
-        temporary name, then renamed)."""
-        with replacing(dest) as tmp:
+        temporary name, then renamed), mode 0600."""
+        with replacing(dest, 0o600) as tmp:
             try:
                 self._client.download_file(self.bucket, self._key(relpath), str(tmp),
                                            Config=self._transfer)
@@ -253,8 +253,8 @@ class S3Storage:
         return (int(head["ContentLength"]), str(head.get("ETag", "")).strip('"'),
                 head["LastModified"].timestamp())
 
-    def local_path(self, relpath: str) -> Path | None:
-        """Objects have no local path."""
+    def open_local(self, relpath: str) -> int | None:
+        """Objects are not on a file system."""
         return None
 
     def touch(self, relpath: str) -> None:

@@ -226,3 +226,20 @@ def decode_meta(raw: bytes | memoryview, name: str) -> dict[str, Any]:
         ) or not all(isinstance(x, str) for x in part.get("exclude", [])):
             raise RepositoryCorrupt(f"snapshot index {name}: bad metadata part {_shown(part)}")
     return meta
+
+
+def check_place(meta: dict[str, Any], host: str, name: str, relpath: str) -> None:
+    """Refuse the index at `relpath` (snapshot `name` of `host`) if its
+    metadata names another snapshot: it was copied or moved there, and
+    would show one host's files as another's."""
+    if meta.get("host") != host or meta.get("name") != name:
+        raise RepositoryCorrupt(
+            f"snapshot index {relpath} is damaged: it holds snapshot "
+            f"{_plain(meta.get('host'))}/{_plain(meta.get('name'))}, not {host}/{name} "
+            "(copied there from another place)")
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, str) and value.isprintable() and 0 < len(value) <= 80:
+        return value
+    return _shown(value)

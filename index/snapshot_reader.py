@@ -38,32 +38,36 @@ from index.snapshot_format import (
 from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
 
 
-def _check_file(path: Path) -> None:
-    """Raise unless the index file is whole."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        check_whole(fd, f"snapshot index {path.name}")
-    finally:
-        os.close(fd)
-
-
 class SnapshotReader:
     """Read access to one snapshot index file."""
 
     def __init__(self, path: Path, chunks: ChunkStore | None = None,
-                 stored_id: str = "") -> None:
+                 fd: int | None = None, stored_id: str = "") -> None:
+        """Open the index at `path`, or the file open as `fd` (which the
+        reader then owns; `path` only names it in messages)."""
         # Which stored file this was read from (Repository.index_identity):
         # gc may replace an index by a relocated copy under the same name
         # (index.relocate), and readers that stay open for long compare it
         # with the stored file's current identity.
         self.stored_id = stored_id
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC) if fd is None else fd
         try:
-            _check_file(path)
+            check_whole(self._fd, f"snapshot index {path.name}")
+            # LMDB opens the very file behind the descriptor: no name inside
+            # the repository is looked up again.
             # Kernel read-ahead stays on: on a cold cache, a walk through a
             # snapshot touches its index pages roughly in file order.
             self._env = lmdb.open(
-                str(path), subdir=False, readonly=True, lock=False, max_dbs=8,
+                f"/proc/self/fd/{self._fd}", subdir=False, readonly=True, lock=False,
+                max_dbs=8,
             )
+        except lmdb.Error as exc:
+            os.close(self._fd)
+            raise RepositoryCorrupt(f"snapshot index {path.name}: {exc}") from exc
+        except BaseException:
+            os.close(self._fd)
+            raise
+        try:
             self._meta_db = self._env.open_db(DB_META, create=False)
             self._entries = self._env.open_db(DB_ENTRIES, create=False)
             self._dirents = self._env.open_db(DB_DIRENTS, create=False)
@@ -71,11 +75,15 @@ class SnapshotReader:
             self._chunks = self._env.open_db(DB_CHUNKS, create=False)
             with self._env.begin(db=self._meta_db) as txn:
                 raw = txn.get(META_KEY)
+            if raw is None:
+                raise RepositoryCorrupt(f"snapshot index {path.name}: no metadata")
+            self.meta: dict[str, Any] = decode_meta(raw, path.name)
         except lmdb.Error as exc:
+            self.close()
             raise RepositoryCorrupt(f"snapshot index {path.name}: {exc}") from exc
-        if raw is None:
-            raise RepositoryCorrupt(f"snapshot index {path.name}: no metadata")
-        self.meta: dict[str, Any] = decode_meta(raw, path.name)
+        except BaseException:
+            self.close()
+            raise
         self.path = path
         self.chunk_store = chunks
 
@@ -83,18 +91,14 @@ class SnapshotReader:
         """Ask the kernel to read the whole index into the page cache in the
         background: lookups in the chunk table go by hash, i.e. to random
         pages, which on a cold cache would cost a disk seek per file."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        finally:
-            os.close(fd)
+        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_WILLNEED)
 
     def close(self) -> None:
-        """Release the memory map."""
+        """Release the memory map and the file."""
         self._env.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> SnapshotReader:
         return self

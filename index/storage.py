@@ -5,6 +5,14 @@ a directory on a local disk or an NFS share, `index.s3.S3Storage` a bucket.
 On a directory every file is created under a temporary name, written,
 fsynced and then renamed into place, after which its directory is fsynced.
 Nothing is ever rewritten: a file is either absent or complete.
+
+A directory repository is untrusted input (another machine sharing it can
+put anything there): `LocalStorage` reaches every path one component at a
+time from a descriptor of the repository's directory, never follows a
+symbolic link inside it, uses only the names of `index.layout` and refuses a
+symlink or any other type where the format has a directory or a regular
+file (`UnexpectedFile`, naming it). The repository's own path may be a link
+that its administrator made.
 """
 
 from __future__ import annotations
@@ -13,16 +21,17 @@ import contextlib
 import errno
 import os
 import secrets
-import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from index.errors import RepositoryError
+from index import layout
+from index.errors import RepositoryCorrupt, RepositoryError, UnexpectedFile
+from index.layout import Expect
 
-TMP_DIR = "tmp"
+TMP_DIR = layout.TMP_DIR
 
 
 class WriteFailed(RepositoryError):
@@ -84,6 +93,9 @@ class Storage(Protocol):
     def open_ranges(self, relpath: str) -> RangeReader:
         """A reader of byte ranges of a file (FileNotFoundError if absent)."""
 
+    def get_range(self, relpath: str, offset: int, size: int) -> bytes:
+        """Up to `size` bytes at `offset` of a file, in one read."""
+
     def download(self, relpath: str, dest: Path) -> None:
         """Copy a file to the local path `dest`."""
 
@@ -106,8 +118,7 @@ class Storage(Protocol):
         """Names in a directory."""
 
     def list_sizes(self, relpath: str) -> Iterator[tuple[str, int]]:
-        """The files directly in a directory with their sizes, in one
-        listing (no request per file where the backend allows)."""
+        """The files of the format in a directory, with their sizes."""
 
     def delete(self, relpath: str) -> None:
         """Remove a file."""
@@ -115,18 +126,19 @@ class Storage(Protocol):
     def delete_tree(self, relpath: str) -> None:
         """Remove a directory and everything in it."""
 
-    def local_path(self, relpath: str) -> Path | None:
-        """The file's path when it is on a local or network file system."""
+    def open_local(self, relpath: str) -> int | None:
+        """A read-only descriptor of a file when the repository is on a
+        file system (the caller closes it); None for a bucket."""
 
     def usage(self) -> int:
         """Bytes in all the repository's files."""
 
 
 class LocalRangeReader:
-    """Byte ranges of a local file, through one descriptor."""
+    """Byte ranges of a local file, through one descriptor (which it owns)."""
 
-    def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_RDONLY)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
 
     def pread(self, size: int, offset: int) -> bytes:
         """`size` bytes at `offset` (fewer at the end of the file)."""
@@ -138,40 +150,72 @@ class LocalRangeReader:
 
 
 @contextlib.contextmanager
-def replacing(target: Path) -> Iterator[Path]:
+def replacing(target: Path, mode: int | None = None) -> Iterator[Path]:
     """A temporary path beside the local file `target`, renamed over it if
     the block ends without an error and removed if not: readers see the old
-    file or the whole new one."""
+    file or the whole new one. `mode`: the permissions it gets before the
+    rename, whatever the umask gave it."""
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
     try:
         yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO put in place of a file must not hang.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_READ = 64 * 1024 * 1024
+"""Largest file `read` returns whole: configs, keys, holds, garbage lists
+and locks are far smaller; a larger one is damaged, not a reason to run out
+of memory."""
+
+
+def _split(relpath: str) -> list[str]:
+    parts = relpath.split("/") if relpath else []
+    if any(p in ("", ".", "..") for p in parts):
+        raise RepositoryError(f"invalid path in a repository: {relpath!r}")
+    return parts
+
+
+def _what(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
 
 
 class PendingFile:
-    """A file being written under a temporary name; `commit` publishes it."""
+    """A file being written under a temporary name in `tmp/`; `commit`
+    publishes it."""
 
-    def __init__(self, storage: LocalStorage) -> None:
+    def __init__(self, storage: LocalStorage, mode: int = 0o666) -> None:
         self._storage = storage
-        self.tmp_path = storage.root / TMP_DIR / f".{secrets.token_hex(12)}.tmp"
+        self._name = f".{secrets.token_hex(12)}.tmp"
+        self.tmp_path = storage.root / layout.TMP_DIR / self._name
+        # Held open until the end: the file is renamed from this very
+        # directory, whatever happens to the name tmp/ meanwhile.
+        self._dir = storage.open_dir(layout.TMP_DIR, create=True)
         try:
-            self.file: BinaryIO = open(self.tmp_path, "xb")  # noqa: SIM115 - closed in commit/abort
-        except FileNotFoundError:
-            # Empty directories do not survive every copy of a repository.
-            self.tmp_path.parent.mkdir(exist_ok=True)
-            self.file = open(self.tmp_path, "xb")  # noqa: SIM115
+            fd = os.open(self._name, _NEW_FILE_FLAGS, mode, dir_fd=self._dir)
+            if mode != 0o666:
+                os.fchmod(fd, mode)
+            self.file: BinaryIO = os.fdopen(fd, "w+b")
+        except BaseException:
+            os.close(self._dir)
+            raise
 
     def sync(self) -> None:
         """Make the data written so far durable."""
@@ -182,21 +226,25 @@ class PendingFile:
         """fsync the data, rename it to `relpath`, fsync the directory."""
         self.sync()
         self.file.close()
-        final = self._storage.root / relpath
+        self._storage.check_name(relpath, Expect.FILE)
+        parent, name = self._storage.open_parent(relpath, create=True)
         try:
-            os.rename(self.tmp_path, final)
-        except FileNotFoundError:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fsync_dir(final.parent.parent)
-            os.rename(self.tmp_path, final)
-        fsync_dir(final.parent)
+            os.rename(self._name, name, src_dir_fd=self._dir, dst_dir_fd=parent)
+            os.fsync(parent)
+        finally:
+            os.close(parent)
+        os.close(self._dir)
+        self._dir = -1
 
     def abort(self) -> None:
         """Drop the temporary file."""
         if not self.file.closed:
             self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp_path.unlink()
+        if self._dir >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._name, dir_fd=self._dir)
+            os.close(self._dir)
+            self._dir = -1
 
 
 class LocalStorage:
@@ -209,68 +257,225 @@ class LocalStorage:
         return str(self.root)
 
     def path(self, relpath: str) -> Path:
-        """The local path of a repository file (for opening LMDB read-only)."""
+        """The local path of a repository file, for messages (and tests):
+        never opened by histfs, which goes through descriptors."""
         return self.root / relpath
 
-    def local_path(self, relpath: str) -> Path | None:
-        """The local path of a repository file."""
-        return self.root / relpath
+    # -- reaching a path without following links ----------------------------
+
+    def check_name(self, relpath: str, want: Expect) -> None:
+        """Refuse to write or delete `relpath` unless the format has a
+        `want` there."""
+        _split(relpath)
+        if layout.expected(relpath) is not want:
+            raise RepositoryCorrupt(f"refusing to write or delete {self.path(relpath)}: the "
+                                    f"repository format has no {want.value} of that name")
+
+    def _unexpected(self, dir_fd: int, name: str, relpath: str, want: Expect) -> UnexpectedFile:
+        try:
+            what = _what(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            what = "not readable"
+        why = ("; histfs does not follow links inside a repository"
+               if what == "a symbolic link" else "")
+        return UnexpectedFile(f"{self.path(relpath)} is {what} where the repository format "
+                              f"has a {want.value}: refusing to use it{why}")
+
+    def _subdir(self, fd: int, name: str, relpath: str, create: bool) -> int:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
+                                        str(self.path(relpath))) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise self._unexpected(fd, name, relpath, Expect.DIRECTORY) from None
+            raise
+        # Empty directories do not survive every copy of a repository.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, dir_fd=fd)
+            os.fsync(fd)
+        return self._subdir(fd, name, relpath, create=False)
+
+    def open_dir(self, relpath: str, create: bool = False) -> int:
+        """A descriptor of the directory `relpath` (the caller closes it),
+        each component opened without following links; `create` makes the
+        missing ones."""
+        parts = _split(relpath)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for i, name in enumerate(parts):
+                sub = self._subdir(fd, name, "/".join(parts[: i + 1]), create)
+                os.close(fd)
+                fd = sub
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def open_parent(self, relpath: str, create: bool = False) -> tuple[int, str]:
+        """A descriptor of the directory holding `relpath`, and its last name."""
+        head, _, name = relpath.rpartition("/")
+        return self.open_dir(head, create), name
+
+    def _lstat(self, dir_fd: int, name: str, relpath: str) -> os.stat_result:
+        try:
+            return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
+                                    str(self.path(relpath))) from None
+
+    def _regular(self, dir_fd: int, name: str, relpath: str) -> os.stat_result:
+        st = self._lstat(dir_fd, name, relpath)
+        if not stat.S_ISREG(st.st_mode):
+            raise self._unexpected(dir_fd, name, relpath, Expect.FILE)
+        return st
+
+    def open_local(self, relpath: str) -> int:
+        """A read-only descriptor of the regular file `relpath`."""
+        parent, name = self.open_parent(relpath)
+        try:
+            # Checked before opening: opening a device can have effects.
+            self._regular(parent, name, relpath)
+            try:
+                fd = os.open(name, _FILE_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
+                                        str(self.path(relpath))) from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # replaced by a link meanwhile
+                    raise self._unexpected(parent, name, relpath, Expect.FILE) from None
+                raise
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise self._unexpected(parent, name, relpath, Expect.FILE)
+            os.set_blocking(fd, True)
+            return fd
+        finally:
+            os.close(parent)
+
+    # -- the storage interface ------------------------------------------------
 
     def open_ranges(self, relpath: str) -> LocalRangeReader:
         """A reader of byte ranges of a file."""
-        return LocalRangeReader(self.root / relpath)
+        return LocalRangeReader(self.open_local(relpath))
+
+    def get_range(self, relpath: str, offset: int, size: int) -> bytes:
+        """Up to `size` bytes at `offset` of a file."""
+        fd = self.open_local(relpath)
+        try:
+            return os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
 
     def download(self, relpath: str, dest: Path) -> None:
-        """Copy a file to `dest` (written under a temporary name, renamed)."""
-        with replacing(dest) as tmp:
-            shutil.copyfile(self.root / relpath, tmp)
+        """Copy a file to the local file `dest`, mode 0600 (written under a
+        temporary name, renamed)."""
+        fd = self.open_local(relpath)
+        try:
+            with replacing(dest) as tmp:
+                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    os.fchmod(out, 0o600)
+                    offset = 0
+                    while sent := os.sendfile(out, fd, offset, 1 << 26):
+                        offset += sent
+                finally:
+                    os.close(out)
+        finally:
+            os.close(fd)
 
     def stat(self, relpath: str) -> tuple[int, str, float]:
         """(size, inode-mtime identity, mtime) of a file."""
-        st = os.stat(self.root / relpath)
+        parent, name = self.open_parent(relpath)
+        try:
+            st = self._regular(parent, name, relpath)
+        finally:
+            os.close(parent)
         return st.st_size, f"{st.st_ino:x}-{st.st_mtime_ns:x}", st.st_mtime
 
     def size(self, relpath: str) -> int:
         """A file's size."""
-        return os.stat(self.root / relpath).st_size
+        return self.stat(relpath)[0]
 
     def touch(self, relpath: str) -> None:
         """Set a file's mtime to now."""
-        os.utime(self.root / relpath)
+        fd = self.open_local(relpath)
+        try:
+            os.utime(fd)
+        finally:
+            os.close(fd)
 
     def create_exclusive(self, relpath: str, data: bytes) -> bool:
         """Publish `data` at `relpath` unless it exists. The content is
         written and fsynced first and then hard-linked to the name, which
         fails if the name exists: the file is never seen empty or half
         written, even if its writer is killed, and link is atomic on NFS."""
-        final = self.root / relpath
-        tmp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        self.check_name(relpath, Expect.FILE)
+        parent, name = self.open_parent(relpath, create=True)
+        tmp = layout.exclusive_tmp_name(name, os.getpid(), secrets.token_hex(4))
         try:
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileNotFoundError:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644, dir_fd=parent)
             try:
                 os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             try:
-                os.link(tmp, final)
+                os.link(tmp, name, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
             except FileExistsError:
                 return False
             return True
         finally:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp, dir_fd=parent)
+            os.close(parent)
 
     def delete_tree(self, relpath: str) -> None:
-        """Remove a directory and what it holds (absent is fine)."""
-        shutil.rmtree(self.root / relpath, ignore_errors=True)
+        """Remove the holds directory `relpath` and the holds and releases in
+        it (absent is fine). A name the format does not define stays, and so
+        does the directory then."""
+        if not layout.is_hold_directory(relpath):
+            raise RepositoryCorrupt(f"refusing to delete {self.path(relpath)}: not a "
+                                    "directory the repository format lets histfs delete")
+        try:
+            parent, name = self.open_parent(relpath)
+        except FileNotFoundError:
+            return
+        try:
+            try:
+                fd = self._subdir(parent, name, relpath, create=False)
+            except FileNotFoundError:
+                return
+            try:
+                with os.scandir(fd) as it:
+                    entries = list(it)
+                for entry in entries:
+                    child = f"{relpath}/{entry.name}"
+                    if entry.name.startswith(".") or layout.expected(child) is None:
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        raise self._unexpected(fd, entry.name, child, Expect.FILE)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.name, dir_fd=fd)
+            finally:
+                os.close(fd)
+            try:
+                os.rmdir(name, dir_fd=parent)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                return
+            os.fsync(parent)
+        finally:
+            os.close(parent)
 
     def usage(self) -> int:
-        """Bytes in all the repository's files."""
+        """Bytes in all the repository's files (links not followed)."""
         total = 0
         for dirpath, _, names in os.walk(self.root):
             for name in names:
@@ -278,13 +483,14 @@ class LocalStorage:
                     total += os.lstat(os.path.join(dirpath, name)).st_size
         return total
 
-    def create(self) -> PendingFile:
+    def create(self, mode: int = 0o666) -> PendingFile:
         """Start a new file; publish it with `PendingFile.commit`."""
-        return PendingFile(self)
+        return PendingFile(self, mode)
 
     def write_atomic(self, relpath: str, data: bytes) -> None:
-        """Publish a small file in one step."""
-        pending = self.create()
+        """Publish a small file in one step (the key file with mode 0600)."""
+        self.check_name(relpath, Expect.FILE)
+        pending = self.create(0o600 if relpath in layout.PRIVATE_FILES else 0o666)
         try:
             pending.file.write(data)
             pending.commit(relpath)
@@ -308,49 +514,124 @@ class LocalStorage:
 
     def read(self, relpath: str) -> bytes:
         """The whole content of a repository file."""
-        return (self.root / relpath).read_bytes()
+        fd = self.open_local(relpath)
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(fd).st_size
+            if size > MAX_READ:
+                raise RepositoryCorrupt(f"{self.path(relpath)} is too large ({size} bytes) "
+                                        "to be a file of its kind")
+            return f.read(MAX_READ + 1)
 
     def exists(self, relpath: str) -> bool:
-        """Whether a file or directory exists."""
-        return (self.root / relpath).exists()
+        """Whether anything exists at `relpath`."""
+        try:
+            parent, name = self.open_parent(relpath)
+        except FileNotFoundError:
+            return False
+        try:
+            self._lstat(parent, name, relpath)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(parent)
 
     def makedirs(self, relpath: str) -> None:
         """Create a directory (and its parents) durably."""
-        target = self.root / relpath
-        if target.is_dir():
-            return
-        target.mkdir(parents=True, exist_ok=True)
-        fsync_dir(target.parent)
+        self.check_name(relpath, Expect.DIRECTORY)
+        os.close(self.open_dir(relpath, create=True))
 
     def listdir(self, relpath: str) -> Iterator[str]:
-        """Names in a directory, without temporary files; none if absent."""
+        """The names of the format in a directory, each checked to be of its
+        type (`UnexpectedFile` if not); none if the directory is absent.
+        Hidden names (temporary files) are left out."""
         try:
-            with os.scandir(self.root / relpath) as it:
-                for de in it:
-                    if not de.name.startswith("."):
-                        yield de.name
+            fd = self.open_dir(relpath)
         except FileNotFoundError:
             return
+        names = []
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    child = f"{relpath}/{entry.name}" if relpath else entry.name
+                    want = layout.expected(child)
+                    if want is None:
+                        continue
+                    ok = (entry.is_dir(follow_symlinks=False) if want is Expect.DIRECTORY
+                          else entry.is_file(follow_symlinks=False))
+                    if not ok:
+                        raise self._unexpected(fd, entry.name, child, want)
+                    names.append(entry.name)
+        finally:
+            os.close(fd)
+        yield from names
 
     def list_sizes(self, relpath: str) -> Iterator[tuple[str, int]]:
-        """Regular files in a directory and their sizes, without temporary
-        files and symlinks; none if the directory is absent."""
+        """The files of the format in a directory and their sizes, each
+        checked to be a regular file (`UnexpectedFile` if not); none if the
+        directory is absent."""
         try:
-            with os.scandir(self.root / relpath) as it:
-                for de in it:
-                    if de.name.startswith("."):
-                        continue
-                    try:
-                        st = de.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        yield de.name, st.st_size
+            fd = self.open_dir(relpath)
         except FileNotFoundError:
             return
+        found = []
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    child = f"{relpath}/{entry.name}" if relpath else entry.name
+                    if layout.expected(child) is not Expect.FILE:
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        raise self._unexpected(fd, entry.name, child, Expect.FILE)
+                    found.append((entry.name, st.st_size))
+        finally:
+            os.close(fd)
+        yield from found
 
     def delete(self, relpath: str) -> None:
-        """Remove a file durably (used by prune and gc)."""
-        target = self.root / relpath
-        target.unlink()
-        fsync_dir(target.parent)
+        """Remove a file durably (used by prune, gc and locks)."""
+        self.check_name(relpath, Expect.FILE)
+        parent, name = self.open_parent(relpath)
+        try:
+            self._regular(parent, name, relpath)
+            os.unlink(name, dir_fd=parent)
+            os.fsync(parent)
+        finally:
+            os.close(parent)
+
+    def remove_stale_temporary(self, older_than: float) -> tuple[int, int]:
+        """Delete the files in `tmp/` last modified before `older_than` (unix
+        time), left by writers that were killed: (count, bytes)."""
+        try:
+            fd = self.open_dir(layout.TMP_DIR)
+        except FileNotFoundError:
+            return 0, 0
+        count = size = 0
+        try:
+            with os.scandir(fd) as it:
+                entries = list(it)
+            for entry in entries:
+                if not layout.is_tmp_name(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(st.st_mode):
+                        raise self._unexpected(fd, entry.name, f"{layout.TMP_DIR}/{entry.name}",
+                                               Expect.FILE)
+                    if st.st_mtime < older_than:
+                        os.unlink(entry.name, dir_fd=fd)
+                        count += 1
+                        size += st.st_size
+                except FileNotFoundError:
+                    continue
+        finally:
+            os.close(fd)
+        return count, size

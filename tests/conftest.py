@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,9 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 
+from index import codec
 from index.repository import Repository
+from index.snapshot_format import DB_META, META_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,6 +97,28 @@ def reads_across_gc(location: str, src: Path, mount_repo: Callable[..., Mount]) 
         assert (d / "f1").read_bytes() == f1
         assert (d / "f2").read_bytes() == f2
     histfs("check", "--repo", location, "--read-data", check=0)
+
+
+def copy_snapshot_index(source: Path, target: Path) -> None:
+    """Copy an unencrypted snapshot index to `target`, a path
+    `REPO/snapshots/<host>/<name>.idx`, with its metadata naming that host
+    and name, as a backup at that place would have written it (readers
+    refuse an index whose metadata names another place)."""
+    shutil.copyfile(source, target)
+    set_snapshot_place(target, target.parent.name, target.name.removesuffix(".idx"))
+
+
+def set_snapshot_place(index: Path, host: str, name: str) -> None:
+    """Rewrite the host and name in the metadata of an unencrypted index."""
+    env = lmdb.open(str(index), subdir=False, max_dbs=8, lock=False)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(DB_META, txn=txn, create=False)
+            meta = codec.unpack(txn.get(META_KEY, db=db))
+            meta["host"], meta["name"] = host, name
+            txn.put(META_KEY, codec.pack(meta), db=db)
+    finally:
+        env.close()
 
 
 class Mount:

@@ -337,6 +337,103 @@ def test_config_swapped_for_an_unencrypted_one_is_refused(
     assert_one_line_error(proc, "was encrypted")
 
 
+def _rewrite_config_to_none(repo: Path) -> None:
+    """What an attacker who can write the repository does to have the next
+    backup write in the clear: a valid unencrypted config in place of the
+    real one (keeping its id, or not: either way a new machine, or a new
+    cache, has no memory of the encryption)."""
+    doc = json.loads((repo / "config").read_text())
+    fake = json.loads(RepoConfig.new().to_json())
+    fake["id"] = doc["id"]
+    os.chmod(repo / "config", 0o644)
+    (repo / "config").write_text(json.dumps(fake, indent=2) + "\n")
+
+
+def _files(repo: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*")
+            if p.is_file() and "locks" not in p.parts}
+
+
+def _fresh(tmp_path: Path) -> dict[str, str]:
+    """The environment of a command run with an empty local cache."""
+    fresh = tmp_path / f"fresh-cache-{len(list(tmp_path.glob('fresh-cache-*')))}"
+    fresh.mkdir()
+    return {"HISTFS_CACHE_DIR": str(fresh)}
+
+
+@pytest.mark.timeout(300)
+def test_a_config_rewritten_to_none_beside_a_key_is_refused_by_every_command(
+        encrypted: tuple[Path, Path], tmp_path: Path) -> None:
+    """The key file alone gives it away: every command refuses the
+    repository, with a fresh cache, and nothing is written."""
+    repo, src = encrypted
+    (name,) = snapshot_names(repo)
+    _rewrite_config_to_none(repo)
+    before = _files(repo)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    other = tmp_path / "other"
+    histfs("init", "--encryption", "none", str(other), check=0)
+    r = str(repo)
+    # A new host has no previous index to give the downgrade away.
+    for args in (("backup", "--repo", r, "--host", "mx9", f"mail={src}"),
+                 ("backup", "--repo", r, "--host", HOST, f"mail={src}"),
+                 ("snapshots", "--repo", r),
+                 ("restore", "--repo", r, name, "--target", str(tmp_path / "out")),
+                 ("check", "--repo", r),
+                 ("mount", "--foreground", "--repo", r, str(mnt)),
+                 ("hold", "--repo", r, "--host", HOST, name, "--reason", "tape"),
+                 ("prune", "--repo", r, "--keep-last", "1"),
+                 ("gc", "--repo", r, "--grace", "0"),
+                 ("copy", "--from", str(other), "--to", r),
+                 ("copy", "--from", r, "--to", str(other))):
+        proc = histfs(*args, env=_fresh(tmp_path), timeout=60)
+        assert_one_line_error(proc, "has a key file", "not encrypted")
+    assert _files(repo) == before
+    assert not os.path.ismount(mnt)
+
+
+@pytest.mark.timeout(300)
+def test_without_the_key_sealed_data_still_stops_a_clear_backup(
+        encrypted: tuple[Path, Path], tmp_path: Path) -> None:
+    """Key file deleted too: the packs are sealed and so is the host's
+    previous index; either one makes the backup refuse (each is tried
+    alone). Nothing in the clear is ever written."""
+    repo, src = encrypted
+    _rewrite_config_to_none(repo)
+    (repo / KEY_FILE).unlink()
+    before = _files(repo)
+    for host in ("mx9", HOST):  # a new host has no previous index
+        proc = histfs("backup", "--repo", str(repo), "--host", host, f"mail={src}",
+                      env=_fresh(tmp_path))
+        assert_one_line_error(proc, "encrypted", "refusing")
+    assert _files(repo) == before
+
+    # Only the previous index is left sealed (the packs are elsewhere).
+    shutil.move(repo / "packs", tmp_path / "packs-aside")
+    before = _files(repo)
+    proc = backup(repo, src, check=2, env=_fresh(tmp_path))
+    assert_one_line_error(proc, "snapshot index", "is encrypted", "config")
+    assert _files(repo) == before
+
+    # Only the packs are: every index is gone.
+    shutil.move(tmp_path / "packs-aside", repo / "packs")
+    for index in (repo / "snapshots").rglob("*.idx"):
+        index.unlink()
+    before = _files(repo)
+    proc = backup(repo, src, check=2, env=_fresh(tmp_path))
+    assert_one_line_error(proc, "encryption 1", "refusing to write in the clear")
+    assert _files(repo) == before
+    # copy into it is a writer too.
+    plain = tmp_path / "plain"
+    histfs("init", "--encryption", "none", str(plain), check=0)
+    histfs("backup", "--repo", str(plain), "--host", "mx2", f"mail={src}", check=0)
+    proc = histfs("copy", "--from", str(plain), "--to", str(repo), env=_fresh(tmp_path))
+    assert_one_line_error(proc, "refusing to write in the clear")
+    assert _files(repo) == before
+    assert not any(MARKER in data for data in _files(repo).values())
+
+
 @pytest.mark.timeout(120)
 def test_unencrypted_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HISTFS_PASSPHRASE")

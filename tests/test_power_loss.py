@@ -25,10 +25,14 @@ pytestmark = pytest.mark.skipif(shutil.which("strace") is None,
                                 reason="strace is installed by scripts/setup-env")
 
 SYSCALLS = "fsync,fdatasync,rename,renameat,renameat2"
-# 1234 fsync(7</path/to/file>) = 0   or   rename("/a", "/b") = 0
+# 1234 fsync(7</path/to/file>) = 0   or   rename("/a", "/b") = 0   or
+# renameat(5</a>, "x", 6</b>, "y") = 0
 _LINE = re.compile(r"^(?P<pid>\d+)\s+(?P<call>\w+)\((?P<args>.*)\)\s+=\s+(?P<rc>-?\d+)")
 _FD_PATH = re.compile(r"^\d+<(?P<path>.*)>$")
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+# renameat(5</repo/tmp>, ".x.tmp", 6</repo/packs/ab>, "ab…"): a name relative
+# to a directory descriptor, which strace -y shows with its path.
+_AT_NAME = re.compile(r'(?:\d+<(?P<dir>[^>]*)>|AT_FDCWD),\s*"(?P<name>(?:[^"\\]|\\.)*)"')
 
 
 @dataclass
@@ -62,7 +66,8 @@ def _parse(text: str) -> Trace:
             assert rc == 0, raw
             trace.events.append(("fsync", fd.group("path"), ""))
         else:
-            names = _STRING.findall(args)
+            names = ([os.path.join(m["dir"] or "", m["name"]) for m in _AT_NAME.finditer(args)]
+                     if call.startswith("renameat") else _STRING.findall(args))
             assert len(names) == 2, raw
             assert rc == 0, raw
             trace.events.append(("rename", names[0], names[1]))

@@ -1,19 +1,18 @@
 """`histfs prune`, `hold` and `release` through the command line, on a real
 repository. Snapshots at chosen dates are copies of a real snapshot index
-under dated names (prune reads only names; nothing checks the copy's
-metadata against its name), so a month of history takes a second."""
+under dated names (with their metadata naming their new places), so a month
+of history takes a second."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from index.names import snapshot_name
-from tests.conftest import backup_json, histfs
+from tests.conftest import backup_json, copy_snapshot_index, histfs
 
 
 def _history(tmp_path: Path, days: int, host: str = "mx1") -> tuple[Path, list[str]]:
@@ -28,7 +27,7 @@ def _history(tmp_path: Path, days: int, host: str = "mx1") -> tuple[Path, list[s
     first = datetime(2026, 10, 1, 3, tzinfo=UTC)
     names = [snapshot_name(first + timedelta(days=i)) for i in range(days)]
     for name in names:
-        shutil.copyfile(folder / f"{real}.idx", folder / f"{name}.idx")
+        copy_snapshot_index(folder / f"{real}.idx", folder / f"{name}.idx")
     (folder / f"{real}.idx").unlink()
     return repo, names
 

@@ -53,7 +53,7 @@ from index.snapshot_format import (
     id_key,
 )
 from index.types import ROOT_ID, Kind
-from tests.conftest import backup_json, histfs
+from tests.conftest import backup_json, histfs, set_snapshot_place
 from tests.trees import GIB, make_awkward_tree, source_state, without_ctime
 
 HOSTILE_NAME = "2030-01-01T000000Z"
@@ -149,6 +149,7 @@ def craft_snapshot(repo: Repository, edit: Callable[[lmdb.Transaction, Any, Any]
             edit(txn, entries, dirents)
     finally:
         env.close()
+    set_snapshot_place(copy, "mx1", HOSTILE_NAME)
     return HOSTILE_NAME
 
 

@@ -422,7 +422,7 @@ class BackupRun:
         if not endangered:
             return found
         # The sync forgets listed packs and learns gc's copies of their chunks.
-        self.chunk_index.sync(storage)
+        self.chunk_index.sync(storage, self.repo.blob_encryption)
         elsewhere = self.chunk_index.get_many(list(endangered))
         for cid, loc in endangered.items():
             if cid not in elsewhere:
@@ -612,7 +612,7 @@ def _previous(repo: Repository, host: str, stats: BackupStats) -> SnapshotReader
 def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
          started: datetime) -> BackupResult:
     stats = run.stats
-    run.chunk_index.sync(repo.storage)
+    run.chunk_index.sync(repo.storage, repo.blob_encryption)
     run.prev = _previous(repo, host, stats)
     for part in parts:
         run.walk_part(part)

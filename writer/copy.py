@@ -80,7 +80,7 @@ def copy_snapshots(source: Repository, target: Repository, host: str | None = No
     stats = BackupStats()
     index = ChunkIndex(target.chunk_cache_path())
     try:
-        index.sync(target.storage)
+        index.sync(target.storage, target.blob_encryption)
         sink = ChunkSink(target.storage, index, target.config.chunk_id_key, 3,
                          target.config.pack_size, stats, target.cipher)
         same_ids = source.config.chunk_id_key == target.config.chunk_id_key
@@ -104,7 +104,7 @@ def copy_snapshots(source: Repository, target: Repository, host: str | None = No
 
 def _copy_one(source: Repository, target: Repository, ref: SnapshotRef, sink: ChunkSink,
               index: ChunkIndex, same_ids: bool, result: CopyResult) -> None:
-    with editable_copy(source.index_file(ref.relpath), target.cache_dir()) as env:
+    with editable_copy(source, ref, target.cache_dir()) as env:
         ids = _store_chunks(source, env, sink, same_ids, result)
         sink.flush()  # every pack durable before the index names it
         _rewrite(env, ids, index)

@@ -27,8 +27,6 @@ docs/FORMAT.md section 13 for why each crash point is harmless.
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +45,7 @@ from index.pack import (
 )
 from index.relocate import relocate_snapshot
 from index.repository import Repository, SnapshotRef
-from index.storage import TMP_DIR, Storage
+from index.storage import LocalStorage, Storage
 from index.types import ChunkId, ChunkLocation, PackId
 from writer.prune import PRUNE_LOCK
 from writer.testpoints import crash_point
@@ -274,7 +272,7 @@ class _Collector:
             for ref, packs in sorted(self.usage.by_snapshot.items()):
                 if not packs & rewrite or _identity(self.repo, ref) is None:
                     continue
-                changed = relocate_snapshot(self.repo, ref.relpath, rewrite, moves,
+                changed = relocate_snapshot(self.repo, ref, rewrite, moves,
                                             work_dir)
                 if changed:
                     self.result.snapshots_relocated += 1
@@ -358,22 +356,6 @@ the slowest pack or index is written in minutes."""
 def _clean_tmp(repo: Repository) -> tuple[int, int]:
     """Delete leftover temporary files of a directory repository: (count,
     bytes). A bucket has no tmp/ (objects appear whole)."""
-    tmp = repo.storage.local_path(TMP_DIR)
-    if tmp is None:
+    if not isinstance(repo.storage, LocalStorage):
         return 0, 0
-    count = size = 0
-    cutoff = time.time() - TMP_MAX_AGE
-    try:
-        entries = list(os.scandir(tmp))
-    except FileNotFoundError:
-        return 0, 0
-    for entry in entries:
-        try:
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
-                os.unlink(entry.path)
-                count += 1
-                size += st.st_size
-        except FileNotFoundError:
-            continue
-    return count, size
+    return repo.storage.remove_stale_temporary(time.time() - TMP_MAX_AGE)

@@ -22,6 +22,7 @@ import lmdb
 from index import codec
 from index.chunk_index import ChunkIndex
 from index.errors import MissingChunk
+from index.private import FILE_MODE
 from index.repository import Repository, SnapshotRef
 from index.snapshot_format import (
     ALL_DBS,
@@ -92,7 +93,7 @@ class IndexBuilder:
         self.path = repo.cache_dir() / f"index-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
         self._env = lmdb.open(
             str(self.path), subdir=False, map_size=_MAP_SIZE, max_dbs=len(ALL_DBS) + 1,
-            sync=False, metasync=False, writemap=True, lock=False,
+            sync=False, metasync=False, writemap=True, lock=False, mode=FILE_MODE,
         )
         self._dbs = {name: self._env.open_db(name) for name in ALL_DBS}
 

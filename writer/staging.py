@@ -25,6 +25,7 @@ from types import TracebackType
 import lmdb
 
 from index import codec
+from index.private import FILE_MODE
 from index.types import ChunkId, Extent, Kind
 
 SEP = b"\0"
@@ -120,7 +121,7 @@ class Staging:
         self.path = cache_dir / f"staging-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
         self._env = lmdb.open(
             str(self.path), subdir=False, map_size=_MAP_SIZE, sync=False,
-            metasync=False, writemap=True, lock=False,
+            metasync=False, writemap=True, lock=False, mode=FILE_MODE,
         )
         self._txn: lmdb.Transaction | None = None
         self._pending = 0

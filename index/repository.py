@@ -563,14 +563,11 @@ class Repository:
             # may go on as if the others were fine.
             raise
         except RepositoryCorrupt as exc:
-            raise SnapshotDamaged(ref.host, ref.name, str(exc)) from exc
+            raise SnapshotDamaged(ref.host, ref.name, _reason(exc)) from exc
         try:
             snap = SnapshotReader(path, self.chunk_store, fd=fd, stored_id=identity)
         except RepositoryCorrupt as exc:
-            # The readers name the file ("snapshot index X.lmdb: ..."); the
-            # user knows the snapshot by host and name.
-            reason = re.sub(r"^snapshot index [^:]*: ", "", str(exc))
-            raise SnapshotDamaged(ref.host, ref.name, reason) from exc
+            raise SnapshotDamaged(ref.host, ref.name, _reason(exc)) from exc
         try:
             check_place(snap.meta, ref.host, ref.name, ref.relpath)
         except RepositoryCorrupt as exc:
@@ -613,6 +610,12 @@ def _make_layout(storage: LocalStorage) -> None:
         os.fsync(top)
     finally:
         os.close(top)
+
+
+def _reason(exc: Exception) -> str:
+    # Readers and the cipher name the file ("snapshot index X: ..."); the
+    # user knows the snapshot by host and name.
+    return re.sub(r"^snapshot index [^:]*: ", "", str(exc))
 
 
 def _no_passphrase(root: Path | str) -> str:

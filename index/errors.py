@@ -16,7 +16,9 @@ the FUSE adapter maps them to errnos. Anything else is a bug.
     ├── SnapshotNotFound             no snapshot of that name
     ├── PathNotFound                 no such path inside a snapshot
     ├── ConfigError                  a bad configuration file or argument
-    └── SourceError                  a backup source that cannot be read at all
+    ├── SourceError                  a backup source that cannot be read at all
+    ├── HookFailed                   a `before` hook failed
+    └── CacheFull                    no room left in the local cache
 """
 
 from __future__ import annotations
@@ -76,3 +78,7 @@ class SourceError(HistfsError):
 
 class HookFailed(HistfsError):
     """A `before` hook failed, so the backup did not run."""
+
+
+class CacheFull(HistfsError):
+    """The local cache's disk has no room for what a command must write there."""

@@ -32,6 +32,7 @@ from index.errors import (
     RepositoryNotFound,
     SnapshotNotFound,
 )
+from index.local_space import reporting_full
 from index.lock import LOCKS_DIR, RepositoryLock
 from index.names import LAST, check_host, is_snapshot_name, snapshot_sort_key, snapshot_time
 from index.pack import PACKS_DIR
@@ -356,7 +357,9 @@ class Repository:
                 work.parent.mkdir(mode=0o700, exist_ok=True)
                 try:
                     with open(work, "w+b") as plain:
-                        write_plain(plain.fileno())
+                        # A full cache is not a full repository.
+                        with reporting_full(work.parent, "the new snapshot index's plain copy"):
+                            write_plain(plain.fileno())
                         plain.seek(0)
                         self.cipher.seal_index(plain, pending.file, relpath)
                     pending.commit(relpath)

@@ -23,6 +23,7 @@ from pathlib import Path
 from index import garbage
 from index.chunk_index import ChunkIndex
 from index.errors import SourceError
+from index.local_space import reporting_full
 from index.names import check_host, check_part, snapshot_name, snapshot_sort_key
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
@@ -601,7 +602,9 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
     run.chunk_index.sync(repo.storage)
     latest = repo.latest(host)
     if latest is not None:
-        run.prev = repo.open_snapshot(latest)
+        # A sealed index is read from a plain copy in the local cache.
+        with reporting_full(repo.cache_dir(), "the previous snapshot's index"):
+            run.prev = repo.open_snapshot(latest)
     for part in parts:
         run.walk_part(part)
     run.rescan_changed_dirs()

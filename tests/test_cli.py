@@ -399,9 +399,8 @@ def config_file(tmp_path: Path, repo: Repository) -> Path:
     the second disabled."""
     mail = make_tree(tmp_path / "spool", MAIL)
     dumps = make_tree(tmp_path / "dumps", {"db.sql": b"CREATE TABLE t;\n"})
-    # A pattern with '/' matches the whole absolute path, and tmp_path itself
-    # lies below /tmp, so a bare "*/tmp/*" would leave out everything here:
-    # anchor it at the part's own directory.
+    # tmp_path lies below /tmp: "*/tmp/*" must still leave out only the
+    # part's own tmp/ (patterns are matched inside the part).
     return write_config(tmp_path / "histfs.toml", f"""\
 repository = "{repo.root}"
 host = "cfghost"
@@ -410,7 +409,7 @@ compression = 0
 [[part]]
 name = "mail"
 path = "{mail}"
-exclude = ["*/spool/tmp/*", "*.lock"]
+exclude = ["*/tmp/*", "*.lock"]
 
 [[part]]
 name = "pgsql"

@@ -71,6 +71,8 @@ class BuildResult:
     logical_bytes: int = 0
     orphans: list[bytes] = field(default_factory=list)
     unreadable_links: list[bytes] = field(default_factory=list)
+    part_files: dict[bytes, int] = field(default_factory=dict)
+    """Entries other than directories below each top-level name (part)."""
 
 
 def _entry(eid: EntryId, d: _OpenDir | None, parent: EntryId, name: bytes,
@@ -161,21 +163,26 @@ class IndexBuilder:
                 self.path.unlink(missing_ok=True)
                 raise
 
-    def build(self, staging: Staging, meta: dict[str, Any]) -> BuildResult:
-        """Write every staged record, its chunks' locations and `meta`."""
+    def build(self, staging: Staging, meta: dict[str, Any],
+              complete: Callable[[BuildResult], dict[str, Any]] | None = None
+              ) -> BuildResult:
+        """Write every staged record, its chunks' locations and `meta`;
+        `complete`, given the counts, returns keys to add to `meta`."""
         with self._room.writing():
             # The index holds about what the staging area holds, in more tables.
             out = _Batches(self._env, self._dbs, self._room,
                            min(_BATCH_BYTES, staging.used_bytes()))
             try:
-                result = self._build(staging, meta, out)
+                result = self._build(staging, meta, complete, out)
             except BaseException:
                 out.abort()
                 raise
             out.commit()
         return result
 
-    def _build(self, staging: Staging, meta: dict[str, Any], out: _Batches) -> BuildResult:
+    def _build(self, staging: Staging, meta: dict[str, Any],
+               complete: Callable[[BuildResult], dict[str, Any]] | None,
+               out: _Batches) -> BuildResult:
         result = BuildResult()
         link_first: dict[tuple[int, int], EntryId] = {}
         chunk_ids: set[ChunkId] = set()
@@ -218,6 +225,7 @@ class IndexBuilder:
                     stack.append(_OpenDir(key, eid, parent.entry_id, name, s))
                     out.wrote(len(raw) + len(key))
                     continue
+                result.part_files[comps[0]] = result.part_files.get(comps[0], 0) + 1
                 nlink, inode_id = 1, eid
                 if s.link_group is not None:
                     nlink = self._link_counts.get(s.link_group, 1)
@@ -249,7 +257,8 @@ class IndexBuilder:
                 close_dir(stack.pop())
         self._write_chunks(out, chunk_ids)
         result.chunks = len(chunk_ids)
-        meta = {**meta, "version": INDEX_VERSION, "entries": result.entries,
+        meta = {**meta, **(complete(result) if complete is not None else {}),
+                "version": INDEX_VERSION, "entries": result.entries,
                 "chunks": result.chunks, "logical_bytes": result.logical_bytes}
         out.meta.put(META_KEY, codec.pack(meta))
         return result

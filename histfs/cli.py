@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ from index.errors import ConfigError, HistfsError, HookFailed
 from index.repository import Repository, as_location
 
 if TYPE_CHECKING:
+    from histfs.config import FileConfig
     from writer.stats import BackupStats
 
 EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
@@ -31,6 +34,14 @@ EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
 def _die(message: str) -> int:
     log.error(message)
     return EXIT_FAILED
+
+
+def _seconds(value: float, option: str) -> float:
+    """A time in seconds from the command line: finite and not negative
+    (float() also reads "nan", "inf" and "-1")."""
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{option}: expected seconds, 0 or more, got {value}")
+    return value
 
 
 def _repo_path(args: argparse.Namespace, from_config: Path | str | None = None) -> Path | str:
@@ -130,9 +141,46 @@ def cmd_key(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@dataclass
+class _BackupRun:
+    """What the metrics file of a backup run needs, filled in as it goes."""
+
+    metrics_file: Path | None
+    host: str | None
+    stats: BackupStats
+    repo: Repository | None = None
+    code: int = EXIT_FAILED
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
-    """`histfs backup`."""
-    from histfs.config import FileConfig, check_compression, load_config, parse_part_args
+    """`histfs backup`. Every run that got as far as reading its options
+    writes its metrics file, whatever stops it (the alert for a failed
+    backup must fire for a wrong passphrase or a failing hook too)."""
+    from histfs.config import FileConfig, load_config
+    from writer.stats import BackupStats
+
+    run = _BackupRun(Path(args.metrics_file) if args.metrics_file else None, args.host,
+                     BackupStats())
+    try:
+        cfg = load_config(Path(args.config)) if args.config else FileConfig()
+        run.metrics_file = run.metrics_file or cfg.metrics_file
+        run.host = args.host or cfg.host or _this_host()
+        _seconds(args.lock_wait, "--lock-wait")
+        run.repo = Repository.open(_repo_path(args, cfg.repository))
+        run.code = _backup(args, cfg, run)
+        return run.code
+    finally:
+        if run.metrics_file is not None:
+            _write_backup_metrics(run)
+
+
+def _this_host() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def _backup(args: argparse.Namespace, cfg: FileConfig, run: _BackupRun) -> int:
+    """Hooks and the backup itself; the exit status."""
+    from histfs.config import check_compression, parse_part_args
     from histfs.hooks import (
         STATUS_FAILED,
         STATUS_SUCCESS,
@@ -142,10 +190,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
         run_hook,
     )
     from writer.backup import Part
+    from writer.stats import BackupStats
 
-    cfg = load_config(Path(args.config)) if args.config else FileConfig()
-    repo = Repository.open(_repo_path(args, cfg.repository))
-    host = args.host or cfg.host or socket.gethostname().split(".")[0]
+    repo, host = run.repo, run.host
+    assert repo is not None and host is not None
     level = cfg.compression if args.compression is None else args.compression
     level = check_compression(3 if level is None else level)
     part_cfgs = parse_part_args(args.parts, args.exclude) if args.parts else cfg.parts
@@ -175,21 +223,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if before is not None and not before.ok:
         hook("after", hooks.after, None, STATUS_FAILED)
         raise HookFailed(f"{before.problem}: backup not started")
-    from writer.stats import BackupStats
-
-    stats = BackupStats()
-    metrics_file = args.metrics_file or cfg.metrics_file
-    code = EXIT_FAILED
+    # The backup's duration does not count the before hook's.
+    stats = run.stats = BackupStats()
     try:
-        try:
-            status = _backup_and_report(args, repo, host, level, parts, stats)
-        except BaseException:
-            hook("after", hooks.after, None, STATUS_FAILED)
-            raise
-        snapshot, code = status
-    finally:
-        if metrics_file:
-            _write_backup_metrics(Path(metrics_file), repo, host, stats, code)
+        snapshot, code = _backup_and_report(args, repo, host, level, parts, stats)
+    except BaseException:
+        hook("after", hooks.after, None, STATUS_FAILED)
+        raise
     state = STATUS_SUCCESS if code == EXIT_OK else (
         STATUS_WARNINGS if code == EXIT_WARNINGS else STATUS_FAILED)
     results = [hook("after", hooks.after, snapshot, state)]
@@ -276,12 +316,18 @@ def _backup_and_report(args: argparse.Namespace, repo: Repository, host: str, le
     return name, result.exit_status
 
 
-def _write_backup_metrics(path: Path, repo: Repository, host: str, stats: BackupStats,
-                          code: int) -> None:
+def _write_backup_metrics(run: _BackupRun) -> None:
     from histfs.metrics import backup_metrics, write_atomically
 
+    path = run.metrics_file
+    assert path is not None
     try:
-        write_atomically(path, backup_metrics(repo, host, stats, code))
+        previous = path.read_text(errors="replace")
+    except (OSError, ValueError):
+        previous = None
+    try:
+        write_atomically(path, backup_metrics(run.repo, run.host or _this_host(), run.stats,
+                                              run.code, previous=previous))
     except (OSError, HistfsError) as exc:
         # The backup's own outcome matters more than its report.
         log.warning(f"cannot write metrics to {path}: {exc}")

@@ -705,8 +705,12 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
             "machine": os.uname().nodename,
             "files": stats.files,
             "directories": stats.dirs,
+            "bytes_read": stats.bytes_read,
             "bytes_added": stats.bytes_added,
             "chunks_added": stats.chunks_added,
+            "files_new": stats.files_new,
+            "files_changed": stats.files_changed,
+            "files_unchanged": stats.files_unchanged,
             "duration_seconds": round(stats.duration, 3),
         }
 
@@ -721,6 +725,7 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
             return {
                 "parts": [{"name": p.name, "source": str(p.path), "exclude": list(p.exclude),
                            "files": counts[p.name]} for p in parts],
+                "files_failed": stats.files_failed,
                 "warnings": len(stats.warnings),
             }
 

@@ -206,7 +206,7 @@ def _backup(args: argparse.Namespace, cfg: FileConfig, run: _BackupRun) -> int:
             if args.json:
                 print(json.dumps({"repository": str(repo.root), "host": host, "snapshot": None,
                                   "skipped": skip, "exit_status": EXIT_OK}, indent=2))
-            elif not args.quiet:
+            else:
                 log.notice(skip)
             return EXIT_OK
     hooks = cfg.hooks
@@ -797,7 +797,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another backup of the host to finish")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only warnings and errors (as histfs --quiet backup)")
+    p.add_argument("--log-file", dest="command_log_file", metavar="FILE",
+                   help="also append every message, timestamped, to FILE "
+                        "(as histfs --log-file FILE backup)")
     p.add_argument("--force", action="store_true",
                    help="back up even inside the configured min_interval")
     p.set_defaults(func=cmd_backup)
@@ -949,15 +953,24 @@ def main(argv: list[str] | None = None) -> int:
             return _die(str(exc))
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # `histfs --quiet backup` and `histfs backup --quiet` are one thing, and
+    # so are the two places of --log-file.
+    quiet = args.global_quiet or getattr(args, "quiet", False)
+    log_file = args.global_log_file or getattr(args, "command_log_file", None)
+    if args.global_log_file and getattr(args, "command_log_file", None) not in (
+            None, args.global_log_file):
+        return _die("--log-file is given twice, with different files")
     try:
-        log.configure(args.global_log_file, args.global_quiet)
+        log.configure(log_file, quiet)
     except OSError as exc:
-        return _die(f"cannot open the log file {args.global_log_file}: {exc.strerror}")
-    if args.global_quiet:
+        return _die(f"cannot open the log file {log_file}: {exc.strerror}")
+    if quiet:
         if hasattr(args, "quiet"):
             args.quiet = True
-        # Summaries go to stdout: nothing there for cron to mail.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
+        if not getattr(args, "json", False):
+            # Summaries go to stdout: nothing there for cron to mail. JSON
+            # was asked for by name, and is kept.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
     try:
         with _broken_pipe_ok():
             return func(args)

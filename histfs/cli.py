@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from histfs import log
 from index.errors import ConfigError, HistfsError, HookFailed
-from index.repository import Repository, as_location
+from index.repository import Repository, SnapshotRef, as_location
 
 if TYPE_CHECKING:
     from histfs.config import FileConfig
@@ -556,6 +556,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from writer.prune import prune
     from writer.retention import Policy
 
+    _seconds(args.lock_wait, "--lock-wait")
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
     repo = Repository.open(_repo_path(args, cfg.repository))
     policy = cfg.retention or Policy()
@@ -615,10 +616,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from histfs.output import human_bytes
     from writer.gc import collect
 
-    repo = Repository.open(_repo_path(args))
     share = _parse_share(args.max_unused)
-    if args.wait < 0 or args.grace < 0:
-        raise ConfigError("--wait and --grace take seconds, 0 or more")
+    _seconds(args.wait, "--wait")
+    _seconds(args.grace, "--grace")
+    repo = Repository.open(_repo_path(args))
 
     def say(line: str) -> None:
         if not args.json:
@@ -647,11 +648,17 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return status
 
 
-def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any]) -> tuple[Any, Any]:
+def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any],
+                    gone_ok: bool = False) -> tuple[SnapshotRef, Any, bool]:
     """Run `change(storage, host, name, reason)` on the snapshot the user
     named, holding the prune lock: a snapshot cannot be pruned between the
-    check that it exists and the change of its holds."""
+    check that it exists and the change of its holds. With `gone_ok`, a
+    well-formed snapshot name of a known host that is not there (any more)
+    is changed too. Returns the snapshot, what `change` returned and whether
+    the snapshot exists."""
     from histfs.config import FileConfig, load_config
+    from index.errors import SnapshotNotFound
+    from index.names import is_snapshot_name
     from writer.prune import PRUNE_LOCK
 
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
@@ -660,8 +667,13 @@ def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any]) -> tup
     lock = repo.lock(PRUNE_LOCK, f"{args.command} on {host}")
     lock.acquire(wait=300.0)
     try:
-        ref = repo.select(host, args.snapshot)
-        return ref, change(repo.storage, ref.host, ref.name, args.reason)
+        try:
+            ref, exists = repo.select(host, args.snapshot), True
+        except SnapshotNotFound:
+            if not (gone_ok and is_snapshot_name(args.snapshot) and host in repo.hosts()):
+                raise
+            ref, exists = SnapshotRef(host, args.snapshot), False
+        return ref, change(repo.storage, ref.host, ref.name, args.reason), exists
     finally:
         lock.release()
 
@@ -670,18 +682,23 @@ def cmd_hold(args: argparse.Namespace) -> int:
     """`histfs hold`."""
     from index.holds import place_hold
 
-    ref, hold = _with_hold_lock(args, place_hold)
+    ref, hold, _ = _with_hold_lock(args, place_hold)
     print(f"held       {ref.host}/{ref.name} ({hold.reason})")
     return EXIT_OK
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    """`histfs release`."""
+    """`histfs release`: succeeds, with a note, when there is nothing left to
+    release (the hold was released already, or the snapshot has been pruned
+    since), so that a tape job can simply run it again after an error."""
     from index.holds import release_holds
 
-    ref, released = _with_hold_lock(args, release_holds)
+    ref, released, exists = _with_hold_lock(args, release_holds, gone_ok=True)
     if not released:
-        raise ConfigError(f"{ref.host}/{ref.name} has no hold with reason {args.reason!r}")
+        why = (f"{ref.host}/{ref.name} has no hold with reason {args.reason!r}"
+               if exists else f"there is no snapshot {ref.host}/{ref.name} (pruned?)")
+        log.notice(f"{why}: nothing to release")
+        return EXIT_OK
     print(f"released   {ref.host}/{ref.name} ({args.reason}"
           + (f", {len(released)} holds" if len(released) > 1 else "") + ")")
     return EXIT_OK

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +29,10 @@ from index.errors import (
     SnapshotNotFound,
 )
 from index.private import write_private
-from index.repository import Repository, as_location
+from index.repository import Repository, SnapshotRef, as_location
 
 if TYPE_CHECKING:
+    from histfs.config import FileConfig
     from writer.stats import BackupStats
 
 EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
@@ -38,6 +41,14 @@ EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
 def _die(message: str) -> int:
     log.error(message)
     return EXIT_FAILED
+
+
+def _seconds(value: float, option: str) -> float:
+    """A time in seconds from the command line: finite and not negative
+    (float() also reads "nan", "inf" and "-1")."""
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{option}: expected seconds, 0 or more, got {value}")
+    return value
 
 
 def _repo_path(args: argparse.Namespace, from_config: Path | str | None = None) -> Path | str:
@@ -137,9 +148,46 @@ def cmd_key(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@dataclass
+class _BackupRun:
+    """What the metrics file of a backup run needs, filled in as it goes."""
+
+    metrics_file: Path | None
+    host: str | None
+    stats: BackupStats
+    repo: Repository | None = None
+    code: int = EXIT_FAILED
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
-    """`histfs backup`."""
-    from histfs.config import FileConfig, check_compression, load_config, parse_part_args
+    """`histfs backup`. Every run that got as far as reading its options
+    writes its metrics file, whatever stops it (the alert for a failed
+    backup must fire for a wrong passphrase or a failing hook too)."""
+    from histfs.config import FileConfig, load_config
+    from writer.stats import BackupStats
+
+    run = _BackupRun(Path(args.metrics_file) if args.metrics_file else None, args.host,
+                     BackupStats())
+    try:
+        cfg = load_config(Path(args.config)) if args.config else FileConfig()
+        run.metrics_file = run.metrics_file or cfg.metrics_file
+        run.host = args.host or cfg.host or _this_host()
+        _seconds(args.lock_wait, "--lock-wait")
+        run.repo = Repository.open(_repo_path(args, cfg.repository))
+        run.code = _backup(args, cfg, run)
+        return run.code
+    finally:
+        if run.metrics_file is not None:
+            _write_backup_metrics(run)
+
+
+def _this_host() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def _backup(args: argparse.Namespace, cfg: FileConfig, run: _BackupRun) -> int:
+    """Hooks and the backup itself; the exit status."""
+    from histfs.config import check_compression, parse_part_args
     from histfs.hooks import (
         STATUS_FAILED,
         STATUS_SUCCESS,
@@ -149,10 +197,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
         run_hook,
     )
     from writer.backup import Part
+    from writer.stats import BackupStats
 
-    cfg = load_config(Path(args.config)) if args.config else FileConfig()
-    repo = Repository.open(_repo_path(args, cfg.repository))
-    host = args.host or cfg.host or socket.gethostname().split(".")[0]
+    repo, host = run.repo, run.host
+    assert repo is not None and host is not None
     level = cfg.compression if args.compression is None else args.compression
     level = check_compression(3 if level is None else level)
     part_cfgs = parse_part_args(args.parts, args.exclude) if args.parts else cfg.parts
@@ -165,7 +213,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"repository": str(repo.root), "host": host, "snapshot": None,
                                   "skipped": skip, "exit_status": EXIT_OK}, indent=2))
-            elif not args.quiet:
+            else:
                 log.notice(skip)
             return EXIT_OK
     hooks = cfg.hooks
@@ -182,21 +230,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if before is not None and not before.ok:
         hook("after", hooks.after, None, STATUS_FAILED)
         raise HookFailed(f"{before.problem}: backup not started")
-    from writer.stats import BackupStats
-
-    stats = BackupStats()
-    metrics_file = args.metrics_file or cfg.metrics_file
-    code = EXIT_FAILED
+    # The backup's duration does not count the before hook's.
+    stats = run.stats = BackupStats()
     try:
-        try:
-            status = _backup_and_report(args, repo, host, level, parts, stats)
-        except BaseException:
-            hook("after", hooks.after, None, STATUS_FAILED)
-            raise
-        snapshot, code = status
-    finally:
-        if metrics_file:
-            _write_backup_metrics(Path(metrics_file), repo, host, stats, code)
+        snapshot, code = _backup_and_report(args, repo, host, level, parts, stats)
+    except BaseException:
+        hook("after", hooks.after, None, STATUS_FAILED)
+        raise
     state = STATUS_SUCCESS if code == EXIT_OK else (
         STATUS_WARNINGS if code == EXIT_WARNINGS else STATUS_FAILED)
     results = [hook("after", hooks.after, snapshot, state)]
@@ -283,12 +323,18 @@ def _backup_and_report(args: argparse.Namespace, repo: Repository, host: str, le
     return name, result.exit_status
 
 
-def _write_backup_metrics(path: Path, repo: Repository, host: str, stats: BackupStats,
-                          code: int) -> None:
+def _write_backup_metrics(run: _BackupRun) -> None:
     from histfs.metrics import backup_metrics, write_atomically
 
+    path = run.metrics_file
+    assert path is not None
     try:
-        write_atomically(path, backup_metrics(repo, host, stats, code))
+        previous = path.read_text(errors="replace")
+    except (OSError, ValueError):
+        previous = None
+    try:
+        write_atomically(path, backup_metrics(run.repo, run.host or _this_host(), run.stats,
+                                              run.code, previous=previous))
     except (OSError, HistfsError) as exc:
         # The backup's own outcome matters more than its report.
         log.warning(f"cannot write metrics to {path}: {exc}")
@@ -544,6 +590,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from writer.prune import prune
     from writer.retention import Policy
 
+    _seconds(args.lock_wait, "--lock-wait")
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
     repo = Repository.open(_repo_path(args, cfg.repository))
     policy = cfg.retention or Policy()
@@ -609,10 +656,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from histfs.output import human_bytes
     from writer.gc import collect
 
-    repo = Repository.open(_repo_path(args))
     share = _parse_share(args.max_unused)
-    if args.wait < 0 or args.grace < 0:
-        raise ConfigError("--wait and --grace take seconds, 0 or more")
+    _seconds(args.wait, "--wait")
+    _seconds(args.grace, "--grace")
+    repo = Repository.open(_repo_path(args))
 
     def say(line: str) -> None:
         if not args.json:
@@ -641,11 +688,17 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return status
 
 
-def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any]) -> tuple[Any, Any]:
+def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any],
+                    gone_ok: bool = False) -> tuple[SnapshotRef, Any, bool]:
     """Run `change(storage, host, name, reason)` on the snapshot the user
     named, holding the prune lock: a snapshot cannot be pruned between the
-    check that it exists and the change of its holds."""
+    check that it exists and the change of its holds. With `gone_ok`, a
+    well-formed snapshot name of a known host that is not there (any more)
+    is changed too. Returns the snapshot, what `change` returned and whether
+    the snapshot exists."""
     from histfs.config import FileConfig, load_config
+    from index.errors import SnapshotNotFound
+    from index.names import is_snapshot_name
     from writer.prune import PRUNE_LOCK
 
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
@@ -654,8 +707,13 @@ def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any]) -> tup
     lock = repo.lock(PRUNE_LOCK, f"{args.command} on {host}")
     lock.acquire(wait=300.0)
     try:
-        ref = repo.select(host, args.snapshot)
-        return ref, change(repo.storage, ref.host, ref.name, args.reason)
+        try:
+            ref, exists = repo.select(host, args.snapshot), True
+        except SnapshotNotFound:
+            if not (gone_ok and is_snapshot_name(args.snapshot) and host in repo.hosts()):
+                raise
+            ref, exists = SnapshotRef(host, args.snapshot), False
+        return ref, change(repo.storage, ref.host, ref.name, args.reason), exists
     finally:
         lock.release()
 
@@ -664,18 +722,23 @@ def cmd_hold(args: argparse.Namespace) -> int:
     """`histfs hold`."""
     from index.holds import place_hold
 
-    ref, hold = _with_hold_lock(args, place_hold)
+    ref, hold, _ = _with_hold_lock(args, place_hold)
     print(f"held       {ref.host}/{ref.name} ({hold.reason})")
     return EXIT_OK
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    """`histfs release`."""
+    """`histfs release`: succeeds, with a note, when there is nothing left to
+    release (the hold was released already, or the snapshot has been pruned
+    since), so that a tape job can simply run it again after an error."""
     from index.holds import release_holds
 
-    ref, released = _with_hold_lock(args, release_holds)
+    ref, released, exists = _with_hold_lock(args, release_holds, gone_ok=True)
     if not released:
-        raise ConfigError(f"{ref.host}/{ref.name} has no hold with reason {args.reason!r}")
+        why = (f"{ref.host}/{ref.name} has no hold with reason {args.reason!r}"
+               if exists else f"there is no snapshot {ref.host}/{ref.name} (pruned?)")
+        log.notice(f"{why}: nothing to release")
+        return EXIT_OK
     print(f"released   {ref.host}/{ref.name} ({args.reason}"
           + (f", {len(released)} holds" if len(released) > 1 else "") + ")")
     return EXIT_OK
@@ -791,7 +854,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another backup of the host to finish")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only warnings and errors (as histfs --quiet backup)")
+    p.add_argument("--log-file", dest="command_log_file", metavar="FILE",
+                   help="also append every message, timestamped, to FILE "
+                        "(as histfs --log-file FILE backup)")
     p.add_argument("--force", action="store_true",
                    help="back up even inside the configured min_interval")
     p.set_defaults(func=cmd_backup)
@@ -943,15 +1010,24 @@ def main(argv: list[str] | None = None) -> int:
             return _die(str(exc))
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # `histfs --quiet backup` and `histfs backup --quiet` are one thing, and
+    # so are the two places of --log-file.
+    quiet = args.global_quiet or getattr(args, "quiet", False)
+    log_file = args.global_log_file or getattr(args, "command_log_file", None)
+    if args.global_log_file and getattr(args, "command_log_file", None) not in (
+            None, args.global_log_file):
+        return _die("--log-file is given twice, with different files")
     try:
-        log.configure(args.global_log_file, args.global_quiet)
+        log.configure(log_file, quiet)
     except OSError as exc:
-        return _die(f"cannot open the log file {args.global_log_file}: {exc.strerror}")
-    if args.global_quiet:
+        return _die(f"cannot open the log file {log_file}: {exc.strerror}")
+    if quiet:
         if hasattr(args, "quiet"):
             args.quiet = True
-        # Summaries go to stdout: nothing there for cron to mail.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
+        if not getattr(args, "json", False):
+            # Summaries go to stdout: nothing there for cron to mail. JSON
+            # was asked for by name, and is kept.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
     try:
         with _broken_pipe_ok():
             return func(args)

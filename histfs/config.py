@@ -155,9 +155,13 @@ def _load_hooks(raw: object, where: str) -> Hooks:
     table = _check_table(raw, "hooks", _HOOK_KEYS, where)
     commands = {k: _get(table, k, str, f"{where}hooks.") for k in ("before", "after",
                                                                     "after_success")}
-    timeout = table.get("timeout")
-    return Hooks(**commands, timeout=DEFAULT_HOOK_TIMEOUT if timeout is None
-                 else parse_duration(timeout, f"{where}hooks.timeout"))
+    raw = table.get("timeout")
+    timeout = DEFAULT_HOOK_TIMEOUT if raw is None else parse_duration(raw,
+                                                                      f"{where}hooks.timeout")
+    if not timeout:
+        # A hook given no time at all would be killed as it starts.
+        raise ConfigError(f"{where}hooks.timeout: must be more than 0, got {raw!r}")
+    return Hooks(**commands, timeout=timeout)
 
 
 def load_config(path: Path) -> FileConfig:

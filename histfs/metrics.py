@@ -9,12 +9,13 @@ reports when the host last succeeded.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from index.errors import SnapshotDamaged, SnapshotNotFound
+from index.errors import HistfsError, SnapshotDamaged, SnapshotNotFound
 from index.names import snapshot_time
 from index.repository import Repository
 from index.storage import replacing
@@ -60,63 +61,121 @@ def _render(samples: Iterable[tuple[str, dict[str, str], float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _host_samples(repo: Repository, host: str) -> list[tuple[str, dict[str, str], float]]:
+Sample = tuple[str, dict[str, str], float]
+_CARRIED = ("histfs_backup_last_success_timestamp_seconds", "histfs_snapshots",
+            "histfs_repository_size_bytes")
+_SAMPLE_RE = re.compile(r'^([a-z_]+)(?:\{host="([A-Za-z0-9._-]+)"\})? ([0-9.e+-]+)$', re.ASCII)
+
+
+def _host_samples(repo: Repository, host: str) -> list[Sample]:
     refs = repo.snapshots(host)
-    samples = [("histfs_snapshots", {"host": host}, float(len(refs)))]
+    samples: list[Sample] = [("histfs_snapshots", {"host": host}, float(len(refs)))]
     if refs:
         samples.append(("histfs_backup_last_success_timestamp_seconds", {"host": host},
                         snapshot_time(refs[-1].name).timestamp()))
     return samples
 
 
-def backup_metrics(repo: Repository, host: str, stats: BackupStats, exit_status: int,
-                   ended: float | None = None) -> str:
-    """The metrics of one backup run of `host`."""
+def _run_samples(host: str, ended: float, exit_status: int, duration: float,
+                 read: int | None, added: int | None,
+                 files: dict[str, int | None]) -> list[Sample]:
+    """The series of one run; figures that are not known are left out."""
     h = {"host": host}
-    samples = [
-        *_host_samples(repo, host),
-        ("histfs_backup_last_run_timestamp_seconds", h, ended or time.time()),
+    samples: list[Sample] = [
+        ("histfs_backup_last_run_timestamp_seconds", h, ended),
         ("histfs_backup_exit_status", h, float(exit_status)),
-        ("histfs_backup_duration_seconds", h, stats.duration),
-        ("histfs_backup_read_bytes", h, float(stats.bytes_read)),
-        ("histfs_backup_added_bytes", h, float(stats.bytes_added)),
-        ("histfs_backup_files", {**h, "state": "new"}, float(stats.files_new)),
-        ("histfs_backup_files", {**h, "state": "changed"}, float(stats.files_changed)),
-        ("histfs_backup_files", {**h, "state": "unchanged"}, float(stats.files_unchanged)),
-        ("histfs_backup_files", {**h, "state": "failed"}, float(stats.files_failed)),
-        ("histfs_repository_size_bytes", {}, float(repo.storage.usage())),
+        ("histfs_backup_duration_seconds", h, duration),
     ]
-    return _render(samples)
+    if read is not None:
+        samples.append(("histfs_backup_read_bytes", h, float(read)))
+    if added is not None:
+        samples.append(("histfs_backup_added_bytes", h, float(added)))
+    for state in ("new", "changed", "unchanged", "failed"):
+        count = files.get(state)
+        if count is not None:
+            samples.append(("histfs_backup_files", {**h, "state": state}, float(count)))
+    return samples
+
+
+def _carried(previous: str | None, host: str) -> list[Sample]:
+    """The figures of `previous` (the metrics file of an earlier run) that
+    only the repository knows, for a run that could not read it: the last
+    success keeps its time, so that "no recent backup" still counts from it."""
+    samples: list[Sample] = []
+    for line in (previous or "").splitlines():
+        m = _SAMPLE_RE.match(line)
+        if m is None or m.group(1) not in _CARRIED:
+            continue
+        if m.group(2) not in (host, None):
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        samples.append((m.group(1), {"host": host} if m.group(2) else {}, value))
+    return samples
+
+
+def backup_metrics(repo: Repository | None, host: str, stats: BackupStats, exit_status: int,
+                   ended: float | None = None, previous: str | None = None) -> str:
+    """The metrics of one backup run of `host`. Without a repository (it
+    could not be opened) the figures only it knows come from `previous`."""
+    known: list[Sample] | None = None
+    if repo is not None:
+        try:
+            known = [*_host_samples(repo, host),
+                     ("histfs_repository_size_bytes", {}, float(repo.storage.usage()))]
+        except (HistfsError, OSError):
+            known = None
+    if known is None:
+        known = _carried(previous, host)
+    run = _run_samples(
+        host, ended or time.time(), exit_status, stats.duration, stats.bytes_read,
+        stats.bytes_added, {"new": stats.files_new, "changed": stats.files_changed,
+                            "unchanged": stats.files_unchanged, "failed": stats.files_failed})
+    size = [x for x in known if x[0] == "histfs_repository_size_bytes"]
+    return _render([*[x for x in known if x not in size], *run, *size])
+
+
+def _int(meta: dict[str, Any], key: str) -> int | None:
+    value = meta.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def repository_metrics(repo: Repository) -> str:
-    """The metrics of every host of a repository, from its snapshots: the
-    newest snapshot's duration and bytes added stand for the last run.
-    Every snapshot index is opened, so that damaged ones are counted."""
-    samples: list[tuple[str, dict[str, str], float]] = []
+    """The metrics of every host of a repository: the same series as a
+    backup's metrics file, the run that made each host's newest snapshot
+    standing for its last run (figures that snapshots of earlier versions
+    did not record are left out), and the damaged snapshots. Every
+    snapshot index is opened, so that damaged ones are counted."""
+    samples: list[Sample] = []
     for host in repo.hosts():
         samples += _host_samples(repo, host)
         h = {"host": host}
-        refs = repo.snapshots(host)
-        meta: dict[str, Any] = {}
+        newest: tuple[str, dict[str, Any]] | None = None
         damaged = 0
-        for ref in refs:
+        for ref in repo.snapshots(host):
             try:
                 with repo.open_snapshot(ref) as snap:
-                    meta = snap.meta
+                    newest = (ref.name, snap.meta)
             except SnapshotNotFound:
                 continue  # pruned meanwhile
             except SnapshotDamaged:
-                meta = {}
+                newest = None
                 damaged += 1
                 samples.append(("histfs_snapshot_damaged", {**h, "snapshot": ref.name}, 1.0))
         samples.append(("histfs_snapshots_damaged", h, float(damaged)))
-        # `meta` is the newest snapshot's, or empty when that one is damaged.
-        if isinstance(meta.get("duration_seconds"), int | float):
-            samples.append(("histfs_backup_duration_seconds", h,
-                            float(meta["duration_seconds"])))
-        if isinstance(meta.get("bytes_added"), int):
-            samples.append(("histfs_backup_added_bytes", h, float(meta["bytes_added"])))
+        if newest is None:
+            continue  # no snapshot, or the newest is damaged: no run to show
+        name, meta = newest
+        duration = meta.get("duration_seconds")
+        duration = float(duration) if isinstance(duration, int | float) else 0.0
+        samples += _run_samples(
+            host, snapshot_time(name).timestamp() + duration,
+            1 if _int(meta, "warnings") else 0, duration, _int(meta, "bytes_read"),
+            _int(meta, "bytes_added"),
+            {state: _int(meta, f"files_{state}")
+             for state in ("new", "changed", "unchanged", "failed")})
     samples.append(("histfs_repository_size_bytes", {}, float(repo.storage.usage())))
     return _render(samples)
 

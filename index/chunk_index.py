@@ -19,6 +19,7 @@ import lmdb
 from index import garbage
 from index.blob import ENCRYPTION_NONE
 from index.errors import EncryptionMismatch, RepositoryCorrupt
+from index.local_space import Reservation, make_lock_file, reporting_full
 from index.pack import PackedChunk, list_pack_sizes, location, read_stored_table
 from index.private import FILE_MODE, private_dir
 from index.snapshot_format import decode_location, encode_location
@@ -26,6 +27,11 @@ from index.storage import Storage
 from index.types import ChunkId, ChunkLocation, PackId
 
 _MAP_SIZE = 1 << 36
+_WHAT = "the deduplication index"
+# A row: a 32-byte chunk id, its location and LMDB's node header, about 64
+# bytes, in pages that splits leave half full.
+_ROW_BYTES = 2 * 64
+_SPARE = 1 << 16
 
 
 class ChunkIndex:
@@ -33,18 +39,29 @@ class ChunkIndex:
 
     def __init__(self, path: Path) -> None:
         private_dir(path.parent)
-        self._env = lmdb.open(
-            str(path), subdir=False, map_size=_MAP_SIZE, max_dbs=4,
-            sync=False, metasync=False, readahead=False, mode=FILE_MODE,
-        )
-        self._chunks = self._env.open_db(b"chunks")
-        self._packs = self._env.open_db(b"packs")
+        make_lock_file(Path(f"{path}-lock"))
+        with reporting_full(path.parent, _WHAT):
+            self._env = lmdb.open(
+                str(path), subdir=False, map_size=_MAP_SIZE, max_dbs=4,
+                sync=False, metasync=False, readahead=False, mode=FILE_MODE,
+            )
+            try:
+                self._chunks = self._env.open_db(b"chunks")
+                self._packs = self._env.open_db(b"packs")
+                self._room = Reservation(self._env, path, _WHAT)
+            except BaseException:
+                self._env.close()
+                raise
         self.garbage_seen: set[str] = set()
 
     def close(self) -> None:
         """Flush and close."""
-        self._env.sync(True)
-        self._env.close()
+        self._room.close()
+        try:
+            with self._room.writing():
+                self._env.sync(True)
+        finally:
+            self._env.close()
 
     def get(self, cid: ChunkId) -> ChunkLocation | None:
         """Where the repository stores `cid`, if it does."""
@@ -65,7 +82,8 @@ class ChunkIndex:
 
     def add_pack(self, pack_id: PackId, rows: list[PackedChunk], size: int) -> None:
         """Record the chunks of a durable pack of `size` bytes."""
-        with self._env.begin(write=True) as txn:
+        self._room.ensure(len(rows) * _ROW_BYTES + _SPARE)
+        with self._room.writing(), self._env.begin(write=True) as txn:
             cur = txn.cursor(db=self._chunks)
             for row in rows:
                 cur.put(row.chunk_id, encode_location(location(pack_id, row)), overwrite=False)
@@ -109,7 +127,7 @@ class ChunkIndex:
         # Forget first: a chunk that gc copied out of a listed pack into a
         # new one must end up pointing at the new one.
         if gone:
-            with self._env.begin(write=True) as txn:
+            with self._room.writing(), self._env.begin(write=True) as txn:
                 cur = txn.cursor(db=self._chunks)
                 for key, value in list(cur.iternext()):
                     loc = _location_or_none(value)

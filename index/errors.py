@@ -19,8 +19,10 @@ the FUSE adapter maps them to errnos. Anything else is a bug.
     ├── SnapshotNotFound             no snapshot of that name
     ├── PathNotFound                 no such path inside a snapshot
     ├── ConfigError                  a bad configuration file or argument
-    ├── CacheError                   the local cache cannot be written (a full disk)
-    └── SourceError                  a backup source that cannot be read at all
+    ├── CacheError                   the local cache cannot be written
+    │   └── CacheFull                no room left in the local cache
+    ├── SourceError                  a backup source that cannot be read at all
+    └── HookFailed                   a `before` hook failed
 """
 
 from __future__ import annotations
@@ -106,3 +108,7 @@ class SourceError(HistfsError):
 
 class HookFailed(HistfsError):
     """A `before` hook failed, so the backup did not run."""
+
+
+class CacheFull(CacheError):
+    """The local cache's disk has no room for what a command must write there."""

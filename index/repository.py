@@ -40,6 +40,7 @@ from index.errors import (
     SnapshotDamaged,
     SnapshotNotFound,
 )
+from index.local_space import cache_full, is_full, reporting_full
 from index.lock import LOCKS_DIR, RepositoryLock
 from index.names import (
     LAST,
@@ -403,6 +404,9 @@ class Repository:
             raise  # the stored file is gone: pruned meanwhile
         except OSError as exc:
             where = default_cache_root() / self.config.repo_id / "indexes"
+            if is_full(exc, where):
+                raise cache_full(where, f"the local copy of snapshot index {relpath}",
+                                 None) from None
             raise CacheError(f"snapshot index {relpath}: cannot make its local copy in "
                              f"{where}: {exc.strerror or exc}") from None
         return plain
@@ -421,7 +425,9 @@ class Repository:
                 try:
                     with os.fdopen(open_private(work, os.O_RDWR | os.O_CREAT | os.O_EXCL),
                                    "w+b") as plain:
-                        write_plain(plain.fileno())
+                        # A full cache is not a full repository.
+                        with reporting_full(work.parent, "the new snapshot index's plain copy"):
+                            write_plain(plain.fileno())
                         plain.seek(0)
                         self.cipher.seal_index(plain, pending.file, relpath)
                     pending.commit(relpath)

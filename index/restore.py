@@ -87,7 +87,7 @@ class Restorer:
         self.overwrite = overwrite
         self.stats = RestoreStats()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="restore")
-        self._inflight: deque[tuple[Future[None], int, bytes, Entry, bytes]] = deque()
+        self._inflight: deque[tuple[Future[int], int, bytes, Entry, bytes]] = deque()
         # First restored link of each hard-linked inode: (dir fd, name, links left).
         self._links: dict[EntryId, list[Any]] = {}
         self._on_progress = on_progress
@@ -265,30 +265,35 @@ class Restorer:
             return
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                      dir_fd=dir_fd)
-        self.stats.files += 1
         if entry.size < _INLINE_MAX or entry.nlink > 1:
             # Small files are written here: a thread hand-off costs more than
             # the file (threads contending for the GIL made 30,000 mail files
             # take 16 s instead of a few). Hard-linked files too, so that a
             # later link is only made to data that was verified.
+            written = 0
             try:
-                self._write_content(fd, entry)
+                written = self._write_content(fd, entry)
                 self._apply_meta(dir_fd, name, entry, rel)
-            except HistfsError as exc:
-                self._failed(dir_fd, name, rel, exc)
+            except (HistfsError, OSError) as exc:
+                self._failed(dir_fd, name, rel, exc, written)
                 return
+            # Counted once it is whole: a file that failed is not restored.
+            self.stats.files += 1
             self._remember_link(dir_fd, name, entry)
             return
         fut = self._pool.submit(self._write_content, fd, entry)
         self._inflight.append((fut, os.dup(dir_fd), name, entry, rel))
         self._wait(_MAX_INFLIGHT)
 
-    def _write_content(self, fd: int, entry: Entry) -> None:
-        """Write a file's data (worker thread); holes stay holes.
+    def _write_content(self, fd: int, entry: Entry) -> int:
+        """Write a file's data (worker thread); holes stay holes. Returns
+        the bytes written (counted in the stats as they are written, and
+        taken back if the file fails).
 
         Adjacent extents are written in runs of a few MiB: one read of their
         neighbouring chunks, one write (a dump cut in 16 KiB chunks has
         thousands)."""
+        written = 0
         try:
             run: list[Extent] = []
             run_bytes = 0
@@ -297,17 +302,21 @@ class Restorer:
                     continue
                 if run and (run_bytes >= _RUN_BYTES
                             or run[-1].offset + run[-1].length != ext.offset):
-                    self._write_run(fd, run)
+                    written += self._write_run(fd, run)
                     run, run_bytes = [], 0
                 run.append(ext)
                 run_bytes += ext.length
             if run:
-                self._write_run(fd, run)
+                written += self._write_run(fd, run)
             os.ftruncate(fd, entry.size)
+        except BaseException:
+            self.stats.add_bytes(-written)
+            raise
         finally:
             os.close(fd)
+        return written
 
-    def _write_run(self, fd: int, run: list[Extent]) -> None:
+    def _write_run(self, fd: int, run: list[Extent]) -> int:
         store = self.snap.chunk_store
         assert store is not None
         chunks = [(e.chunk_id, self.snap.location(e.chunk_id))
@@ -319,23 +328,29 @@ class Restorer:
         data = b"".join(d[: e.length] for e, d in zip(run, parts, strict=True))
         os.pwrite(fd, data, run[0].offset)
         self.stats.add_bytes(len(data))
+        return len(data)
 
     def _wait(self, keep: int) -> None:
         """Finish files until at most `keep` are being written."""
         while len(self._inflight) > keep:
             fut, dir_fd, name, entry, rel = self._inflight.popleft()
+            written = 0
             try:
-                fut.result()
+                written = fut.result()
                 self._apply_meta(dir_fd, name, entry, rel)
+                self.stats.files += 1
             except (HistfsError, OSError) as exc:
-                self._failed(dir_fd, name, rel, exc)
+                self._failed(dir_fd, name, rel, exc, written)
             finally:
                 os.close(dir_fd)
             if self._on_progress is not None:
                 self._on_progress(self.stats)
 
-    def _failed(self, dir_fd: int, name: bytes, rel: bytes, exc: Exception) -> None:
-        """A file whose data could not be restored is removed, not left wrong."""
+    def _failed(self, dir_fd: int, name: bytes, rel: bytes, exc: Exception,
+                written: int = 0) -> None:
+        """A file whose data could not be restored is removed, not left wrong
+        (nor counted: `written` bytes of it are taken back)."""
+        self.stats.add_bytes(-written)
         self.stats.errors.append(f"{_show(rel)}: not restored: {exc}")
         with contextlib.suppress(OSError):
             os.unlink(name, dir_fd=dir_fd)

@@ -399,9 +399,8 @@ def config_file(tmp_path: Path, repo: Repository) -> Path:
     the second disabled."""
     mail = make_tree(tmp_path / "spool", MAIL)
     dumps = make_tree(tmp_path / "dumps", {"db.sql": b"CREATE TABLE t;\n"})
-    # A pattern with '/' matches the whole absolute path, and tmp_path itself
-    # lies below /tmp, so a bare "*/tmp/*" would leave out everything here:
-    # anchor it at the part's own directory.
+    # tmp_path lies below /tmp: "*/tmp/*" must still leave out only the
+    # part's own tmp/ (patterns are matched inside the part).
     return write_config(tmp_path / "histfs.toml", f"""\
 repository = "{repo.root}"
 host = "cfghost"
@@ -410,7 +409,7 @@ compression = 0
 [[part]]
 name = "mail"
 path = "{mail}"
-exclude = ["*/spool/tmp/*", "*.lock"]
+exclude = ["*/tmp/*", "*.lock"]
 
 [[part]]
 name = "pgsql"
@@ -548,3 +547,27 @@ def test_backup_json_summary(repo: Repository, src: Path) -> None:
             summary["files_failed"]) == (0, 1, len(FILES) - 1, 0)
     assert summary["bytes_read"] == len(b"alpha, changed\n")
     assert [r.name for r in repo.snapshots()][-1] == summary["snapshot"]
+
+
+@pytest.mark.parametrize("args", [
+    ["backup", "--lock-wait", "-1"], ["backup", "--lock-wait", "nan"],
+    ["backup", "--lock-wait", "inf"], ["backup", "--lock-wait", "1e999"],
+    ["prune", "--keep-last", "1", "--lock-wait", "-0.5"],
+    ["prune", "--keep-last", "1", "--lock-wait", "NaN"],
+    ["gc", "--wait", "nan"], ["gc", "--wait", "-1"], ["gc", "--grace", "inf"],
+    ["gc", "--grace", "1e400"],
+], ids=lambda a: " ".join(a))
+def test_durations_must_be_finite_and_not_negative(args: list[str], repo: Repository,
+                                                   src: Path) -> None:
+    option, given = args[-2], args[-1]
+    extra = ["--host", "mx1", f"mail={src}"] if args[0] == "backup" else []
+    proc = histfs(*args, "--repo", str(repo.root), *extra)
+    assert_error(proc, f"{option}: expected seconds, 0 or more, got {float(given)}")
+    assert repo.snapshots() == []
+
+
+def test_hook_timeout_of_zero_is_refused(repo: Repository, src: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "histfs.toml", f'repository = "{repo.root}"\n'
+                       '[hooks]\nbefore = "true"\ntimeout = "0s"\n')
+    proc = histfs("backup", "--config", str(cfg), "--host", "mx1", f"mail={src}")
+    assert_error(proc, str(cfg), "hooks.timeout: must be more than 0")

@@ -46,6 +46,7 @@ def test_bash_completes_commands_options_and_hosts(tmp_path: Path,
     # Host names come from the repository on the line.
     src = tmp_path / "src"
     src.mkdir()
+    (src / "a").write_text("a\n")  # a part with no files is a warning
     repo = tmp_path / "repo"
     histfs("init", "--encryption", "none", str(repo), check=0)
     for host in ("mx1", "mx2", "db1"):

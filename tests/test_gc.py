@@ -178,7 +178,8 @@ def test_backup_keeps_what_it_deduplicated_against_while_gc_runs(
     for name in returning:
         (src / "cur" / name).unlink()
     time.sleep(1.1)
-    backup_json(repo, f"mail={src}")
+    # A part left with no files is a warning.
+    backup_json(repo, f"mail={src}", check=1 if share == "whole" else 0)
     histfs("prune", "--repo", str(repo), "--keep-last", "1", check=0)
     assert first not in _names(repo)
     # The messages come back (restored by a user, say): the next backup finds
@@ -267,7 +268,8 @@ def test_file_read_through_the_mount_stays_correct_through_prune_and_gc(
     backup_json(repo, f"mail={src}")
     shutil.rmtree(src / "cur")
     time.sleep(1.1)
-    kept = str(backup_json(repo, f"mail={src}")["snapshot"])
+    # 1 file of 21 is a warning: the part shrank by more than half.
+    kept = str(backup_json(repo, f"mail={src}", check=1)["snapshot"])
 
     mnt = mount_repo(repo)
     assert mnt.proc is not None

@@ -3,6 +3,7 @@ priority prefixes when stderr is the journal stream."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -77,3 +78,59 @@ def test_journald_gets_priorities(repo_and_src: tuple[Path, Path]) -> None:
     plain = histfs("snapshots", "--repo", str(repo / "nope"),
                    env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
     assert plain.stderr.startswith("histfs: error: "), plain.stderr
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("where", ["before-the-command", "after-the-command"])
+def test_quiet_and_log_file_in_either_place(repo_and_src: tuple[Path, Path], tmp_path: Path,
+                                            where: str) -> None:
+    """`histfs --quiet backup` and `histfs backup --quiet` (as the systemd unit
+    writes it) are the same: no hook output, no summary; warnings still show;
+    --json is still printed. --log-file likewise."""
+    repo, src = repo_and_src
+    config = tmp_path / "histfs.toml"
+    hooks = '[hooks]\nbefore = "echo freezing; echo to-stderr >&2"\nafter = "echo thawed"\n'
+    part = f'[[part]]\nname = "mail"\npath = "{src}"\n'
+    config.write_text(f'repository = "{repo}"\nhost = "mx1"\n{hooks}{part}')
+    logf = tmp_path / "histfs.log"
+
+    def backup(*options: str, check: int = 0) -> subprocess.CompletedProcess[str]:
+        if where == "before-the-command":
+            return histfs(*options, "backup", "--config", str(config), check=check)
+        return histfs("backup", "--config", str(config), *options, check=check)
+
+    proc = backup("--quiet")
+    assert proc.stdout == "" and proc.stderr == ""
+    proc = backup("--quiet", "--log-file", str(logf))
+    assert proc.stdout == "" and proc.stderr == ""
+    lines = logf.read_text().splitlines()
+    assert any(line.endswith(" NOTICE hook before: freezing") for line in lines), lines
+    assert any(line.endswith(" NOTICE hook after: thawed") for line in lines), lines
+    assert any(" NOTICE backup of mx1: snapshot " in line for line in lines), lines
+
+    # Without --quiet the hooks' output shows, and goes to the log file too.
+    logf.unlink()
+    proc = backup("--log-file", str(logf))
+    assert "histfs: hook before: freezing" in proc.stderr
+    assert "hook before: to-stderr" in logf.read_text()
+
+    # JSON asked for is printed; a warning still shows.
+    config.write_text(f'repository = "{repo}"\nhost = "mx1"\n{hooks}'
+                      f'after_success = "exit 4"\n{part}')
+    if where == "before-the-command":
+        proc = histfs("--quiet", "backup", "--config", str(config), "--json", check=1)
+    else:
+        proc = histfs("backup", "--config", str(config), "--json", "--quiet", check=1)
+    assert json.loads(proc.stdout)["host"] == "mx1"
+    assert proc.stderr == "histfs: warning: hook after_success exited with status 4\n"
+
+
+@pytest.mark.timeout(60)
+def test_two_different_log_files_are_refused(repo_and_src: tuple[Path, Path],
+                                             tmp_path: Path) -> None:
+    repo, src = repo_and_src
+    proc = histfs("--log-file", str(tmp_path / "a.log"), "backup", "--log-file",
+                  str(tmp_path / "b.log"), "--repo", str(repo), "--host", "mx1", f"m={src}")
+    assert proc.returncode == 2
+    assert proc.stderr == "histfs: error: --log-file is given twice, with different files\n"
+    assert histfs("snapshots", "--repo", str(repo), "--json", check=0).stdout.strip() == "[]"

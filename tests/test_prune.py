@@ -102,7 +102,8 @@ def test_held_snapshot_survives_prune_until_released(tmp_path: Path) -> None:
     histfs("prune", "--repo", r, "--keep-last", "2", check=0)
     assert _listed(repo) == [victim, *names[-2:]]
     histfs("release", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=0)
-    proc = histfs("release", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=2)
+    # Released already: nothing to do, and no error (see test_release_again).
+    proc = histfs("release", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=0)
     assert "has no hold with reason 'tape'" in proc.stderr
     proc = histfs("prune", "--repo", r, "--keep-last", "2", "--dry-run", check=0)
     assert proc.stdout.splitlines()[0].split() == \
@@ -184,3 +185,42 @@ def test_hold_and_release_take_repository_and_host_from_the_config(tmp_path: Pat
     assert proc.stdout.startswith("held       mx2/")
     proc = histfs("release", "--config", str(config), "last", "--reason", "tape", check=0)
     assert proc.stdout.startswith("released   mx2/")
+
+
+@pytest.mark.timeout(120)
+def test_release_again_succeeds_with_a_note(tmp_path: Path) -> None:
+    """A tape job's completion script may run `release` twice (it retries
+    after a timeout), or after prune removed the snapshot its first release
+    freed: both are exit 0 with a note. A host or snapshot name that cannot
+    be right is still an error."""
+    repo, names = _history(tmp_path, 5)
+    r = str(repo)
+    victim = names[1]
+    histfs("hold", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=0)
+    proc = histfs("release", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=0)
+    assert proc.stdout == f"released   mx1/{victim} (tape)\n"
+    proc = histfs("release", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=0)
+    assert proc.stdout == ""
+    assert proc.stderr == (f"histfs: mx1/{victim} has no hold with reason 'tape': "
+                           "nothing to release\n")
+    # --quiet leaves out the note.
+    proc = histfs("--quiet", "release", "--repo", r, "--host", "mx1", victim, "--reason",
+                  "tape", check=0)
+    assert proc.stdout == proc.stderr == ""
+
+    histfs("prune", "--repo", r, "--keep-last", "1", check=0)
+    assert victim not in _listed(repo)
+    proc = histfs("release", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=0)
+    assert proc.stderr == (f"histfs: there is no snapshot mx1/{victim} (pruned?): "
+                           "nothing to release\n")
+
+    for args, words in ((["--host", "mx9", victim], "no snapshot"),
+                        (["--host", "mx1", "2026-13-01T000000Z"], "no snapshot"),
+                        (["--host", "mx1", "../../etc"], "no snapshot")):
+        proc = histfs("release", "--repo", r, *args, "--reason", "tape")
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("histfs: error: ") and words in proc.stderr, proc.stderr
+        assert len(proc.stderr.splitlines()) == 1
+    # A hold still needs its snapshot.
+    proc = histfs("hold", "--repo", r, "--host", "mx1", victim, "--reason", "tape", check=2)
+    assert f"no snapshot {victim}" in proc.stderr

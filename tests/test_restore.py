@@ -408,6 +408,35 @@ def test_damaged_chunk_fails_only_its_file(tmp_path: Path, repo: Repository,
     assert os.listdir(alone / "d") == []
 
 
+def test_counts_are_of_what_was_restored(tmp_path: Path, repo: Repository) -> None:
+    """Files that failed are not counted as restored, nor their bytes: with
+    every file damaged, "restored 0 files … 0 B", and "failed 2"."""
+    src = write_tree(tmp_path / "src", {"a-small.bin": os.urandom(200_000),
+                                        "b-large.bin": os.urandom(6_000_000)})
+    backup_json(repo.root, f"d={src}")
+    ref = repo.snapshots()[0]
+    damage_chunk(repo, ref, "d/a-small.bin")
+    damage_chunk(repo, ref, "d/b-large.bin", which=-1)  # its start is written first
+    proc = restore(repo.root, "last", "--target", str(tmp_path / "all"), check=2)
+    assert len(error_lines(proc)) == 2, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("restored   0 files, 1 directories, 0 other, 0 B in "), lines
+    assert lines[1] == "failed     2 (see above)"
+    summary = json.loads(restore(repo.root, "last", "--target", str(tmp_path / "json"),
+                                 "--json", check=2).stdout)
+    assert (summary["files"], summary["bytes"], len(summary["errors"])) == (0, 0, 2)
+
+    # One of three damaged: the other two, and exactly their bytes.
+    (src / "c.txt").write_bytes(b"c" * 1000)
+    (src / "a-small.bin").write_bytes(b"a" * 3000)
+    backup_json(repo.root, f"d={src}")
+    summary = json.loads(restore(repo.root, "last", "--target", str(tmp_path / "some"),
+                                 "--json", check=2).stdout)
+    assert (summary["files"], summary["bytes"]) == (2, 4000), summary
+    (error,) = summary["errors"]
+    assert error.startswith("d/b-large.bin: not restored: "), error
+
+
 def test_damaged_hard_linked_file_leaves_none_of_its_links(tmp_path: Path,
                                                            repo: Repository) -> None:
     src = write_tree(tmp_path / "src", {"a-victim": os.urandom(1_500_000), "z.txt": b"z\n"})

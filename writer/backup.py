@@ -9,6 +9,7 @@ which the next run reuses through the chunk index.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import stat
@@ -19,17 +20,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from index import garbage
 from index.chunk_index import ChunkIndex
-from index.errors import SnapshotDamaged, SnapshotNotFound, SourceError
+from index.errors import HistfsError, SnapshotDamaged, SnapshotNotFound, SourceError
 from index.names import check_host, check_part, snapshot_name, snapshot_sort_key
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
 from index.types import ROOT_ID, ChunkId, ChunkLocation, EntryId, Kind
 from writer.excludes import Excludes
 from writer.filereader import FileChanged, FileReader
-from writer.index_builder import IndexBuilder
+from writer.index_builder import BuildResult, IndexBuilder
 from writer.metadata import kind_of, read_xattrs
 from writer.packer import ChunkSink
 from writer.staging import SEP, StagedEntry, Staging, remove_stale_files
@@ -142,6 +144,7 @@ class BackupRun:
         self.rescanned: dict[int, bytes] = {}
         self.rescanning = False
         self.notes: list[str] = []
+        self.excludes: list[tuple[Part, Excludes]] = []
         # A repository inside a source tree is not backed up into itself.
         st = repo.root_stat()
         self.repo_dev_ino = (st.st_dev, st.st_ino) if repo.local_root else (-1, -1)
@@ -163,13 +166,15 @@ class BackupRun:
     def walk_part(self, part: Part) -> None:
         """Stage every entry of one part."""
         self.file_reader = self.reader_for(part.chunk_size)
-        excludes = Excludes(list(part.exclude))
-        path = os.fsencode(part.path.resolve())
-        st = os.lstat(path)
+        resolved = part.path.resolve()
         key = part.name.encode()
+        excludes = Excludes(list(part.exclude), key, (part.path, resolved))
+        path = os.fsencode(resolved)
+        st = os.lstat(path)
         prev_id = self.prev.lookup(ROOT_ID, key) if self.prev else None
         self.stage_dir(key, path, st)
         self.walk_dir(_Dir(key, path, 0, prev_id, excludes))
+        self.excludes.append((part, excludes))
 
     def stage_dir(self, key: bytes, path: bytes, st: os.stat_result) -> None:
         entry = StagedEntry.from_stat(Kind.DIRECTORY, st)
@@ -236,7 +241,7 @@ class BackupRun:
     def visit(self, key: bytes, path: bytes, name: bytes, ino: int,
               parent: _Dir) -> _Dir | None:
         """Stage one entry; returns a directory still to be walked."""
-        if parent.excludes.excluded(path, name):
+        if parent.excludes.excluded(key, name, path):
             return None
         try:
             with _reachable(path) as p:
@@ -535,6 +540,60 @@ def _show(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace")
 
 
+def check_part_sizes(parts: list[Part], found: dict[bytes, int],
+                     prev: SnapshotReader | None, stats: BackupStats) -> dict[str, int]:
+    """Files (entries other than directories) of each part in the new
+    snapshot; a warning for a part that has none, or fewer than half of what
+    it had in the previous snapshot (a wrong path or exclude pattern empties
+    a part without any file failing)."""
+    before = _part_files(prev) if prev is not None else {}
+    counts: dict[str, int] = {}
+    for part in parts:
+        files = counts[part.name] = found.get(part.name.encode(), 0)
+        had = before.get(part.name)
+        if files == 0:
+            stats.warn(f"part {part.name}: no files at all in {part.path}"
+                       + (f" (the previous snapshot had {had})" if had else "")
+                       + (f"; check its exclude patterns {list(part.exclude)}"
+                          if part.exclude else ""))
+        elif had is not None and files < had / 2:
+            stats.warn(f"part {part.name}: {files} files, fewer than half of the {had} "
+                       f"in the previous snapshot {prev.meta.get('name') if prev else ''}"
+                       + (f"; check its exclude patterns {list(part.exclude)}"
+                          if part.exclude else ""))
+    stats.part_files = dict(counts)
+    return counts
+
+
+def _part_files(snap: SnapshotReader) -> dict[str, int]:
+    """Files of each part of an earlier snapshot: recorded in its meta, or
+    (snapshots of earlier versions) counted."""
+    parts = snap.meta.get("parts")
+    recorded: dict[str, int] = {}
+    if isinstance(parts, list):
+        for p in parts:
+            if isinstance(p, dict) and isinstance(p.get("name"), str) \
+                    and isinstance(p.get("files"), int):
+                recorded[p["name"]] = p["files"]
+    if isinstance(parts, list) and len(recorded) == len(parts):
+        return recorded
+    # Entry ids are given depth first: a part's entries follow its own id,
+    # up to the next part's.
+    try:
+        tops = sorted((entry_id, os.fsdecode(name))
+                      for name, entry_id in snap.children(ROOT_ID))
+        ids = [entry_id for entry_id, _ in tops]
+        counted = dict.fromkeys((name for _, name in tops), 0)
+        for entry in snap.entries():
+            at = bisect.bisect_right(ids, entry.entry_id) - 1
+            if at >= 0 and entry.kind != Kind.DIRECTORY and entry.parent_id != ROOT_ID:
+                counted[tops[at][1]] += 1
+    except HistfsError:
+        # A damaged earlier index is `check`'s to report; nothing to compare.
+        return {}
+    return counted
+
+
 def check_parts(parts: list[Part]) -> list[Part]:
     """The enabled parts, checked: valid unique names, existing directories."""
     seen: set[str] = set()
@@ -613,12 +672,19 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
          started: datetime) -> BackupResult:
     stats = run.stats
     run.chunk_index.sync(repo.storage, repo.blob_encryption)
+    # A sealed index is read from a plain copy in the local cache, which may
+    # not fit (CacheFull).
     run.prev = _previous(repo, host, stats)
     for part in parts:
         run.walk_part(part)
     run.rescan_changed_dirs()
     for message in run.vanished.values():
         stats.warn(message)
+    for part, excludes in run.excludes:
+        for pattern, inside in excludes.legacy_hits.items():
+            stats.warn(f"part {part.name}: exclude pattern {pattern!r} no longer leaves out "
+                       f"{_show(inside)}: patterns with '/' are matched against the path "
+                       "inside the part, not the source's absolute path")
     run.sink.flush()
     crash_point("after-packs")
     base = snapshot_name(started)
@@ -646,23 +712,35 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
             "host": host,
             "name": name,
             "time": started.isoformat(),
-            "parts": [{"name": p.name, "source": str(p.path), "exclude": list(p.exclude)}
-                      for p in parts],
             "histfs_version": VERSION,
             "machine": os.uname().nodename,
             "files": stats.files,
             "directories": stats.dirs,
+            "bytes_read": stats.bytes_read,
             "bytes_added": stats.bytes_added,
             "chunks_added": stats.chunks_added,
-            "warnings": len(stats.warnings),
+            "files_new": stats.files_new,
+            "files_changed": stats.files_changed,
+            "files_unchanged": stats.files_unchanged,
             "duration_seconds": round(stats.duration, 3),
         }
-        result = builder.build(run.staging, meta)
-        for orphan in result.orphans:
-            stats.warn(f"{_show(orphan.replace(SEP, b'/'))}: parent directory missing; left out")
-        for link in result.unreadable_links:
-            stats.warn(f"{_show(link.replace(SEP, b'/'))}: hard link to a file that could "
-                       "not be read; left out", failed=True)
+
+        def complete(result: BuildResult) -> dict[str, Any]:
+            for orphan in result.orphans:
+                stats.warn(f"{_show(orphan.replace(SEP, b'/'))}: parent directory missing; "
+                           "left out")
+            for link in result.unreadable_links:
+                stats.warn(f"{_show(link.replace(SEP, b'/'))}: hard link to a file that could "
+                           "not be read; left out", failed=True)
+            counts = check_part_sizes(parts, result.part_files, run.prev, stats)
+            return {
+                "parts": [{"name": p.name, "source": str(p.path), "exclude": list(p.exclude),
+                           "files": counts[p.name]} for p in parts],
+                "files_failed": stats.files_failed,
+                "warnings": len(stats.warnings),
+            }
+
+        builder.build(run.staging, meta, complete)
         crash_point("before-publish")
         builder.publish(ref)
         crash_point("after-publish")

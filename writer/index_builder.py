@@ -22,6 +22,7 @@ import lmdb
 from index import codec
 from index.chunk_index import ChunkIndex
 from index.errors import MissingChunk
+from index.local_space import Reservation, reporting_full
 from index.private import FILE_MODE
 from index.repository import Repository, SnapshotRef
 from index.snapshot_format import (
@@ -45,6 +46,11 @@ from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Kind
 from writer.staging import SEP, StagedEntry, StagedItems, Staging
 
 _MAP_SIZE = 1 << 38
+_WHAT = "building the snapshot index"
+_SPARE = 1 << 16
+_BATCH_BYTES = 8 << 20
+# A chunks row: the 32-byte id, its location, LMDB's node header.
+_CHUNK_ROW = 64
 
 
 @dataclass
@@ -66,6 +72,8 @@ class BuildResult:
     logical_bytes: int = 0
     orphans: list[bytes] = field(default_factory=list)
     unreadable_links: list[bytes] = field(default_factory=list)
+    part_files: dict[bytes, int] = field(default_factory=dict)
+    """Entries other than directories below each top-level name (part)."""
 
 
 def _entry(eid: EntryId, d: _OpenDir | None, parent: EntryId, name: bytes,
@@ -77,6 +85,57 @@ def _entry(eid: EntryId, d: _OpenDir | None, parent: EntryId, name: bytes,
         rdev=s.rdev, inode_id=inode_id, stored_bytes=s.stored_bytes, data=data,
         xattrs=tuple(s.xattrs), source_ino=s.source_ino,
     )
+
+
+class _Batches:
+    """The write transactions of a build, each committed after about
+    `budget` bytes of records: without writemap LMDB keeps the pages a
+    transaction changes in memory until it ends, and a whole index of a
+    million files in one would be hundreds of MB. Each is given room on the
+    disk before it begins. Records go through the cursors `entries`,
+    `dirents`, `extents`, `chunks` and `meta` of the current transaction;
+    `wrote` counts them and starts the next transaction when one is full."""
+
+    def __init__(self, env: lmdb.Environment, dbs: dict[bytes, Any], room: Reservation,
+                 budget: int) -> None:
+        self._env = env
+        self._dbs = dbs
+        self._room = room
+        self._budget = max(budget, 1)
+        self._txn: lmdb.Transaction | None = None
+        self._pending = 0
+        self._begin()
+
+    def _begin(self) -> None:
+        # Pages split half full: twice the records' bytes, and some.
+        self._room.ensure(2 * self._budget + _SPARE)
+        txn = self._txn = self._env.begin(write=True)
+        self.entries = txn.cursor(self._dbs[DB_ENTRIES])
+        self.dirents = txn.cursor(self._dbs[DB_DIRENTS])
+        self.extents = txn.cursor(self._dbs[DB_EXTENTS])
+        self.chunks = txn.cursor(self._dbs[DB_CHUNKS])
+        self.meta = txn.cursor(self._dbs[DB_META])
+        self._pending = 0
+
+    def wrote(self, size: int) -> None:
+        """Count `size` bytes of records written; at the budget, commit
+        them and begin the next transaction (new cursors)."""
+        self._pending += size
+        if self._pending >= self._budget:
+            self.commit()
+            self._begin()
+
+    def commit(self) -> None:
+        """Commit what was written since the last commit."""
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.commit()
+
+    def abort(self) -> None:
+        """Drop what was written since the last commit."""
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.abort()
 
 
 class IndexBuilder:
@@ -91,28 +150,51 @@ class IndexBuilder:
         self._root = root
         self._link_counts = link_counts
         self.path = repo.cache_dir() / f"index-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
-        self._env = lmdb.open(
-            str(self.path), subdir=False, map_size=_MAP_SIZE, max_dbs=len(ALL_DBS) + 1,
-            sync=False, metasync=False, writemap=True, lock=False, mode=FILE_MODE,
-        )
-        self._dbs = {name: self._env.open_db(name) for name in ALL_DBS}
+        # No writemap: see index/local_space.py.
+        with reporting_full(self.path.parent, _WHAT):
+            self._env = lmdb.open(
+                str(self.path), subdir=False, map_size=_MAP_SIZE, max_dbs=len(ALL_DBS) + 1,
+                sync=False, metasync=False, writemap=False, lock=False, mode=FILE_MODE,
+            )
+            try:
+                self._dbs = {name: self._env.open_db(name) for name in ALL_DBS}
+                self._room = Reservation(self._env, self.path, _WHAT)
+            except BaseException:
+                self._env.close()
+                self.path.unlink(missing_ok=True)
+                raise
 
-    def build(self, staging: Staging, meta: dict[str, Any]) -> BuildResult:
-        """Write every staged record, its chunks' locations and `meta`."""
+    def build(self, staging: Staging, meta: dict[str, Any],
+              complete: Callable[[BuildResult], dict[str, Any]] | None = None
+              ) -> BuildResult:
+        """Write every staged record, its chunks' locations and `meta`;
+        `complete`, given the counts, returns keys to add to `meta`."""
+        with self._room.writing():
+            # The index holds about what the staging area holds, in more tables.
+            out = _Batches(self._env, self._dbs, self._room,
+                           min(_BATCH_BYTES, staging.used_bytes()))
+            try:
+                result = self._build(staging, meta, complete, out)
+            except BaseException:
+                out.abort()
+                raise
+            out.commit()
+        return result
+
+    def _build(self, staging: Staging, meta: dict[str, Any],
+               complete: Callable[[BuildResult], dict[str, Any]] | None,
+               out: _Batches) -> BuildResult:
         result = BuildResult()
         link_first: dict[tuple[int, int], EntryId] = {}
         chunk_ids: set[ChunkId] = set()
         next_id = ROOT_ID + 1
         stack = [_OpenDir(b"", ROOT_ID, EntryId(0), b"", self._root)]
-        with staging.items() as src, self._env.begin(write=True) as txn:
-            entries = txn.cursor(self._dbs[DB_ENTRIES])
-            dirents = txn.cursor(self._dbs[DB_DIRENTS])
-            extents = txn.cursor(self._dbs[DB_EXTENTS])
+        with staging.items() as src:
 
             def close_dir(d: _OpenDir) -> None:
                 assert d.staged is not None
                 e = _entry(d.entry_id, d, d.parent_id, d.name, d.staged, 2, d.entry_id, None)
-                entries.put(id_key(d.entry_id), encode_entry(e))
+                out.entries.put(id_key(d.entry_id), encode_entry(e))
 
             for raw_key, raw in src.cursor():
                 key = bytes(raw_key)
@@ -137,12 +219,14 @@ class IndexBuilder:
                 eid = EntryId(next_id)
                 next_id += 1
                 name = comps[-1]
-                dirents.put(dirent_key(parent.entry_id, name), id_key(eid))
+                out.dirents.put(dirent_key(parent.entry_id, name), id_key(eid))
                 result.entries += 1
                 if s.kind == Kind.DIRECTORY:
                     parent.subdirs += 1
                     stack.append(_OpenDir(key, eid, parent.entry_id, name, s))
+                    out.wrote(len(raw) + len(key))
                     continue
+                result.part_files[comps[0]] = result.part_files.get(comps[0], 0) + 1
                 nlink, inode_id = 1, eid
                 if s.link_group is not None:
                     nlink = self._link_counts.get(s.link_group, 1)
@@ -163,29 +247,32 @@ class IndexBuilder:
                     elif exts:
                         data = len(exts)
                         for ext in exts:
-                            extents.put(EXTENT_KEY.pack(eid, ext.offset),
-                                        encode_extent(ext.length, ext.chunk_id))
-                entries.put(id_key(eid),
-                            encode_entry(_entry(eid, None, parent.entry_id, name, s,
-                                                nlink, inode_id, data)))
+                            out.extents.put(EXTENT_KEY.pack(eid, ext.offset),
+                                            encode_extent(ext.length, ext.chunk_id))
+                out.entries.put(id_key(eid),
+                                encode_entry(_entry(eid, None, parent.entry_id, name, s,
+                                                    nlink, inode_id, data)))
+                # The records hold about what the staged one held.
+                out.wrote(len(raw) + len(key))
             while stack:
                 close_dir(stack.pop())
-            self._write_chunks(txn, chunk_ids)
-            result.chunks = len(chunk_ids)
-            meta = {**meta, "version": INDEX_VERSION, "entries": result.entries,
-                    "chunks": result.chunks, "logical_bytes": result.logical_bytes}
-            txn.put(META_KEY, codec.pack(meta), db=self._dbs[DB_META])
+        self._write_chunks(out, chunk_ids)
+        result.chunks = len(chunk_ids)
+        meta = {**meta, **(complete(result) if complete is not None else {}),
+                "version": INDEX_VERSION, "entries": result.entries,
+                "chunks": result.chunks, "logical_bytes": result.logical_bytes}
+        out.meta.put(META_KEY, codec.pack(meta))
         return result
 
-    def _write_chunks(self, txn: lmdb.Transaction, chunk_ids: set[ChunkId]) -> None:
+    def _write_chunks(self, out: _Batches, chunk_ids: set[ChunkId]) -> None:
         ordered = sorted(chunk_ids)
         found = self._locate(ordered)
-        cur = txn.cursor(self._dbs[DB_CHUNKS])
         for cid in ordered:
             loc = found.get(cid)
             if loc is None:
                 raise MissingChunk(f"chunk {cid.hex()} was not stored")
-            cur.put(cid, encode_location(loc), append=True)
+            out.chunks.put(cid, encode_location(loc), append=True)
+            out.wrote(_CHUNK_ROW)
 
     def publish(self, ref: SnapshotRef) -> None:
         """Copy the index into the repository and make it visible: the
@@ -205,6 +292,7 @@ class IndexBuilder:
 
     def close(self) -> None:
         """Drop the local build."""
+        self._room.close()
         self._env.close()
         for p in (self.path, Path(str(self.path) + "-lock")):
             with contextlib.suppress(FileNotFoundError):

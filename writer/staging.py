@@ -25,12 +25,18 @@ from types import TracebackType
 import lmdb
 
 from index import codec
+from index.local_space import Reservation, reporting_full
 from index.private import FILE_MODE
 from index.types import ChunkId, Extent, Kind
 
 SEP = b"\0"
 _MAP_SIZE = 1 << 38
 _BATCH = 2000
+_WHAT = "the backup's staging database"
+# Bytes of a record besides its key and value (LMDB's node header, the
+# page's slot).
+_RECORD_OVERHEAD = 16
+_COMMIT_PAGES = 16
 _TOKEN = struct.Struct(">Q")
 
 
@@ -119,12 +125,22 @@ class Staging:
 
     def __init__(self, cache_dir: Path) -> None:
         self.path = cache_dir / f"staging-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
-        self._env = lmdb.open(
-            str(self.path), subdir=False, map_size=_MAP_SIZE, sync=False,
-            metasync=False, writemap=True, lock=False, mode=FILE_MODE,
-        )
+        # No writemap: on a full disk a write through the map is a SIGBUS
+        # (see index/local_space.py); plain writes fail with ENOSPC.
+        with reporting_full(cache_dir, _WHAT):
+            self._env = lmdb.open(
+                str(self.path), subdir=False, map_size=_MAP_SIZE, sync=False,
+                metasync=False, writemap=False, lock=False, mode=FILE_MODE,
+            )
+        try:
+            self._room = Reservation(self._env, self.path, _WHAT)
+        except BaseException:
+            self._env.close()
+            self.path.unlink(missing_ok=True)
+            raise
         self._txn: lmdb.Transaction | None = None
         self._pending = 0
+        self._pending_bytes = 0
         # Directory key -> the number its children are stored under, and
         # back; numbers of keys that are currently staged as directories.
         self._tokens: dict[bytes, bytes] = {b"": _TOKEN.pack(0)}
@@ -155,8 +171,15 @@ class Staging:
             self._live_dirs.add(token)
         else:
             self._forget_dir(key)
-        self._txn.put(db_key, entry.encode())
+        value = entry.encode()
+        try:
+            self._txn.put(db_key, value)
+        except lmdb.Error as exc:
+            # A transaction too big for memory writes pages out early.
+            self._room.raise_if_full(exc)
+            raise
         self._pending += 1
+        self._pending_bytes += len(db_key) + len(value) + _RECORD_OVERHEAD
         if self._pending >= _BATCH:
             self.commit()
 
@@ -206,9 +229,18 @@ class Staging:
     def commit(self) -> None:
         """Make pending puts visible to readers."""
         if self._txn is not None:
-            self._txn.commit()
-            self._txn = None
+            # New pages for the records, and copies of the pages they change.
+            self._room.ensure(2 * self._pending_bytes + _COMMIT_PAGES * self._room.page)
+            txn, self._txn = self._txn, None
+            with self._room.writing():
+                txn.commit()
             self._pending = 0
+            self._pending_bytes = 0
+
+    def used_bytes(self) -> int:
+        """Bytes of the database's file that records occupy."""
+        self.commit()
+        return self._room.used()
 
     def items(self) -> StagedItems:
         """All records; iterate `.cursor()` for (key, record) in key order."""
@@ -220,6 +252,7 @@ class Staging:
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
+        self._room.close()
         self._env.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

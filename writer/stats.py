@@ -25,6 +25,8 @@ class BackupStats:
     chunks_rescued: int = 0
     """Chunks moved out of packs that a gc running alongside listed."""
     warnings: list[str] = field(default_factory=list)
+    part_files: dict[str, int] = field(default_factory=dict)
+    """Files (entries other than directories) of each part in the snapshot."""
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -71,5 +73,6 @@ class BackupStats:
             "chunks_rescued": self.chunks_rescued,
             "duration_seconds": round(d, 3),
             "read_rate_bytes_per_second": round(self.bytes_read / d) if d > 0 else 0,
+            "part_files": dict(self.part_files),
             "warnings": list(self.warnings),
         }

@@ -149,7 +149,10 @@ def test_metrics_command_prints_the_series_of_the_file(tmp_path: Path) -> None:
                   f"mail={src}", check=0)
     from_file = samples(prom.read_text())
     printed = samples(histfs("metrics", "--repo", str(repo), check=0).stdout)
-    assert _series(printed) == _series(from_file)
+    # Damage is found by opening every snapshot index, which `histfs metrics`
+    # does and a backup does not: those series are the command's own.
+    own = {"histfs_snapshots_damaged", "histfs_snapshot_damaged"}
+    assert {s for s in _series(printed) if s[0] not in own} == _series(from_file)
     for (name, labels), figure in from_file.items():
         if name in ("histfs_backup_last_run_timestamp_seconds",
                     "histfs_backup_duration_seconds", "histfs_repository_size_bytes"):

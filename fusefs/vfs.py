@@ -124,16 +124,16 @@ class Vfs:
 
     def read(self, pieces: list[Piece]) -> bytes:
         """Assemble a read (any thread): decode chunks, fill holes with zeros."""
-        chunks = [p.chunk for p in pieces if p.chunk is not None]
-        data = assemble(pieces, self.repo.chunk_store.read_many(chunks))
+        # All at once: neighbours in a pack are read with one system call.
+        decoded = iter(self.repo.chunk_store.read_many(
+            [p.chunk for p in pieces if p.chunk is not None]))
+        data = assemble(pieces, lambda cid, loc: next(decoded))
         assert data is not None  # read_many waits for every chunk
         return data
 
     def read_now(self, pieces: list[Piece]) -> bytes | None:
         """`read` if it needs neither the disk nor a large decode, else None."""
-        store = self.repo.chunk_store
-        return assemble(pieces, (store.read_cached(*p.chunk) for p in pieces
-                                 if p.chunk is not None))
+        return assemble(pieces, self.repo.chunk_store.read_cached)
 
     def statfs(self) -> os.statvfs_result:
         """The repository file system's figures (a read-only mount has no free space)."""

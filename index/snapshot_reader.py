@@ -8,7 +8,7 @@ readers on NFS) can share it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,17 +48,17 @@ class Piece:
     lo: int = 0
 
 
-def assemble(pieces: list[Piece], decoded: Iterable[bytes | None]) -> bytes | None:
-    """The bytes of a read from its pieces and, in order, the decoded chunks
-    of those that have one; None as soon as one of those is None (a chunk
-    its reader would have to wait for)."""
-    chunks = iter(decoded)
+def assemble(pieces: list[Piece], fetch: Callable[[ChunkId, ChunkLocation], bytes | None]
+             ) -> bytes | None:
+    """The bytes of a read from its pieces, with `fetch` giving each chunk
+    decoded; None as soon as `fetch` does (a chunk its reader would have to
+    wait for)."""
     out: list[bytes] = []
     for p in pieces:
         if p.chunk is None:
             out.append(bytes(p.length))
             continue
-        data = next(chunks)
+        data = fetch(*p.chunk)
         if data is None:
             return None
         out.append(data[p.lo : p.lo + p.length])
@@ -246,9 +246,8 @@ class SnapshotReader:
         store = self.chunk_store
         if store is None:
             raise RuntimeError("snapshot opened without a chunk store")
-        pieces = self.pieces(entry, offset, size)
-        data = assemble(pieces, store.read_many([p.chunk for p in pieces if p.chunk]))
-        assert data is not None  # read_many waits for every chunk
+        data = assemble(self.pieces(entry, offset, size), store.read)
+        assert data is not None  # read waits for every chunk
         return data
 
     def chunk_ids(self) -> Iterator[tuple[ChunkId, ChunkLocation]]:

@@ -28,7 +28,8 @@ from index.snapshot_reader import Piece, assemble
 
 _HOSTS = HostsDir()
 
-AnyNode = Resolved[DirNode] | Resolved[DatedEntry] | Resolved[LastNode]
+AnyResolved = Resolved[DirNode] | Resolved[DatedEntry] | Resolved[LastNode]
+"""An inode resolved to a node of any kind, with its view."""
 
 
 class Vfs:
@@ -43,7 +44,7 @@ class Vfs:
         self.dated = DatedView(self.table)
         self.dirs = DirsView(self.table, self.last)
 
-    def resolve(self, ino: int) -> AnyNode:
+    def resolve(self, ino: int) -> AnyResolved:
         """What inode `ino` stands for; FsError(ENOENT) if it is gone."""
         if ino == ROOT_INODE:
             root: DirNode = HostDir(self.single_host) if self.single_host else _HOSTS

@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from fusefs.vfs import Attr, FsError, OpenFile, Piece, Vfs
+from fusefs.vfs import Vfs
+from fusefs.view import Attr, FsError, OpenFile
 from index.errors import HistfsError, PathNotFound, RepositoryCorrupt, SnapshotNotFound
 from index.repository import SnapshotRef
+from index.snapshot_reader import Piece
 
 log = logging.getLogger("histfs.mount")
 READ_THREADS = 4

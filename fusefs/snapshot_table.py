@@ -10,8 +10,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from fusefs.inodes import next_key, snapshot_key
+from fusefs.mapped_pages import drop_pages, mapped_ranges
 from index.errors import CacheError, HistfsError
-from index.mapped_pages import drop_pages, mapped_ranges
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
 

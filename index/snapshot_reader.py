@@ -8,7 +8,8 @@ readers on NFS) can share it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,32 @@ from index.snapshot_format import (
     id_key,
 )
 from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Part of a read: `length` zeros, or bytes [lo, lo+length) of a chunk."""
+
+    length: int
+    chunk: tuple[ChunkId, ChunkLocation] | None = None
+    lo: int = 0
+
+
+def assemble(pieces: list[Piece], fetch: Callable[[ChunkId, ChunkLocation], bytes | None]
+             ) -> bytes | None:
+    """The bytes of a read from its pieces, with `fetch` giving each chunk
+    decoded; None as soon as `fetch` does (a chunk its reader would have to
+    wait for)."""
+    out: list[bytes] = []
+    for p in pieces:
+        if p.chunk is None:
+            out.append(bytes(p.length))
+            continue
+        data = fetch(*p.chunk)
+        if data is None:
+            return None
+        out.append(data[p.lo : p.lo + p.length])
+    return b"".join(out)
 
 
 class SnapshotReader:
@@ -196,26 +223,36 @@ class SnapshotReader:
             raise MissingChunk(f"chunk {cid.hex()} is not in snapshot {self.meta['name']}")
         return decode_location(raw)
 
+    def pieces(self, entry: Entry, offset: int, size: int) -> list[Piece]:
+        """What bytes [offset, offset+size) of a regular file are made of
+        (short at the end): zeros, or part of a chunk with its location."""
+        end = min(entry.size, offset + size)
+        if offset >= end:
+            return []
+        pieces: list[Piece] = []
+        pos = offset
+        for ext in self.extents(entry, offset, end - offset):
+            lo, hi = max(pos, ext.offset), min(end, ext.offset + ext.length)
+            if lo >= hi:
+                continue
+            if ext.chunk_id is None:
+                pieces.append(Piece(hi - lo))
+            else:
+                loc = self.location(ext.chunk_id)
+                pieces.append(Piece(hi - lo, (ext.chunk_id, loc), lo - ext.offset))
+            pos = hi
+        if pos < end:
+            pieces.append(Piece(end - pos))
+        return pieces
+
     def read(self, entry: Entry, offset: int, size: int) -> bytes:
         """`size` bytes of a regular file from `offset` (short at the end)."""
         store = self.chunk_store
         if store is None:
             raise RuntimeError("snapshot opened without a chunk store")
-        end = min(entry.size, offset + size)
-        parts: list[bytes] = []
-        pos = offset
-        for ext in self.extents(entry, offset, end - offset):
-            lo = max(pos, ext.offset)
-            hi = min(end, ext.offset + ext.length)
-            if lo >= hi:
-                continue
-            if ext.chunk_id is None:
-                parts.append(bytes(hi - lo))
-            else:
-                data = store.read(ext.chunk_id, self.location(ext.chunk_id))
-                parts.append(data[lo - ext.offset : hi - ext.offset])
-            pos = hi
-        return b"".join(parts)
+        data = assemble(self.pieces(entry, offset, size), store.read)
+        assert data is not None  # read waits for every chunk
+        return data
 
     def chunk_ids(self) -> Iterator[tuple[ChunkId, ChunkLocation]]:
         """Every chunk this snapshot uses, with its location."""

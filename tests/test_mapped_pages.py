@@ -13,7 +13,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from index.mapped_pages import drop_pages, mapped_ranges
+from fusefs.mapped_pages import drop_pages, mapped_ranges
 from tests.conftest import Mount, backup_json, histfs
 
 

@@ -276,3 +276,105 @@ def test_lookup_of_a_new_snapshot_reads_the_list_again(repo: Repository,
     assert isinstance(newest, str)
     assert single.lookup(ROOT_INODE, newest.encode()).ino
     single.table.close()
+
+
+# -- the state `last` keeps per inode ------------------------------------------
+
+
+def _under_last(vfs: Vfs, *names: bytes) -> int:
+    ino = vfs.lookup(ROOT_INODE, b"mx1").ino
+    for name in (b"last", *names):
+        ino = vfs.lookup(ino, name).ino
+    return ino
+
+
+def test_last_drops_an_inode_state_when_the_kernel_forgets_it(two_snapshots: Repository
+                                                              ) -> None:
+    vfs = Vfs(two_snapshots)
+    walked = {p: ino for p, ino in _walk(vfs, ROOT_INODE).items() if p.split("/")[1:2] == ["last"]}
+    two = _under_last(vfs, b"mail", b"a", b"two")  # a second reference to it
+    assert vfs.open(two).keep_cache is False
+    assert vfs.open(two).keep_cache is True  # the pages it read are still right
+    held = vfs.last.known(two)
+    assert held is not None and held.lookups == 2 and held.content is not None
+    assert held.path == b"mail/a/two" and held.ref == two_snapshots.snapshots("mx1")[-1]
+    vfs.forget(two, 1)
+    assert vfs.last.known(two) is held and held.lookups == 1
+    assert len(vfs.last) == len(walked)
+    for ino in walked.values():
+        node = vfs.last.known(ino)
+        assert node is not None
+        vfs.forget(ino, node.lookups)
+    assert len(vfs.last) == 0
+    for path, ino in walked.items():
+        if path.endswith("/last"):  # found from the host's name alone
+            assert vfs.getattr(ino).ino == ino
+            continue
+        with pytest.raises(FsError) as info:
+            vfs.getattr(ino)
+        assert info.value.errno == errno.ENOENT
+    # Looked up again, the path has lost what it remembered: its pages too.
+    assert _under_last(vfs, b"mail", b"a", b"two") == two
+    assert vfs.open(two).keep_cache is False
+
+
+def test_a_path_under_last_follows_the_newest_snapshot(repo: Repository,
+                                                       tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src, {"d/f": b"old"})
+    backup_json(repo.root, f"mail={src}")
+    vfs = Vfs(repo, list_ttl=0.0)  # every request sees the newest list
+    f = _under_last(vfs, b"mail", b"d", b"f")
+    first = repo.snapshots("mx1")[-1]
+    held = vfs.last.known(f)
+    assert held is not None and held.ref == first
+    opened = vfs.open(f)
+    (src / "d" / "f").write_bytes(b"newer")
+    backup_json(repo.root, f"mail={src}")
+    newest = repo.snapshots("mx1")[-1]
+    # The same inode, resolved again against the newest snapshot by its path.
+    assert vfs.getattr(f).size == 5
+    again = vfs.open(f)
+    assert (again.ref, again.keep_cache) == (newest, False)
+    assert vfs.read(vfs.read_pieces(again, 0, 100)) == b"newer"
+    # A file opened before keeps reading the snapshot it was opened on.
+    assert opened.ref == first
+    assert vfs.read(vfs.read_pieces(opened, 0, 100)) == b"old"
+    # Looked up again, the path is remembered as found in the newest.
+    assert _under_last(vfs, b"mail", b"d", b"f") == f and held.ref == newest
+    (src / "d" / "f").unlink()
+    backup_json(repo.root, f"mail={src}")
+    with pytest.raises(FsError) as info:
+        vfs.getattr(f)
+    assert info.value.errno == errno.ENOENT
+    vfs.close()
+
+
+# -- reads ------------------------------------------------------------------
+
+
+def test_the_pieces_of_a_read_are_the_snapshot_readers(repo: Repository,
+                                                       tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    data = bytes(range(256)) * 4096  # 1 MiB, several chunks
+    with open(src / "sparse", "wb") as out:
+        out.write(data)
+        out.seek(8 << 20)  # a hole of 7 MiB
+        out.write(data)
+    run_backup(repo, "mx1", [Part("mail", src)])
+    vfs = Vfs(repo)
+    ino = vfs.lookup(vfs.lookup(ROOT_INODE, b"mx1").ino, repo.snapshots()[0].name.encode()).ino
+    f = vfs.open(vfs.lookup(vfs.lookup(ino, b"mail").ino, b"sparse").ino)
+    whole = data + bytes((8 << 20) - len(data)) + data
+    snap = vfs.table.reader(f.ref)
+    for offset, size in ((0, 1 << 30), (1000, 5), ((1 << 20) - 7, 4 << 20), (len(whole) - 3, 9),
+                         (len(whole), 10)):
+        pieces = vfs.read_pieces(f, offset, size)
+        assert pieces == snap.pieces(f.entry, offset, size)
+        wanted = whole[offset : offset + size]
+        assert sum(p.length for p in pieces) == len(wanted)
+        assert vfs.read(pieces) == snap.read(f.entry, offset, size) == wanted
+        assert vfs.read_now(pieces) in (None, wanted)
+    assert any(p.chunk is None and p.length > 1 << 20 for p in vfs.read_pieces(f, 0, 1 << 30))
+    vfs.close()

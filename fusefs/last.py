@@ -1,0 +1,176 @@
+"""`last`: each host's newest snapshot, under numbers that outlive it.
+
+An inode under `last` is numbered from (host, path, file type), so a path
+keeps its number from one snapshot to the next, and stands for that path
+in whichever snapshot is newest at each request. The mount remembers, per
+inode the kernel knows, the path and what it last resolved to: while that
+snapshot is still the newest, a request reuses the entry instead of walking
+the path again.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fusefs import entries
+from fusefs.inodes import Inode, last_inode
+from fusefs.snapshot_table import SnapshotTable
+from fusefs.view import SHORT_TIMEOUT, Attr, FsError, Listed, OpenFile
+from index.errors import PathNotFound
+from index.names import snapshot_time
+from index.repository import SnapshotRef
+from index.snapshot_reader import SnapshotReader
+from index.types import Entry, EntryId
+
+
+@dataclass(slots=True)
+class LastNode:
+    """`last` itself (path b"") or a path under it, and what the mount
+    remembers of it while the kernel holds its inode."""
+
+    host: str
+    path: bytes
+    ref: SnapshotRef | None = None
+    """The snapshot the path was last resolved against …"""
+    entry_id: EntryId | None = None
+    """… and the entry it found there."""
+    lookups: int = 0
+    """References the kernel holds (lookups and listings less forgets)."""
+    content: tuple[object, ...] | None = None
+    """What the file held when last opened (`SnapshotReader.content_key`)."""
+
+
+class LastView:
+    """`last` and everything under it, for every host."""
+
+    def __init__(self, table: SnapshotTable, symlink: bool) -> None:
+        self.table = table
+        self.symlink = symlink
+        """Whether `last` is a symlink to the newest dated directory."""
+        self._nodes: dict[Inode, LastNode] = {}
+        self._lock = threading.Lock()
+
+    def root_inode(self, host: str) -> Inode:
+        """The inode of `host`'s `last`."""
+        return last_inode(host, b"", stat.S_IFLNK if self.symlink else stat.S_IFDIR)
+
+    def known(self, ino: int) -> LastNode | None:
+        """The node of `ino` if the kernel holds it (the common case: a
+        dict lookup, no hashing)."""
+        return self._nodes.get(Inode(ino))
+
+    def remember(self, ino: Inode, host: str, path: bytes,
+                 ref: SnapshotRef | None = None, entry_id: EntryId | None = None) -> None:
+        """The kernel got `ino` (a lookup or a listing): it stands for `path`,
+        found as `entry_id` in `ref`, until it is forgotten as often."""
+        with self._lock:
+            node = self._nodes.get(ino)
+            if node is None:
+                node = self._nodes[ino] = LastNode(host, path)
+            # Hard links share a number: the path is the one seen last.
+            node.path, node.ref, node.entry_id = path, ref, entry_id
+            node.lookups += 1
+
+    def forget(self, ino: int, count: int) -> None:
+        """The kernel dropped `count` references to `ino`."""
+        with self._lock:
+            node = self._nodes.get(Inode(ino))
+            if node is not None:
+                node.lookups -= count
+                if node.lookups <= 0:
+                    del self._nodes[Inode(ino)]
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def _latest(self, host: str) -> SnapshotRef:
+        ref = self.table.listing().latest(host)
+        if ref is None:
+            raise FsError(errno.ENOENT, f"no snapshot of {host}")
+        return ref
+
+    def _resolve(self, node: LastNode, pinned: SnapshotRef | None = None
+                 ) -> tuple[SnapshotRef, SnapshotReader, Entry]:
+        """The entry `node` stands for in the newest snapshot (or in `pinned`,
+        while that is still listed)."""
+        ref = pinned if pinned is not None and pinned in self.table.listing().keys \
+            else self._latest(node.host)
+        snap = self.table.reader(ref)
+        if node.ref == ref and node.entry_id is not None:
+            return ref, snap, snap.entry(node.entry_id)
+        try:
+            return ref, snap, snap.resolve(node.path) if node.path else snap.root()
+        except PathNotFound:
+            raise FsError(errno.ENOENT, "no longer under last") from None
+
+    def _is_link(self, node: LastNode) -> bool:
+        return self.symlink and not node.path
+
+    def _child(self, node: LastNode, ref: SnapshotRef, snap: SnapshotReader, name: bytes,
+               e: Entry) -> Attr:
+        """The attributes of child `name` of `node`, remembered."""
+        path = node.path + b"/" + name if node.path else name
+        # A hard link is numbered by the path of its first link, like its siblings.
+        numbered = path if e.inode_id == e.entry_id else snap.path_of(e.inode_id)
+        ino = last_inode(node.host, numbered, entries.TYPE_BITS[e.kind])
+        self.remember(ino, node.host, path, ref, e.entry_id)
+        return entries.attr(ino, e, SHORT_TIMEOUT)
+
+    def attr(self, ino: Inode, node: LastNode) -> Attr:
+        """Attributes as in the newest snapshot; `last` itself looks like
+        the dated directory it shows (or is a symlink to it)."""
+        if node.path:
+            return entries.attr(ino, self._resolve(node)[2], SHORT_TIMEOUT)
+        newest = self._latest(node.host)
+        if not self.symlink:
+            # It opens no snapshot, so a host listing never does.
+            return entries.dated_dir_attr(ino, newest)
+        target = newest.name.encode()
+        ns = int(snapshot_time(newest.name).timestamp() * 1e9)
+        return Attr(ino, stat.S_IFLNK | 0o777, 1, 0, 0, 0, len(target), 0, ns, ns, ns,
+                    SHORT_TIMEOUT)
+
+    def lookup(self, node: LastNode, name: bytes) -> Attr:
+        """Attributes of `name` in a directory of the newest snapshot."""
+        ref, snap, entry = self._resolve(node)
+        return self._child(node, ref, snap, name, entries.child(snap, entry, name))
+
+    def opendir(self, node: LastNode) -> SnapshotRef | None:
+        """The newest snapshot now: a backup finishing mid-listing must make
+        the listing neither repeat nor skip names."""
+        return None if self._is_link(node) else self._latest(node.host)
+
+    def readdir(self, node: LastNode, start: int, pinned: SnapshotRef | None
+                ) -> Iterator[Listed]:
+        """The entries after offset `start`, from the `pinned` snapshot."""
+        ref, snap, entry = self._resolve(node, pinned)
+        for name, e in entries.children(ref, snap, entry, start):
+            yield name, self._child(node, ref, snap, name, e), e.entry_id
+
+    def readlink(self, node: LastNode) -> bytes:
+        """The target of a symlink; `last` as a symlink names the newest snapshot."""
+        if self._is_link(node):
+            return self._latest(node.host).name.encode()
+        return entries.symlink_target(self._resolve(node)[2])
+
+    def xattrs(self, node: LastNode) -> dict[bytes, bytes]:
+        """The extended attributes in the newest snapshot."""
+        return {} if self._is_link(node) else dict(self._resolve(node)[2].xattrs)
+
+    def open(self, ino: Inode, node: LastNode) -> OpenFile:
+        """Open a file of the newest snapshot, to be read from it to the end."""
+        ref, snap, entry = self._resolve(node)
+        entries.check_regular(entry)
+        self.table.warm(ref)
+        # The inode shows other content once a newer snapshot arrives: the
+        # kernel keeps its cached pages only while the content is the one
+        # they were read from.
+        content = snap.content_key(entry)
+        with self._lock:
+            same = node.content == content
+            node.content = content
+        return OpenFile(ref, entry, node.path, keep_cache=same)

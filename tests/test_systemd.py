@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from histfs.cli import build_parser
+from histfs.parser import build_parser
 from tests.conftest import ROOT, backup_json, histfs
 
 UNITS = ROOT / "scripts" / "systemd"

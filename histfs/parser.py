@@ -1,0 +1,300 @@
+"""The argument parser of the `histfs` command: every subcommand, its
+options and their help, and the handler each one calls (`args.func`).
+
+The options that name a repository are declared once, in
+`repository_options`, and given to each command as a parent parser.
+Commands are added in the order `histfs --help` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from histfs.cli import (
+    cmd_backup,
+    cmd_check,
+    cmd_completion,
+    cmd_copy,
+    cmd_diff,
+    cmd_gc,
+    cmd_hold,
+    cmd_init,
+    cmd_key,
+    cmd_metrics,
+    cmd_mount,
+    cmd_prune,
+    cmd_release,
+    cmd_report,
+    cmd_restore,
+    cmd_snapshots,
+    cmd_umount,
+    cmd_versions,
+)
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+REPO_HELP = "repository (default: $HISTFS_REPO)"
+REPO_OR_CONFIG_HELP = "repository (default: $HISTFS_REPO or the config file)"
+CONFIG_NAMING_REPO = "TOML configuration file naming the repository"
+
+
+def repository_options(config_help: str | None = None) -> argparse.ArgumentParser:
+    """The parent parser of a command that opens a repository: `--repo`,
+    and `--config` (described by `config_help`) for commands that read a
+    configuration file, where the repository may be named too."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--repo", help=REPO_OR_CONFIG_HELP if config_help else REPO_HELP)
+    if config_help:
+        parent.add_argument("--config", help=config_help)
+    return parent
+
+
+def _init(sub: Subparsers) -> None:
+    p = sub.add_parser("init", help="create a repository")
+    p.add_argument("path", help="directory for the new repository (absent or empty), "
+                                "or s3://BUCKET/PREFIX")
+    p.add_argument("--endpoint", metavar="URL",
+                   help="S3 endpoint (Ceph RGW, MinIO, ...): remembered on this machine "
+                        "for the repository; default $HISTFS_S3_ENDPOINT or AWS")
+    p.add_argument("--encryption", choices=["repokey", "none"], default="repokey",
+                   help="repokey (default): encrypt and authenticate everything with a "
+                        "key kept in the repository, protected by a passphrase; none: "
+                        "store in the clear")
+    p.set_defaults(func=cmd_init)
+
+
+def _report(sub: Subparsers) -> None:
+    p = sub.add_parser("report", help="write an HTML report with charts (self-contained)",
+                       parents=[repository_options(
+                           "TOML configuration file (its retention policy is shown)")])
+    p.add_argument("--output", required=True, metavar="FILE", help="the HTML file to write")
+    p.set_defaults(func=cmd_report)
+
+
+def _completion(sub: Subparsers) -> None:
+    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    p.add_argument("shell", choices=["bash", "zsh", "hosts"],
+                   help="bash or zsh (hosts: used by the scripts themselves)")
+    p.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_completion)
+
+
+def _metrics(sub: Subparsers) -> None:
+    p = sub.add_parser("metrics", help="print the repository's metrics (Prometheus format)",
+                       parents=[repository_options()])
+    p.set_defaults(func=cmd_metrics)
+
+
+def _copy(sub: Subparsers) -> None:
+    p = sub.add_parser("copy", help="copy snapshots into another repository (offsite)")
+    p.add_argument("--from", dest="source", required=True, metavar="REPO",
+                   help="repository to copy from")
+    p.add_argument("--to", dest="target", required=True, metavar="REPO",
+                   help="repository to copy into (its passphrase: "
+                        "$HISTFS_TO_PASSPHRASE_FILE, else as for any repository)")
+    p.add_argument("--host", help="only this host's snapshots")
+    p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT",
+                   help="snapshot names (default: every snapshot the target lacks)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_copy)
+
+
+def _key(sub: Subparsers) -> None:
+    p = sub.add_parser("key", help="export, import or re-protect the repository key")
+    key_sub = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    repo = [repository_options()]
+    k = key_sub.add_parser("export", help="write a copy of the key (for safekeeping)",
+                           parents=repo)
+    k.add_argument("file", help="new file to write (mode 0600)")
+    k.set_defaults(func=cmd_key)
+    k = key_sub.add_parser("import", help="put an exported key back into the repository",
+                           parents=repo)
+    k.add_argument("file", help="the exported key")
+    k.set_defaults(func=cmd_key)
+    k = key_sub.add_parser("change-passphrase", help="protect the key with a new passphrase",
+                           parents=repo)
+    k.set_defaults(func=cmd_key)
+
+
+def _backup(sub: Subparsers) -> None:
+    p = sub.add_parser("backup", help="back up parts into a new snapshot",
+                       parents=[repository_options("TOML configuration file")])
+    p.add_argument("parts", nargs="*", metavar="NAME=PATH",
+                   help="parts to back up (replace the config file's parts)")
+    p.add_argument("--host", help="host name of the snapshot (default: this machine's)")
+    p.add_argument("--compression", type=int, help="zstd level 1-22, 0 for none (default 3)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="exclude pattern for the NAME=PATH parts (repeatable)")
+    p.add_argument("--metrics-file", metavar="FILE",
+                   help="write Prometheus metrics of the run here, atomically (e.g. "
+                        "/var/lib/node_exporter/histfs.prom)")
+    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another backup of the host to finish")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only warnings and errors (as histfs --quiet backup)")
+    p.add_argument("--log-file", dest="command_log_file", metavar="FILE",
+                   help="also append every message, timestamped, to FILE "
+                        "(as histfs --log-file FILE backup)")
+    p.add_argument("--force", action="store_true",
+                   help="back up even inside the configured min_interval")
+    p.set_defaults(func=cmd_backup)
+
+
+def _prune(sub: Subparsers) -> None:
+    p = sub.add_parser("prune", help="remove snapshots outside the retention policy",
+                       description="Apply the retention policy ([retention] in --config, "
+                       "or --keep-* options, which override it) to each host separately. "
+                       "A snapshot is kept when any rule keeps it; the newest snapshot of a "
+                       "host and held snapshots are always kept. Space comes back with gc.",
+                       parents=[repository_options(
+                           "TOML configuration file with a [retention] table")])
+    p.add_argument("--host", help="only this host (default: the config's host, else all hosts)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would be kept (and by which rule) and removed")
+    p.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest snapshots")
+    for period, unit in (("hourly", "hours"), ("daily", "days"), ("weekly", "ISO weeks"),
+                         ("monthly", "months"), ("yearly", "years")):
+        p.add_argument(f"--keep-{period}", type=int, metavar="N",
+                       help=f"keep the newest snapshot of each of the N newest {unit} "
+                       "that have one (UTC)")
+    p.add_argument("--keep-within", metavar="DURATION",
+                   help="keep every snapshot within DURATION (e.g. 2d) of the newest")
+    p.add_argument("--keep-age", action="append", metavar="DURATION",
+                   help="keep the newest snapshot at least DURATION older than the newest "
+                   "(repeatable: --keep-age 7d --keep-age 30d)")
+    p.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="wait this long for another prune (default 60)")
+    p.add_argument("--json", action="store_true", help="print the decisions as JSON")
+    p.set_defaults(func=cmd_prune)
+
+
+def _gc(sub: Subparsers) -> None:
+    p = sub.add_parser("gc", help="reclaim the space of data no snapshot uses",
+                       description="Delete packs no snapshot uses and rewrite packs whose "
+                       "unused share exceeds --max-unused. Safe alongside backups, prunes "
+                       "and mounts; one gc at a time.",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("--max-unused", default="10%", metavar="SHARE",
+                   help="rewrite packs with more unused space than this (default 10%%)")
+    p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                   help="wait this long for backups that started before gc (default 600); "
+                   "what they might need is then deleted by the next gc")
+    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                   help="time for mounts to switch to updated indexes before packs are "
+                   "deleted (default 10)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_gc)
+
+
+def _holds(sub: Subparsers) -> None:
+    for verb, what in (("hold", "keep a snapshot whatever the retention policy says"),
+                       ("release", "release the holds with a reason")):
+        p = sub.add_parser(verb, help=what,
+                           parents=[repository_options(CONFIG_NAMING_REPO)])
+        p.add_argument("snapshot", help="snapshot name, or 'last'")
+        p.add_argument("--reason", required=True,
+                       help="why, e.g. tape or legal (release: which holds)")
+        p.add_argument("--host", help="host (default: the only one, or this machine)")
+        p.set_defaults(func=cmd_hold if verb == "hold" else cmd_release)
+
+
+def _snapshots(sub: Subparsers) -> None:
+    p = sub.add_parser("snapshots", help="list snapshots", parents=[repository_options()])
+    p.add_argument("--host", help="only this host")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_snapshots)
+
+
+def _restore(sub: Subparsers) -> None:
+    p = sub.add_parser("restore", help="restore a snapshot or some of its paths",
+                       description="Restore into --target, keeping each path's place "
+                       "(part/dir/file) below it. SNAPSHOT is a name or 'last'; with --at "
+                       "every argument is a path.",
+                       parents=[repository_options()])
+    p.add_argument("items", nargs="*", metavar="[SNAPSHOT] PATH",
+                   help="snapshot (unless --at) followed by paths; no path: everything")
+    p.add_argument("--target", required=True, help="directory to restore into")
+    p.add_argument("--host", help="host of the snapshot (needed when several fit)")
+    p.add_argument("--at", metavar="DATE",
+                   help="the newest snapshot at or before DATE (a date means its end; UTC "
+                   "unless an offset is given)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_restore)
+
+
+def _check(sub: Subparsers) -> None:
+    p = sub.add_parser("check", help="verify the repository", parents=[repository_options()])
+    p.add_argument("--read-data", action="store_true",
+                   help="also re-read and re-hash every chunk")
+    p.add_argument("--read-data-subset", metavar="K/N",
+                   help="re-read only the K-th of N parts of the data (e.g. $(date +%%u)/7)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_check)
+
+
+def _versions(sub: Subparsers) -> None:
+    p = sub.add_parser("versions", help="the snapshots that hold a path",
+                       parents=[repository_options()])
+    p.add_argument("path", help="path inside a snapshot, e.g. mail/imap/john/cur/123:2,S")
+    p.add_argument("--host", help="host (default: the only one, or this machine)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_versions)
+
+
+def _diff(sub: Subparsers) -> None:
+    p = sub.add_parser("diff", help="what changed between two snapshots of a host",
+                       parents=[repository_options()])
+    p.add_argument("first", help="older snapshot (name or 'last')")
+    p.add_argument("second", help="newer snapshot (name or 'last')")
+    p.add_argument("--host", help="host (default: the only one, or this machine)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_diff)
+
+
+def _mount(sub: Subparsers) -> None:
+    p = sub.add_parser("mount", help="mount the repository read-only",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("mountpoint", help="an empty directory")
+    p.add_argument("--host", help="show only this host, its snapshots at the root")
+    p.add_argument("--foreground", action="store_true",
+                   help="stay attached and log to stderr; Ctrl-C unmounts")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let other users in (permissions are checked against stored owners)")
+    p.add_argument("--last-symlink", action="store_true",
+                   help="show last as a symbolic link instead of a directory")
+    p.add_argument("--debug", action="store_true", help="log every request")
+    p.add_argument("--log-file", help="log here instead of syslog or stderr")
+    p.add_argument("--pid-file", help="write the daemon's pid here")
+    p.set_defaults(func=cmd_mount)
+
+
+def _umount(sub: Subparsers) -> None:
+    p = sub.add_parser("umount", help="unmount a histfs mount")
+    p.add_argument("mountpoint")
+    p.add_argument("--lazy", action="store_true", help="detach now even if busy")
+    p.set_defaults(func=cmd_umount)
+
+
+_COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _init, _report, _completion, _metrics, _copy, _key, _backup, _prune, _gc, _holds,
+    _snapshots, _restore, _check, _versions, _diff, _mount, _umount)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="histfs",
+        description="Deduplicated backups of mail servers, mounted as dated directories.",
+    )
+    parser.add_argument("--log-file", dest="global_log_file", metavar="FILE",
+                        help="also append every message, timestamped, to FILE")
+    parser.add_argument("--quiet", dest="global_quiet", action="store_true",
+                        help="print only warnings and errors (for cron)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
+    return parser

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,9 @@ class MountOptions:
     foreground: bool = False
     log_file: Path | None = None
     pid_file: Path | None = None
+    passphrase: Callable[[], str] | None = None
+    """Gives the passphrase of an encrypted repository (asked for once: the
+    daemon inherits the opened key)."""
 
 
 def check_mountpoint(path: Path) -> None:
@@ -124,7 +128,7 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
     from fusefs.vfs import Vfs
     from index.repository import Repository
 
-    repo = Repository.open(opts.repo)
+    repo = Repository.open(opts.repo, passphrase=opts.passphrase)
     vfs = Vfs(repo, opts.host, opts.last_symlink)
     target = os.path.realpath(opts.mountpoint)
     ops = Operations(vfs, opts.debug, after_init=lambda: _raise_read_ahead(target))
@@ -179,7 +183,8 @@ def mount(opts: MountOptions) -> int:
     from index.repository import Repository
 
     check_mountpoint(opts.mountpoint)
-    Repository.open(opts.repo).close()  # a clear error now, not in the daemon
+    with Repository.open(opts.repo, passphrase=opts.passphrase):
+        pass  # a clear error now, not in the daemon
     if opts.foreground:
         _setup_logging(opts)
         if opts.pid_file:

@@ -62,9 +62,15 @@ def _repo_path(args: argparse.Namespace, from_config: Path | str | None = None) 
     return as_location(value)
 
 
+def _open(location: Path | str) -> Repository:
+    from histfs.passphrase import asked_for
+
+    return Repository.open(location, passphrase=asked_for(location))
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """`histfs init [--encryption repokey|none] REPO`."""
-    from index.passphrase import new_passphrase
+    from histfs.passphrase import new_passphrase
 
     path = as_location(args.path)
     repo = Repository.init(path, args.encryption,
@@ -81,10 +87,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     """`histfs copy --from SRC --to DST [--host H] [SNAPSHOT ...]`."""
-    from index.passphrase import from_environment, passphrase_for
+    from histfs.passphrase import from_environment, passphrase_for
     from writer.copy import copy_snapshots
 
-    source = Repository.open(as_location(args.source))
+    source = _open(as_location(args.source))
     target_at = as_location(args.target)
 
     def target_passphrase() -> str:
@@ -117,7 +123,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 def cmd_key(args: argparse.Namespace) -> int:
     """`histfs key export|import|change-passphrase`."""
-    from index.passphrase import new_passphrase
+    from histfs.passphrase import asked_for, new_passphrase
     from index.repository import import_key
 
     root = _repo_path(args)
@@ -126,10 +132,10 @@ def cmd_key(args: argparse.Namespace) -> int:
             data = Path(args.file).read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
-        import_key(root, data)
+        import_key(root, data, passphrase=asked_for(root))
         print(f"key of {root} restored from {args.file}")
         return EXIT_OK
-    repo = Repository.open(root)
+    repo = _open(root)
     try:
         if args.key_command == "export":
             data = repo.export_key()
@@ -173,7 +179,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         run.metrics_file = run.metrics_file or cfg.metrics_file
         run.host = args.host or cfg.host or _this_host()
         _seconds(args.lock_wait, "--lock-wait")
-        run.repo = Repository.open(_repo_path(args, cfg.repository))
+        run.repo = _open(_repo_path(args, cfg.repository))
         run.code = _backup(args, cfg, run)
         return run.code
     finally:
@@ -347,7 +353,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from histfs.report import collect, damaged_snapshots, render
 
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
-    repo = Repository.open(_repo_path(args, cfg.repository))
+    repo = _open(_repo_path(args, cfg.repository))
     try:
         points = collect(repo)
         page = render(repo, cfg.retention, points)
@@ -379,7 +385,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     """`histfs metrics`: the repository's metrics in Prometheus text format."""
     from histfs.metrics import repository_metrics
 
-    repo = Repository.open(_repo_path(args))
+    repo = _open(_repo_path(args))
     try:
         sys.stdout.write(repository_metrics(repo))
     finally:
@@ -393,7 +399,7 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     from index.holds import held_snapshots
     from index.names import snapshot_time
 
-    repo = Repository.open(_repo_path(args))
+    repo = _open(_repo_path(args))
     rows: list[dict[str, Any]] = []
     holds: dict[str, dict[str, list[str]]] = {}
     for ref in repo.snapshots(args.host):
@@ -450,7 +456,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from index.names import parse_when
     from index.restore import Restorer
 
-    repo = Repository.open(_repo_path(args))
+    repo = _open(_repo_path(args))
     items = list(args.items)
     at = parse_when(args.at) if args.at else None
     name = None if at is not None or not items else items.pop(0)
@@ -502,7 +508,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise ConfigError(f"--read-data-subset {args.read_data_subset!r}: expected K/N "
                               "with 1 <= K <= N, e.g. 1/7")
         subset = (int(k), int(n))
-    repo = Repository.open(_repo_path(args))
+    repo = _open(_repo_path(args))
     quiet = args.json
 
     def say(line: str) -> None:
@@ -540,7 +546,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     from histfs.output import human_bytes
     from index.history import versions
 
-    repo = Repository.open(_repo_path(args))
+    repo = _open(_repo_path(args))
     host = args.host or _only_host(repo)
     damaged: list[SnapshotDamaged] = []
     found = versions(repo, host, os.fsencode(args.path.strip("/")), damaged.append)
@@ -567,7 +573,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     """`histfs diff`."""
     from index.history import diff
 
-    repo = Repository.open(_repo_path(args))
+    repo = _open(_repo_path(args))
     host = args.host or _only_host(repo)
     a = repo.select(host, args.first)
     b = repo.select(host, args.second)
@@ -593,7 +599,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     _seconds(args.lock_wait, "--lock-wait")
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
-    repo = Repository.open(_repo_path(args, cfg.repository))
+    repo = _open(_repo_path(args, cfg.repository))
     policy = cfg.retention or Policy()
     overrides: dict[str, Any] = {}
     for period in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
@@ -660,7 +666,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     share = _parse_share(args.max_unused)
     _seconds(args.wait, "--wait")
     _seconds(args.grace, "--grace")
-    repo = Repository.open(_repo_path(args))
+    repo = _open(_repo_path(args))
 
     def say(line: str) -> None:
         if not args.json:
@@ -703,7 +709,7 @@ def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any],
     from writer.prune import PRUNE_LOCK
 
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
-    repo = Repository.open(_repo_path(args, cfg.repository))
+    repo = _open(_repo_path(args, cfg.repository))
     host = args.host or cfg.host or _only_host(repo)
     lock = repo.lock(PRUNE_LOCK, f"{args.command} on {host}")
     lock.acquire(wait=300.0)
@@ -758,9 +764,12 @@ def _only_host(repo: Repository) -> str:
 def cmd_mount(args: argparse.Namespace) -> int:
     """`histfs mount`."""
     from fusefs.mount import MountOptions, mount
+    from histfs.passphrase import asked_for
 
+    location = _repo_path(args)
     return mount(MountOptions(
-        repo=_repo_path(args), mountpoint=Path(args.mountpoint), host=args.host,
+        repo=location, passphrase=asked_for(location), mountpoint=Path(args.mountpoint),
+        host=args.host,
         allow_other=args.allow_other, last_symlink=args.last_symlink, debug=args.debug,
         foreground=args.foreground, log_file=Path(args.log_file) if args.log_file else None,
         pid_file=Path(args.pid_file) if args.pid_file else None,

@@ -51,7 +51,6 @@ from index.names import (
     snapshot_time,
 )
 from index.pack import PACKS_DIR
-from index.passphrase import passphrase_for
 from index.private import FILE_MODE, open_private, private_dir, write_private
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, check_place, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
@@ -235,8 +234,9 @@ class Repository:
              endpoint: str | None = None) -> Repository:
         """Open the repository at `root` (a directory or an S3 location);
         raises RepositoryNotFound. The passphrase of an encrypted one comes
-        from `passphrase`, else from the environment or the terminal
-        (index/passphrase.py)."""
+        from `passphrase`, called only when the key is not open in this
+        process already (where a passphrase comes from is the caller's
+        business: the command line asks histfs/passphrase.py)."""
         storage = open_storage(root, endpoint)
         if not is_remote(root):
             root = Path(root)
@@ -262,7 +262,7 @@ class Repository:
             cache_key = (where, data, wrapped)
             repo_secrets = _opened.get(cache_key)
             if repo_secrets is None:
-                phrase = passphrase() if passphrase else passphrase_for(str(root))
+                phrase = (passphrase or (lambda: _passphrase_needed(root)))()
                 repo_secrets = keys.unwrap(wrapped, phrase, config.repo_id)
                 repo_secrets.check_config(data)
                 _opened[cache_key] = repo_secrets
@@ -593,6 +593,12 @@ class Repository:
         if self._chunk_store is not None:
             self._chunk_store.close()
 
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _make_layout(storage: LocalStorage) -> None:
     """The directories of a new repository, in its empty directory: each one
@@ -628,6 +634,10 @@ def _no_passphrase(root: Path | str) -> str:
     raise ConfigError(f"a passphrase is needed to encrypt {root}")
 
 
+def _passphrase_needed(root: Path | str) -> str:
+    raise ConfigError(f"repository {root} is encrypted: a passphrase is needed")
+
+
 def import_key(root: Path | str, data: bytes,
                passphrase: Callable[[], str] | None = None) -> None:
     """Put a copy of a repository's key file back: it must belong to the
@@ -644,7 +654,7 @@ def import_key(root: Path | str, data: bytes,
     if owner != cfg.repo_id:
         raise ConfigError(f"this key belongs to repository {owner}, not to {root} "
                           f"({cfg.repo_id})")
-    phrase = passphrase() if passphrase else passphrase_for(str(root))
+    phrase = (passphrase or (lambda: _passphrase_needed(root)))()
     keys.unwrap(data, phrase, cfg.repo_id).check_config(config_bytes)
     storage.write_atomic(keys.KEY_FILE, data)
 

@@ -123,7 +123,7 @@ def test_nothing_readable_in_the_repository(encrypted: tuple[Path, Path]) -> Non
         assert MARKER.decode()[:16] not in path.name
     assert scanned >= 4  # config, key, README, a pack, an index
     # The id key and the chunker's seed are not in the clear either.
-    secrets_ = Repository.open(repo)
+    secrets_ = Repository.open(repo, passphrase=lambda: PASS)
     try:
         key_hex = secrets_.config.chunk_id_key.hex().encode()
         for path in repo.rglob("*"):

@@ -290,7 +290,7 @@ def test_index_cache_is_bounded(bucket: str, tmp_path: Path, cache_dir: Path,
         (src / f"day-{i}").write_text(f"day {i}\n")
         histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
     monkeypatch.setenv("HISTFS_INDEX_CACHE_MB", "0")
-    repo = Repository.open(url)
+    repo = Repository.open(url, passphrase=lambda: "s3 test passphrase")
     try:
         refs = repo.snapshots()
         assert len(refs) == 3

@@ -16,6 +16,8 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from index.errors import ConfigError
 
@@ -73,6 +75,13 @@ def passphrase_for(repo: str) -> str:
         raise ConfigError(f"repository {repo} is encrypted: give its passphrase in "
                           "HISTFS_PASSPHRASE_FILE or HISTFS_PASSCOMMAND, or run on a terminal")
     return _checked(getpass.getpass(f"Passphrase of {repo}: "), "the passphrase")
+
+
+def asked_for(repo: Path | str) -> Callable[[], str]:
+    """The passphrase of `repo` as the packages take it: a call, made only
+    when the repository turns out to be encrypted and its key is not open
+    in this process yet."""
+    return lambda: passphrase_for(str(repo))
 
 
 def new_passphrase(repo: str, for_init: bool) -> str:

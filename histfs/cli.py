@@ -26,13 +26,13 @@ from index.errors import (
     HistfsError,
     HookFailed,
     SnapshotDamaged,
-    SnapshotNotFound,
 )
 from index.private import write_private
 from index.repository import Repository, SnapshotRef, as_location
 
 if TYPE_CHECKING:
     from histfs.config import FileConfig
+    from index.snapshot_meta import SnapshotMeta
     from writer.stats import BackupStats
 
 EXIT_OK, EXIT_WARNINGS, EXIT_FAILED = 0, 1, 2
@@ -361,8 +361,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         repo.close()
     write_atomically(Path(args.output), page)
     damaged = damaged_snapshots(points)
-    for host, name, reason in damaged:
-        log.warning(f"snapshot {host}/{name} is damaged: {reason}")
+    for m in damaged:
+        log.warning(f"snapshot {m.host}/{m.name} is damaged: {m.damaged}")
     log.status(f"report written to {args.output}")
     return EXIT_WARNINGS if damaged else EXIT_OK
 
@@ -397,57 +397,47 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     """`histfs snapshots`: every snapshot, a damaged one flagged (exit 1)."""
     from histfs.output import human_bytes
     from index.holds import held_snapshots
-    from index.names import snapshot_time
+    from index.snapshot_meta import snapshot_metas
 
-    repo = _open(_repo_path(args))
-    rows: list[dict[str, Any]] = []
-    holds: dict[str, dict[str, list[str]]] = {}
-    for ref in repo.snapshots(args.host):
-        if ref.host not in holds:
-            holds[ref.host] = {name: [h.reason for h in found] for name, found
-                               in held_snapshots(repo.storage, ref.host).items()}
-        row: dict[str, Any] = {"holds": holds[ref.host].get(ref.name, []),
-                               "host": ref.host, "name": ref.name}
-        try:
-            with repo.open_snapshot(ref) as snap:
-                m = snap.meta
-        except SnapshotNotFound:
-            continue  # pruned while listed
-        except SnapshotDamaged as exc:
-            # What the name tells is all there is: no figures are made up.
-            rows.append({**row, "time": snapshot_time(ref.name).isoformat(), "parts": [],
-                         "files": None, "logical_bytes": None, "bytes_added": None,
-                         "damaged": exc.reason})
-            continue
-        rows.append({
-            **row,
-            "time": m.get("time"),
-            "parts": [p["name"] for p in m.get("parts", [])],
-            "files": m.get("files", 0),
-            "logical_bytes": m.get("logical_bytes", 0),
-            "bytes_added": m.get("bytes_added", 0),
-            "damaged": None,
-        })
-    damaged = [r for r in rows if r["damaged"]]
-    for r in damaged:
-        log.warning(f"snapshot {r['host']}/{r['name']} is damaged: {r['damaged']}")
-    status = EXIT_WARNINGS if damaged else EXIT_OK
+    with _open(_repo_path(args)) as repo:
+        metas = snapshot_metas(repo, args.host)
+        holds = {host: {name: [h.reason for h in found] for name, found
+                        in held_snapshots(repo.storage, host).items()}
+                 for host in dict.fromkeys(m.host for m in metas)}
+    held = [holds[m.host].get(m.name, []) for m in metas]
+    for m in metas:
+        if m.damaged:
+            log.warning(f"snapshot {m.host}/{m.name} is damaged: {m.damaged}")
+    status = EXIT_WARNINGS if any(m.damaged for m in metas) else EXIT_OK
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([_snapshot_row(m, h) for m, h in zip(metas, held, strict=True)],
+                         indent=2))
         return status
-    if not rows:
+    if not metas:
         print("no snapshots")
         return status
     print(f"{'host':<16} {'snapshot':<22} {'files':>9} {'size':>10} {'added':>10}  parts")
-    for r in rows:
-        if r["damaged"]:
-            figures = f"{'-':>9} {'-':>10} {'-':>10}  damaged: {r['damaged']}"
+    for m, h in zip(metas, held, strict=True):
+        if m.damaged:
+            figures = f"{'-':>9} {'-':>10} {'-':>10}  damaged: {m.damaged}"
         else:
-            figures = (f"{r['files']:>9} {human_bytes(r['logical_bytes']):>10} "
-                       f"{human_bytes(r['bytes_added']):>10}  {','.join(r['parts'])}")
-        print(f"{r['host']:<16} {r['name']:<22} {figures}"
-              + (f"  held: {', '.join(r['holds'])}" if r["holds"] else ""))
+            figures = (f"{m.files or 0:>9} {human_bytes(m.logical_bytes or 0):>10} "
+                       f"{human_bytes(m.bytes_added or 0):>10}  {','.join(m.parts)}")
+        print(f"{m.host:<16} {m.name:<22} {figures}"
+              + (f"  held: {', '.join(h)}" if h else ""))
     return status
+
+
+def _snapshot_row(m: SnapshotMeta, holds: list[str]) -> dict[str, object]:
+    """A snapshot in `histfs snapshots --json`: what the name tells of a
+    damaged one and no figure made up."""
+    row: dict[str, object] = {"holds": holds, "host": m.host, "name": m.name}
+    if m.damaged:
+        return {**row, "time": m.time.isoformat(), "parts": [], "files": None,
+                "logical_bytes": None, "bytes_added": None, "damaged": m.damaged}
+    return {**row, "time": m.recorded_time, "parts": list(m.parts), "files": m.files or 0,
+            "logical_bytes": m.logical_bytes or 0, "bytes_added": m.bytes_added or 0,
+            "damaged": None}
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

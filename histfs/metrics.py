@@ -13,11 +13,11 @@ import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from index.errors import HistfsError, SnapshotDamaged, SnapshotNotFound
+from index.errors import HistfsError
 from index.names import snapshot_time
 from index.repository import Repository
+from index.snapshot_meta import snapshot_metas
 from index.storage import replacing
 from writer.stats import BackupStats
 
@@ -137,11 +137,6 @@ def backup_metrics(repo: Repository | None, host: str, stats: BackupStats, exit_
     return _render([*[x for x in known if x not in size], *run, *size])
 
 
-def _int(meta: dict[str, Any], key: str) -> int | None:
-    value = meta.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def repository_metrics(repo: Repository) -> str:
     """The metrics of every host of a repository: the same series as a
     backup's metrics file, the run that made each host's newest snapshot
@@ -152,30 +147,20 @@ def repository_metrics(repo: Repository) -> str:
     for host in repo.hosts():
         samples += _host_samples(repo, host)
         h = {"host": host}
-        newest: tuple[str, dict[str, Any]] | None = None
-        damaged = 0
-        for ref in repo.snapshots(host):
-            try:
-                with repo.open_snapshot(ref) as snap:
-                    newest = (ref.name, snap.meta)
-            except SnapshotNotFound:
-                continue  # pruned meanwhile
-            except SnapshotDamaged:
-                newest = None
-                damaged += 1
-                samples.append(("histfs_snapshot_damaged", {**h, "snapshot": ref.name}, 1.0))
-        samples.append(("histfs_snapshots_damaged", h, float(damaged)))
-        if newest is None:
+        metas = snapshot_metas(repo, host)
+        damaged = [m for m in metas if m.damaged]
+        samples += [("histfs_snapshot_damaged", {**h, "snapshot": m.name}, 1.0)
+                    for m in damaged]
+        samples.append(("histfs_snapshots_damaged", h, float(len(damaged))))
+        newest = metas[-1] if metas else None
+        if newest is None or newest.damaged:
             continue  # no snapshot, or the newest is damaged: no run to show
-        name, meta = newest
-        duration = meta.get("duration_seconds")
-        duration = float(duration) if isinstance(duration, int | float) else 0.0
+        duration = newest.duration_seconds or 0.0
         samples += _run_samples(
-            host, snapshot_time(name).timestamp() + duration,
-            1 if _int(meta, "warnings") else 0, duration, _int(meta, "bytes_read"),
-            _int(meta, "bytes_added"),
-            {state: _int(meta, f"files_{state}")
-             for state in ("new", "changed", "unchanged", "failed")})
+            host, newest.time.timestamp() + duration, 1 if newest.warnings else 0, duration,
+            newest.bytes_read, newest.bytes_added,
+            {"new": newest.files_new, "changed": newest.files_changed,
+             "unchanged": newest.files_unchanged, "failed": newest.files_failed})
     samples.append(("histfs_repository_size_bytes", {}, float(repo.storage.usage())))
     return _render(samples)
 

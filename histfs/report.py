@@ -13,80 +13,53 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from histfs.output import human_bytes
-from index.errors import SnapshotDamaged, SnapshotNotFound
 from index.holds import held_snapshots
-from index.names import snapshot_time
 from index.pack import list_packs, read_stored_table
 from index.repository import Repository
+from index.snapshot_meta import SnapshotMeta, snapshot_metas
 from writer.retention import Policy, plan_around_damage
 
 WIDTH, HEIGHT, PAD = 760, 240, 48
 
 
-@dataclass
-class Point:
-    """One snapshot in a chart."""
-
-    name: str
-    time: datetime
-    logical: int
-    added: int
-    damaged: str | None = None
-    """Why its index cannot be read: then it has no figures and no place
-    in the chart."""
+def damaged_snapshots(points: dict[str, list[SnapshotMeta]]) -> list[SnapshotMeta]:
+    """Every damaged snapshot among `points`."""
+    return [p for pts in points.values() for p in pts if p.damaged]
 
 
-def _points(repo: Repository, host: str) -> list[Point]:
-    points = []
-    for ref in repo.snapshots(host):
-        try:
-            with repo.open_snapshot(ref) as snap:
-                meta = snap.meta
-        except SnapshotNotFound:
-            continue  # pruned meanwhile
-        except SnapshotDamaged as exc:
-            points.append(Point(ref.name, snapshot_time(ref.name), 0, 0, exc.reason))
-            continue
-        logical = meta.get("logical_bytes", 0)
-        added = meta.get("bytes_added", 0)
-        points.append(Point(ref.name, snapshot_time(ref.name),
-                            logical if isinstance(logical, int) else 0,
-                            added if isinstance(added, int) else 0))
-    return points
-
-
-def damaged_snapshots(points: dict[str, list[Point]]) -> list[tuple[str, str, str]]:
-    """(host, name, reason) of every damaged snapshot among `points`."""
-    return [(host, p.name, p.damaged) for host, pts in points.items()
-            for p in pts if p.damaged]
-
-
-def _damaged(pts: list[Point]) -> str:
+def _damaged(pts: list[SnapshotMeta]) -> str:
     items = "".join(f"<li>{html.escape(p.name)}: {html.escape(p.damaged)}</li>"
                     for p in pts if p.damaged)
     return (f'<p class="damaged">Damaged, left out of the chart (<code>histfs check</code> '
             f"tells more):</p><ul>{items}</ul>" if items else "")
 
 
-def collect(repo: Repository) -> dict[str, list[Point]]:
+def collect(repo: Repository) -> dict[str, list[SnapshotMeta]]:
     """Every host's snapshots, damaged ones flagged."""
-    return {h: _points(repo, h) for h in repo.hosts()}
+    return {h: snapshot_metas(repo, h) for h in repo.hosts()}
 
 
-def _chart(host: str, points: list[Point]) -> str:
+def _logical(p: SnapshotMeta) -> int:
+    return p.logical_bytes or 0
+
+
+def _added(p: SnapshotMeta) -> int:
+    return p.bytes_added or 0
+
+
+def _chart(host: str, points: list[SnapshotMeta]) -> str:
     """An SVG line chart of logical size and a bar chart of bytes added,
     sharing the time axis; one circle and one bar per snapshot."""
     if not points:
         return "<p>No snapshots.</p>"
     t0 = points[0].time.timestamp()
     span = max(points[-1].time.timestamp() - t0, 1.0)
-    top = max(max(p.logical for p in points), max(p.added for p in points), 1)
+    top = max(max(map(_logical, points)), max(map(_added, points)), 1)
 
-    def x(p: Point) -> float:
+    def x(p: SnapshotMeta) -> float:
         return PAD + (WIDTH - 2 * PAD) * (p.time.timestamp() - t0) / span \
             if len(points) > 1 else WIDTH / 2
 
@@ -106,32 +79,34 @@ def _chart(host: str, points: list[Point]) -> str:
              f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 18}" class="axis" '
              f'text-anchor="end">{points[-1].time:%Y-%m-%d %H:%M}</text>']
     for p in points:
-        h = HEIGHT - PAD - y(p.added)
-        parts.append(f'<rect class="added" x="{x(p) - bar / 2:.1f}" y="{y(p.added):.1f}" '
+        h = HEIGHT - PAD - y(_added(p))
+        parts.append(f'<rect class="added" x="{x(p) - bar / 2:.1f}" y="{y(_added(p)):.1f}" '
                      f'width="{bar:.1f}" height="{max(h, 1.0):.1f}" fill="#e8a33d">'
-                     f'<title>{p.name}: {human_bytes(p.added)} added</title></rect>')
-    line = " ".join(f"{x(p):.1f},{y(p.logical):.1f}" for p in points)
+                     f'<title>{p.name}: {human_bytes(_added(p))} added</title></rect>')
+    line = " ".join(f"{x(p):.1f},{y(_logical(p)):.1f}" for p in points)
     parts.append(f'<polyline points="{line}" fill="none" stroke="#2b6cb0" stroke-width="2"/>')
     for p in points:
-        parts.append(f'<circle class="logical" cx="{x(p):.1f}" cy="{y(p.logical):.1f}" r="4" '
-                     f'fill="#2b6cb0"><title>{p.name}: {human_bytes(p.logical)}</title>'
+        parts.append(f'<circle class="logical" cx="{x(p):.1f}" cy="{y(_logical(p)):.1f}" r="4" '
+                     f'fill="#2b6cb0"><title>{p.name}: {human_bytes(_logical(p))}</title>'
                      "</circle>")
     parts.append("</svg>")
     return "\n".join(parts)
 
 
-def _ratios(repo: Repository, points: dict[str, list[Point]]) -> tuple[float, float, int]:
+def _ratios(repo: Repository, points: dict[str, list[SnapshotMeta]]
+            ) -> tuple[float, float, int]:
     raw = stored = 0
     for pack_id in list_packs(repo.storage):
         for row in read_stored_table(repo.storage, pack_id):
             raw += row.raw_size
             stored += row.stored_size
     size = repo.storage.usage()
-    logical = sum(p.logical for pts in points.values() for p in pts)
+    logical = sum(_logical(p) for pts in points.values() for p in pts)
     return (logical / size if size else 0.0, raw / stored if stored else 0.0, size)
 
 
-def _retention(repo: Repository, host: str, pts: list[Point], policy: Policy | None) -> str:
+def _retention(repo: Repository, host: str, pts: list[SnapshotMeta],
+               policy: Policy | None) -> str:
     holds = {n: [h.reason for h in hs] for n, hs in held_snapshots(repo.storage, host).items()}
     if policy is None:
         return ("<p>No retention policy given (use <code>--config</code>): every snapshot is "
@@ -161,7 +136,7 @@ def _last_check(repo: Repository) -> str:
 
 
 def render(repo: Repository, policy: Policy | None = None,
-           points: dict[str, list[Point]] | None = None) -> str:
+           points: dict[str, list[SnapshotMeta]] | None = None) -> str:
     """The page (`points`: from `collect`, when the caller has them)."""
     points = points if points is not None else collect(repo)
     hosts = list(points)
@@ -178,7 +153,7 @@ def render(repo: Repository, policy: Policy | None = None,
             f'<section class="host"><h2>{html.escape(host)}</h2>'
             f"<p>{len(pts)} snapshots" + (f" ({bad} damaged)" if bad else "")
             + (f"; newest{' readable' if bad else ''} {html.escape(latest.name)}, "
-               f"{human_bytes(latest.logical)}" if latest else "")
+               f"{human_bytes(_logical(latest))}" if latest else "")
             + '</p><p class="legend"><span class="l1">●</span> logical size '
             '<span class="l2">■</span> bytes added</p>'
             + _chart(host, readable) + _damaged(pts)

@@ -36,6 +36,7 @@ from index.snapshot_format import (
     dirent_key,
     id_key,
 )
+from index.snapshot_meta import SnapshotMeta
 from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
 
 
@@ -113,6 +114,11 @@ class SnapshotReader:
             raise
         self.path = path
         self.chunk_store = chunks
+
+    @property
+    def snapshot_meta(self) -> SnapshotMeta:
+        """What the metadata says of the snapshot, typed."""
+        return SnapshotMeta.from_meta(self.meta)
 
     def prefetch(self) -> None:
         """Ask the kernel to read the whole index into the page cache in the

@@ -27,7 +27,6 @@ from index.errors import (
     HookFailed,
     SnapshotDamaged,
 )
-from index.private import write_private
 from index.repository import Repository, SnapshotRef, as_location
 
 if TYPE_CHECKING:
@@ -489,7 +488,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """`histfs check`."""
     from histfs.output import human_bytes
-    from index.check import check
+    from index.check import check, record_result
 
     subset = None
     if args.read_data_subset:
@@ -507,12 +506,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = check(repo, read_data=args.read_data or subset is not None, subset=subset,
                    say=say)
-    # Remembered on this machine for `histfs report`.
-    with contextlib.suppress(OSError):
-        write_private(repo.cache_dir() / "last-check.json", json.dumps({
-            "time": datetime.now(UTC).isoformat(timespec="seconds"), "sound": report.sound,
-            "read_data": bool(args.read_data or subset), "problems": report.problems[:20],
-            "snapshots": report.snapshots, "packs": report.packs}).encode())
+    record_result(repo, report, read_data=bool(args.read_data or subset))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -12,10 +12,10 @@ index cannot be read is listed with the reason, outside the chart.
 from __future__ import annotations
 
 import html
-import json
 from datetime import UTC, datetime
 
 from histfs.output import human_bytes
+from index.check import last_result
 from index.holds import held_snapshots
 from index.pack import list_packs, read_stored_table
 from index.repository import Repository
@@ -124,14 +124,13 @@ def _retention(repo: Repository, host: str, pts: list[SnapshotMeta],
 
 
 def _last_check(repo: Repository) -> str:
-    try:
-        doc = json.loads((repo.cache_dir() / "last-check.json").read_text())
-    except (OSError, ValueError):
+    last = last_result(repo)
+    if last is None:
         return "<p>No <code>histfs check</code> has run on this machine.</p>"
-    verdict = "sound" if doc.get("sound") else f"{len(doc.get('problems', []))} problem(s)"
-    kind = "with --read-data" if doc.get("read_data") else "structure only"
-    items = "".join(f"<li>{html.escape(str(p))}</li>" for p in doc.get("problems", []))
-    return (f'<p class="check">Last check {html.escape(str(doc.get("time")))} ({kind}): '
+    verdict = "sound" if last.sound else f"{len(last.problems)} problem(s)"
+    kind = "with --read-data" if last.read_data else "structure only"
+    items = "".join(f"<li>{html.escape(p)}</li>" for p in last.problems)
+    return (f'<p class="check">Last check {html.escape(last.time)} ({kind}): '
             f"<strong>{verdict}</strong></p>" + (f"<ul>{items}</ul>" if items else ""))
 
 

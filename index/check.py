@@ -4,20 +4,26 @@ Structure: every pack's table reads; every snapshot index opens and decodes;
 every chunk a snapshot names is listed in the pack its index points to, at
 that offset. Data (`read_data`): every pack hashes to its name and every blob
 decodes and hashes to its chunk id. Damage is reported by snapshot and path.
+
+The outcome of the last check is remembered in this machine's cache
+(`last-check.json`, only ever read and written here) for `histfs report`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from index import blob
 from index.chunk_index import ChunkIndex
 from index.errors import HistfsError, RepositoryCorrupt, SnapshotDamaged
 from index.pack import PackedChunk, list_packs, pack_relpath, read_stored_table, verify_fd_hash
+from index.private import write_private
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
 from index.types import ChunkId, Kind, PackId
@@ -47,6 +53,44 @@ class CheckReport:
                 "snapshots": self.snapshots, "chunks": self.chunks,
                 "bytes_read": self.bytes_read, "problems": self.problems,
                 "damaged": self.damaged, "cache": self.cache}
+
+
+LAST_CHECK_FILE = "last-check.json"
+_PROBLEMS_KEPT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class LastCheck:
+    """The last check run on this machine, as `record_result` kept it."""
+
+    time: str
+    sound: bool
+    read_data: bool
+    problems: tuple[str, ...]
+
+
+def record_result(repo: Repository, report: CheckReport, read_data: bool) -> None:
+    """Remember `report` in this machine's cache; a cache that cannot be
+    written loses only that memory."""
+    doc = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "sound": report.sound,
+           "read_data": read_data, "problems": report.problems[:_PROBLEMS_KEPT],
+           "snapshots": report.snapshots, "packs": report.packs}
+    with contextlib.suppress(OSError):
+        write_private(repo.cache_dir() / LAST_CHECK_FILE, json.dumps(doc).encode())
+
+
+def last_result(repo: Repository) -> LastCheck | None:
+    """The last check run on this machine, or None if there was none (or
+    its record cannot be read)."""
+    try:
+        doc = json.loads((repo.cache_dir() / LAST_CHECK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    problems = doc.get("problems", [])
+    return LastCheck(str(doc.get("time")), bool(doc.get("sound")), bool(doc.get("read_data")),
+                     tuple(map(str, problems)) if isinstance(problems, list) else ())
 
 
 def _in_subset(pack_id: PackId, subset: tuple[int, int] | None) -> bool:

@@ -27,7 +27,7 @@ from index.errors import (
     HookFailed,
     SnapshotDamaged,
 )
-from index.repository import Repository, SnapshotRef, as_location
+from index.repository import Repository, as_location
 
 if TYPE_CHECKING:
     from histfs.config import FileConfig
@@ -679,42 +679,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return status
 
 
-def _with_hold_lock(args: argparse.Namespace, change: Callable[..., Any],
-                    gone_ok: bool = False) -> tuple[SnapshotRef, Any, bool]:
-    """Run `change(storage, host, name, reason)` on the snapshot the user
-    named, holding the prune lock: a snapshot cannot be pruned between the
-    check that it exists and the change of its holds. With `gone_ok`, a
-    well-formed snapshot name of a known host that is not there (any more)
-    is changed too. Returns the snapshot, what `change` returned and whether
-    the snapshot exists."""
+def _hold_target(args: argparse.Namespace) -> tuple[Path | str, str | None]:
+    """The repository and the host (if given) that `hold` and `release` mean."""
     from histfs.config import FileConfig, load_config
-    from index.errors import SnapshotNotFound
-    from index.names import is_snapshot_name
-    from writer.prune import PRUNE_LOCK
 
     cfg = load_config(Path(args.config)) if args.config else FileConfig()
-    repo = _open(_repo_path(args, cfg.repository))
-    host = args.host or cfg.host or _only_host(repo)
-    lock = repo.lock(PRUNE_LOCK, f"{args.command} on {host}")
-    lock.acquire(wait=300.0)
-    try:
-        try:
-            ref, exists = repo.select(host, args.snapshot), True
-        except SnapshotNotFound:
-            if not (gone_ok and is_snapshot_name(args.snapshot) and host in repo.hosts()):
-                raise
-            ref, exists = SnapshotRef(host, args.snapshot), False
-        return ref, change(repo.storage, ref.host, ref.name, args.reason), exists
-    finally:
-        lock.release()
+    return _repo_path(args, cfg.repository), args.host or cfg.host
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
     """`histfs hold`."""
-    from index.holds import place_hold
+    from writer.prune import hold
 
-    ref, hold, _ = _with_hold_lock(args, place_hold)
-    print(f"held       {ref.host}/{ref.name} ({hold.reason})")
+    location, host = _hold_target(args)
+    with _open(location) as repo:
+        ref, placed = hold(repo, host or _only_host(repo), args.snapshot, args.reason)
+    print(f"held       {ref.host}/{ref.name} ({placed.reason})")
     return EXIT_OK
 
 
@@ -722,16 +702,19 @@ def cmd_release(args: argparse.Namespace) -> int:
     """`histfs release`: succeeds, with a note, when there is nothing left to
     release (the hold was released already, or the snapshot has been pruned
     since), so that a tape job can simply run it again after an error."""
-    from index.holds import release_holds
+    from writer.prune import release
 
-    ref, released, exists = _with_hold_lock(args, release_holds, gone_ok=True)
-    if not released:
+    location, host = _hold_target(args)
+    with _open(location) as repo:
+        done = release(repo, host or _only_host(repo), args.snapshot, args.reason)
+    ref = done.ref
+    if not done.holds:
         why = (f"{ref.host}/{ref.name} has no hold with reason {args.reason!r}"
-               if exists else f"there is no snapshot {ref.host}/{ref.name} (pruned?)")
+               if done.exists else f"there is no snapshot {ref.host}/{ref.name} (pruned?)")
         log.notice(f"{why}: nothing to release")
         return EXIT_OK
     print(f"released   {ref.host}/{ref.name} ({args.reason}"
-          + (f", {len(released)} holds" if len(released) > 1 else "") + ")")
+          + (f", {len(done.holds)} holds" if len(done.holds) > 1 else "") + ")")
     return EXIT_OK
 
 

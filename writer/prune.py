@@ -3,8 +3,9 @@
 Prune only deletes snapshot index files (one atomic unlink each) and the
 holds of the snapshots it removes; the chunks they used stay in their packs
 until `gc` finds nothing refers to them. It holds `locks/prune.lock`, which
-placing or releasing a hold also takes, so a hold placed while prune runs is
-either seen by it or placed after the snapshot is gone (and then refused).
+placing or releasing a hold also takes (`hold`, `release`), so a hold placed
+while prune runs is either seen by it or placed after the snapshot is gone
+(and then refused).
 
 A snapshot whose index cannot be read still counts by its name and time,
 and is removed when the policy no longer keeps it, as it would be if it
@@ -19,12 +20,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from index.errors import SnapshotDamaged, SnapshotNotFound
-from index.holds import HOLDS_DIR, forget_holds, held_snapshots
-from index.names import snapshot_time
+from index.holds import (
+    HOLDS_DIR,
+    Hold,
+    forget_holds,
+    held_snapshots,
+    place_hold,
+    release_holds,
+)
+from index.names import is_snapshot_name, snapshot_time
 from index.repository import Repository, SnapshotRef
 from writer.retention import Decision, Policy, plan_around_damage
 
 PRUNE_LOCK = "prune"
+HOLD_LOCK_WAIT = 300.0
+"""How long placing or releasing a hold waits for a running prune (seconds)."""
 
 
 @dataclass
@@ -93,3 +103,42 @@ def _forget_orphan_holds(repo: Repository, host: str, names: set[str]) -> None:
     for name in list(repo.storage.listdir(f"{HOLDS_DIR}/{host}")):
         if name not in names:
             forget_holds(repo.storage, host, name)
+
+
+@dataclass(frozen=True)
+class Released:
+    """What `release` did."""
+
+    ref: SnapshotRef
+    holds: list[Hold]
+    """The holds released; none when there was nothing to release."""
+    exists: bool
+    """Whether the snapshot exists (it may have been pruned already)."""
+
+
+def hold(repo: Repository, host: str, snapshot: str, reason: str) -> tuple[SnapshotRef, Hold]:
+    """Hold `snapshot` (a name or "last") of `host` with `reason`, under the
+    prune lock: it cannot be pruned between the check that it exists and
+    the hold."""
+    lock = repo.lock(PRUNE_LOCK, f"hold on {host}")
+    lock.acquire(wait=HOLD_LOCK_WAIT)
+    with lock:
+        ref = repo.select(host, snapshot)
+        return ref, place_hold(repo.storage, ref.host, ref.name, reason)
+
+
+def release(repo: Repository, host: str, snapshot: str, reason: str) -> Released:
+    """Release the holds with `reason` of `snapshot` (a name or "last") of
+    `host`, under the prune lock. A well-formed name of a snapshot of a
+    known host that is not there (any more) is not an error: its holds, if
+    any are left, are released too."""
+    lock = repo.lock(PRUNE_LOCK, f"release on {host}")
+    lock.acquire(wait=HOLD_LOCK_WAIT)
+    with lock:
+        try:
+            ref, exists = repo.select(host, snapshot), True
+        except SnapshotNotFound:
+            if not (is_snapshot_name(snapshot) and host in repo.hosts()):
+                raise
+            ref, exists = SnapshotRef(host, snapshot), False
+        return Released(ref, release_holds(repo.storage, ref.host, ref.name, reason), exists)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -11,6 +12,7 @@ from typing import Any
 
 from index.errors import ConfigError
 from index.repository import as_location
+from writer.backup import Part
 from writer.retention import Policy
 
 _TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "metrics_file",
@@ -25,17 +27,6 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DEFAULT_HOOK_TIMEOUT = timedelta(hours=1)
 _UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20}
 CHUNK_SIZE_RANGE = (4 << 10, 4 << 20)
-
-
-@dataclass(frozen=True)
-class PartConfig:
-    """One `[[part]]` table."""
-
-    name: str
-    path: Path
-    exclude: tuple[str, ...] = ()
-    enabled: bool = True
-    chunk_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,12 +47,18 @@ class FileConfig:
     repository: Path | str | None = None
     host: str | None = None
     compression: int | None = None
-    parts: list[PartConfig] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
     min_interval: timedelta | None = None
     mountpoint: Path | None = None
     metrics_file: Path | None = None
     retention: Policy | None = None
     hooks: Hooks = field(default_factory=Hooks)
+
+
+def short_host_name() -> str:
+    """This machine's host name without its domain: the default host of
+    its snapshots."""
+    return socket.gethostname().split(".")[0]
 
 
 def _get(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -192,7 +189,7 @@ def load_config(path: Path) -> FileConfig:
     raw_parts = doc.get("part", [])
     if not isinstance(raw_parts, list):
         raise ConfigError(f"{where}part: expected [[part]] tables")
-    parts: list[PartConfig] = []
+    parts: list[Part] = []
     for i, table in enumerate(raw_parts):
         pw = f"{path}: part[{i}]."
         if not isinstance(table, dict):
@@ -209,7 +206,7 @@ def load_config(path: Path) -> FileConfig:
             raise ConfigError(f"{pw}exclude: expected a list of strings")
         enabled = _get(table, "enabled", bool, pw)
         chunk_size = table.get("chunk_size")
-        parts.append(PartConfig(name, Path(src), tuple(exclude),
+        parts.append(Part(name, Path(src), tuple(exclude),
                                 True if enabled is None else enabled,
                                 None if chunk_size is None
                                 else parse_chunk_size(chunk_size, pw)))
@@ -227,12 +224,12 @@ def load_config(path: Path) -> FileConfig:
     )
 
 
-def parse_part_args(args: list[str], exclude: list[str]) -> list[PartConfig]:
+def parse_part_args(args: list[str], exclude: list[str]) -> list[Part]:
     """`NAME=PATH` arguments as parts."""
     parts = []
     for arg in args:
         name, sep, src = arg.partition("=")
         if not sep or not name or not src:
             raise ConfigError(f"part {arg!r}: expected NAME=PATH, e.g. mail=/var/spool/imap")
-        parts.append(PartConfig(name, Path(src), tuple(exclude)))
+        parts.append(Part(name, Path(src), tuple(exclude)))
     return parts

@@ -15,11 +15,24 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 
 from histfs.config import Hooks
+from index.errors import HistfsError
 
-STATUS_SUCCESS, STATUS_WARNINGS, STATUS_FAILED = "success", "warnings", "failed"
 _KILL_GRACE = 5.0
+
+
+class HookFailed(HistfsError):
+    """A `before` hook failed, so the backup did not run."""
+
+
+class HookStatus(StrEnum):
+    """How the backup ended, as `after` hooks see it (`HISTFS_STATUS`)."""
+
+    SUCCESS = "success"
+    WARNINGS = "warnings"
+    FAILED = "failed"
 
 
 @dataclass
@@ -91,7 +104,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
             return
 
 
-def hook_env(repo: str, host: str, snapshot: str | None, status: str | None,
+def hook_env(repo: str, host: str, snapshot: str | None, status: HookStatus | None,
              mountpoint: str | None) -> dict[str, str]:
     """The environment a hook gets."""
     env = {"HISTFS_REPO": repo, "HISTFS_HOST": host,

@@ -12,26 +12,20 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from histfs.cli import (
-    cmd_backup,
-    cmd_check,
+from histfs.commands_backup import cmd_backup
+from histfs.commands_maintain import cmd_check, cmd_gc, cmd_hold, cmd_prune, cmd_release
+from histfs.commands_read import (
     cmd_completion,
-    cmd_copy,
     cmd_diff,
-    cmd_gc,
-    cmd_hold,
-    cmd_init,
-    cmd_key,
     cmd_metrics,
     cmd_mount,
-    cmd_prune,
-    cmd_release,
     cmd_report,
     cmd_restore,
     cmd_snapshots,
     cmd_umount,
     cmd_versions,
 )
+from histfs.commands_setup import cmd_copy, cmd_init, cmd_key
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]

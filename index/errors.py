@@ -21,8 +21,7 @@ the FUSE adapter maps them to errnos. Anything else is a bug.
     ├── ConfigError                  a bad configuration file or argument
     ├── CacheError                   the local cache cannot be written
     │   └── CacheFull                no room left in the local cache
-    ├── SourceError                  a backup source that cannot be read at all
-    └── HookFailed                   a `before` hook failed
+    └── SourceError                  a backup source that cannot be read at all
 """
 
 from __future__ import annotations
@@ -104,10 +103,6 @@ class CacheError(HistfsError):
 
 class SourceError(HistfsError):
     """A backup source cannot be used at all (missing, not a directory)."""
-
-
-class HookFailed(HistfsError):
-    """A `before` hook failed, so the backup did not run."""
 
 
 class CacheFull(CacheError):

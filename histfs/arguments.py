@@ -1,0 +1,55 @@
+"""What the commands read from their arguments alike: the configuration
+file, the repository (and its passphrase), the host, seconds."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from histfs.config import FileConfig, load_config, short_host_name
+from histfs.passphrase import asked_for
+from index.errors import ConfigError
+from index.repository import Repository, as_location
+
+
+def file_config(args: argparse.Namespace) -> FileConfig:
+    """The configuration file named by `--config`, or an empty one."""
+    return load_config(Path(args.config)) if getattr(args, "config", None) else FileConfig()
+
+
+def repo_location(args: argparse.Namespace, cfg: FileConfig | None = None) -> Path | str:
+    """The repository a command means: `--repo`, else $HISTFS_REPO, else
+    the configuration file's (`cfg`, or the file `--config` names)."""
+    from_config = (cfg or file_config(args)).repository
+    value = args.repo or os.environ.get("HISTFS_REPO") or from_config
+    if not value:
+        raise ConfigError("no repository given: use --repo, HISTFS_REPO or a config file")
+    return as_location(value)
+
+
+def open_repository(location: Path | str) -> Repository:
+    """The repository at `location`, its passphrase asked for if needed
+    (`with open_repository(...) as repo:` closes it)."""
+    return Repository.open(location, passphrase=asked_for(location))
+
+
+def only_host(repo: Repository) -> str:
+    """The host a command means when none is given: the only one in the
+    repository, else this machine if it is there."""
+    hosts = repo.hosts()
+    if len(hosts) == 1:
+        return hosts[0]
+    local = short_host_name()
+    if local in hosts:
+        return local
+    raise ConfigError(f"several hosts in the repository ({', '.join(hosts)}): use --host")
+
+
+def seconds(value: float, option: str) -> float:
+    """A time in seconds from the command line: finite and not negative
+    (float() also reads "nan", "inf" and "-1")."""
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{option}: expected seconds, 0 or more, got {value}")
+    return value

@@ -45,6 +45,14 @@ def repository_options(config_help: str | None = None) -> argparse.ArgumentParse
     return parent
 
 
+def _one_host_options() -> argparse.ArgumentParser:
+    """The parent parser of `versions` and `diff`, which look at one host."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--host", help="host (default: the only one, or this machine)")
+    parent.add_argument("--json", action="store_true", help="print as JSON")
+    return parent
+
+
 def _init(sub: Subparsers) -> None:
     p = sub.add_parser("init", help="create a repository")
     p.add_argument("path", help="directory for the new repository (absent or empty), "
@@ -232,20 +240,16 @@ def _check(sub: Subparsers) -> None:
 
 def _versions(sub: Subparsers) -> None:
     p = sub.add_parser("versions", help="the snapshots that hold a path",
-                       parents=[repository_options()])
+                       parents=[repository_options(), _one_host_options()])
     p.add_argument("path", help="path inside a snapshot, e.g. mail/imap/john/cur/123:2,S")
-    p.add_argument("--host", help="host (default: the only one, or this machine)")
-    p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_versions)
 
 
 def _diff(sub: Subparsers) -> None:
     p = sub.add_parser("diff", help="what changed between two snapshots of a host",
-                       parents=[repository_options()])
+                       parents=[repository_options(), _one_host_options()])
     p.add_argument("first", help="older snapshot (name or 'last')")
     p.add_argument("second", help="newer snapshot (name or 'last')")
-    p.add_argument("--host", help="host (default: the only one, or this machine)")
-    p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_diff)
 
 

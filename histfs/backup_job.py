@@ -36,7 +36,7 @@ class RunRecord:
     host: str | None
     stats: BackupStats = field(default_factory=BackupStats)
     code: int = EXIT_FAILED
-    _written: bool = False
+    _written: bool = field(default=False, init=False, repr=False)
 
     def __enter__(self) -> RunRecord:
         return self

@@ -140,11 +140,15 @@ class Repository:
         if mode is None:
             raise ConfigError(f"unknown encryption {encryption!r}: use "
                               + " or ".join(ENCRYPTION_MODES))
-        if is_remote(root):
-            return cls._init_remote(str(root), mode, passphrase, endpoint)
-        root = Path(root)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise RepositoryExists(f"{root} exists and is not an empty directory")
+        remote = is_remote(root)
+        storage = open_storage(root, endpoint)
+        if remote:
+            if any(True for _ in storage.listdir("")):
+                raise RepositoryExists(f"{root} is not empty")
+        else:
+            root = Path(root)
+            if root.exists() and (not root.is_dir() or any(root.iterdir())):
+                raise RepositoryExists(f"{root} exists and is not an empty directory")
         config = RepoConfig.new(mode)
         config_bytes = config.to_json()
         repo_secrets = None
@@ -154,38 +158,21 @@ class Repository:
             # Asked before anything is created: a refusal leaves no directory.
             phrase = (passphrase or (lambda: _no_passphrase(root)))()
             wrapped = keys.wrap(repo_secrets, phrase, config.repo_id)
-        root.mkdir(parents=True, exist_ok=True)
-        storage = LocalStorage(root)
-        _make_layout(storage)
+        if isinstance(storage, LocalStorage):
+            Path(root).mkdir(parents=True, exist_ok=True)
+            _make_layout(storage)
         storage.write_atomic("README", README_TEXT)
         if wrapped:
             storage.write_atomic(keys.KEY_FILE, wrapped)
-        # The config comes last: a directory without it is not a repository.
-        storage.write_atomic(CONFIG_FILE, config_bytes)
-        repo = cls(root, config, repo_secrets)
-        repo.cache.remember_encryption(repo.config.encryption)
-        return repo
-
-    @classmethod
-    def _init_remote(cls, url: str, mode: str, passphrase: Callable[[], str] | None,
-                     endpoint: str | None) -> Repository:
-        storage = open_storage(url, endpoint)
-        if any(True for _ in storage.listdir("")):
-            raise RepositoryExists(f"{url} is not empty")
-        config = RepoConfig.new(mode)
-        config_bytes = config.to_json()
-        repo_secrets = None
-        if config.encrypted:
-            repo_secrets = keys.RepoSecrets.new(config_bytes)
-            phrase = (passphrase or (lambda: _no_passphrase(url)))()
-            storage.write_atomic(keys.KEY_FILE, keys.wrap(repo_secrets, phrase,
-                                                          config.repo_id))
-        storage.write_atomic("README", README_TEXT)
-        # The config comes last, and only if no other init got there first.
-        if not storage.create_exclusive(CONFIG_FILE, config_bytes):
-            raise RepositoryExists(f"{url} was created by another process meanwhile")
-        repo = cls(url, config, repo_secrets, storage)
-        repo.cache.remember_encryption(repo.config.encryption)
+        # The config comes last: a place without it is not a repository. A
+        # bucket has no empty directory to make first, so there the config
+        # is created only if no other init got there meanwhile.
+        if isinstance(storage, LocalStorage):
+            storage.write_atomic(CONFIG_FILE, config_bytes)
+        elif not storage.create_exclusive(CONFIG_FILE, config_bytes):
+            raise RepositoryExists(f"{root} was created by another process meanwhile")
+        repo = cls(root, config, repo_secrets, storage)
+        repo.cache.remember_encryption(config.encryption)
         return repo
 
     @classmethod

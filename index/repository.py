@@ -40,6 +40,7 @@ from index.errors import (
     SnapshotNotFound,
 )
 from index.local_space import cache_full, is_full, reporting_full
+from index.local_storage import LocalStorage
 from index.lock import LOCKS_DIR, RepositoryLock
 from index.names import (
     LAST,
@@ -54,7 +55,7 @@ from index.passphrase import passphrase_for
 from index.private import open_private
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, check_place, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
-from index.storage import TMP_DIR, LocalStorage, Storage
+from index.storage import TMP_DIR, Storage
 
 README_TEXT = b"""This directory is a histfs backup repository.
 

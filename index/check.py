@@ -55,7 +55,6 @@ class CheckReport:
                 "damaged": self.damaged, "cache": self.cache}
 
 
-LAST_CHECK_FILE = "last-check.json"
 _PROBLEMS_KEPT = 20
 
 
@@ -76,14 +75,14 @@ def record_result(repo: Repository, report: CheckReport, read_data: bool) -> Non
            "read_data": read_data, "problems": report.problems[:_PROBLEMS_KEPT],
            "snapshots": report.snapshots, "packs": report.packs}
     with contextlib.suppress(OSError):
-        write_private(repo.cache_dir() / LAST_CHECK_FILE, json.dumps(doc).encode())
+        write_private(repo.cache.last_check_file, json.dumps(doc).encode())
 
 
 def last_result(repo: Repository) -> LastCheck | None:
     """The last check run on this machine, or None if there was none (or
     its record cannot be read)."""
     try:
-        doc = json.loads((repo.cache_dir() / LAST_CHECK_FILE).read_text())
+        doc = json.loads((repo.cache.last_check_file).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(doc, dict):
@@ -106,7 +105,7 @@ def _read_pack(repo: Repository, pack_id: PackId, rows: list[PackedChunk]
     not decode to their ids (worker thread)."""
     relpath = pack_relpath(pack_id)
     fd = repo.storage.open_local(relpath)
-    copy = repo.cache_dir() / f".check-{pack_id.hex()}"
+    copy = repo.cache.pack_copy(pack_id.hex())
     try:
         if fd is None:  # a bucket: one GET of the whole pack
             repo.storage.download(relpath, copy)

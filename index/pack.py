@@ -26,7 +26,8 @@ import blake3
 
 from index.blob import BLOB_HEADER
 from index.errors import EncryptionMismatch, FormatTooNew, RepositoryCorrupt
-from index.storage import LocalRangeReader, PendingWrite, RangeReader, Storage
+from index.local_storage import LocalRangeReader
+from index.storage import PendingWrite, RangeReader, Storage
 from index.types import ChunkId, ChunkLocation, PackId
 
 PACK_MAGIC = b"HISTFSPK"

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 from index import keys
 from index.blob import ENCRYPTION_AES_256_GCM
 from index.blob import ENCRYPTION_NONE as ENCRYPTION_NONE_BLOB
+from index.cache import LocalCache, remember_endpoint, remembered_endpoint, spool_dir
 from index.chunkstore import ChunkStore
 from index.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
 from index.crypto import SEALED_INDEX_MAGIC, Cipher
@@ -41,6 +40,7 @@ from index.errors import (
     SnapshotNotFound,
 )
 from index.local_space import cache_full, is_full, reporting_full
+from index.local_storage import LocalStorage
 from index.lock import LOCKS_DIR, RepositoryLock
 from index.names import (
     LAST,
@@ -51,10 +51,10 @@ from index.names import (
     snapshot_time,
 )
 from index.pack import PACKS_DIR
-from index.private import FILE_MODE, open_private, private_dir, write_private
+from index.private import open_private
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, check_place, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
-from index.storage import TMP_DIR, LocalStorage, Storage, replacing
+from index.storage import TMP_DIR, Storage
 
 README_TEXT = b"""This directory is a histfs backup repository.
 
@@ -74,40 +74,6 @@ class SnapshotRef:
     def relpath(self) -> str:
         """Where its index file is."""
         return snapshot_relpath(self.host, self.name)
-
-
-NETWORK_FILESYSTEMS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "fuse.sshfs",
-    "fuse.glusterfs", "9p", "afs", "lustre", "gpfs", "fuse.s3fs", "fuse.rclone",
-})
-
-
-def filesystem_type(path: Path, mounts: str = "/proc/self/mounts") -> str:
-    """The type (as in /proc/mounts) of the file system holding `path`."""
-    real = os.path.realpath(path)
-    best, fstype = "", "unknown"
-    try:
-        with open(mounts) as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                mnt = fields[1].replace("\\040", " ")
-                inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
-                if inside and len(mnt) >= len(best):
-                    best, fstype = mnt, fields[2]
-    except OSError:
-        pass
-    return fstype
-
-
-def default_cache_root() -> Path:
-    """Where local caches live: $HISTFS_CACHE_DIR or the XDG cache directory."""
-    env = os.environ.get("HISTFS_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "histfs"
 
 
 ENCRYPTION_MODES = {"none": ENCRYPTION_NONE, "repokey": ENCRYPTION_REPOKEY}
@@ -138,19 +104,11 @@ def open_storage(location: str | Path, endpoint: str | None = None) -> Storage:
     from index.s3 import S3Storage
 
     url = str(location).rstrip("/")
-    endpoints = default_cache_root() / "s3-endpoints.json"
     if endpoint is None and not os.environ.get("HISTFS_S3_ENDPOINT"):
-        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
-            endpoint = json.loads(endpoints.read_text()).get(url)
+        endpoint = remembered_endpoint(url)
     elif endpoint is not None:
-        private_dir(endpoints.parent, own=False)
-        known: dict[str, str] = {}
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            known = json.loads(endpoints.read_text())
-        known[url] = endpoint
-        write_private(endpoints, (json.dumps(known, indent=1) + "\n").encode())
-    spool = private_dir(private_dir(default_cache_root(), own=False) / "spool")
-    return S3Storage(url, endpoint, spool)
+        remember_endpoint(url, endpoint)
+    return S3Storage(url, endpoint, spool_dir())
 
 
 class Repository:
@@ -168,6 +126,7 @@ class Repository:
             config = config.with_secrets(repo_secrets.chunk_id_key, repo_secrets.chunker_seed)
             self.cipher = repo_secrets.cipher
         self.config = config
+        self.cache = LocalCache(config.repo_id)
         self._chunk_store: ChunkStore | None = None
 
     @classmethod
@@ -181,11 +140,15 @@ class Repository:
         if mode is None:
             raise ConfigError(f"unknown encryption {encryption!r}: use "
                               + " or ".join(ENCRYPTION_MODES))
-        if is_remote(root):
-            return cls._init_remote(str(root), mode, passphrase, endpoint)
-        root = Path(root)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise RepositoryExists(f"{root} exists and is not an empty directory")
+        remote = is_remote(root)
+        storage = open_storage(root, endpoint)
+        if remote:
+            if any(True for _ in storage.listdir("")):
+                raise RepositoryExists(f"{root} is not empty")
+        else:
+            root = Path(root)
+            if root.exists() and (not root.is_dir() or any(root.iterdir())):
+                raise RepositoryExists(f"{root} exists and is not an empty directory")
         config = RepoConfig.new(mode)
         config_bytes = config.to_json()
         repo_secrets = None
@@ -195,38 +158,21 @@ class Repository:
             # Asked before anything is created: a refusal leaves no directory.
             phrase = (passphrase or (lambda: _no_passphrase(root)))()
             wrapped = keys.wrap(repo_secrets, phrase, config.repo_id)
-        root.mkdir(parents=True, exist_ok=True)
-        storage = LocalStorage(root)
-        _make_layout(storage)
+        if isinstance(storage, LocalStorage):
+            Path(root).mkdir(parents=True, exist_ok=True)
+            _make_layout(storage)
         storage.write_atomic("README", README_TEXT)
         if wrapped:
             storage.write_atomic(keys.KEY_FILE, wrapped)
-        # The config comes last: a directory without it is not a repository.
-        storage.write_atomic(CONFIG_FILE, config_bytes)
-        repo = cls(root, config, repo_secrets)
-        repo._remember_encryption()
-        return repo
-
-    @classmethod
-    def _init_remote(cls, url: str, mode: str, passphrase: Callable[[], str] | None,
-                     endpoint: str | None) -> Repository:
-        storage = open_storage(url, endpoint)
-        if any(True for _ in storage.listdir("")):
-            raise RepositoryExists(f"{url} is not empty")
-        config = RepoConfig.new(mode)
-        config_bytes = config.to_json()
-        repo_secrets = None
-        if config.encrypted:
-            repo_secrets = keys.RepoSecrets.new(config_bytes)
-            phrase = (passphrase or (lambda: _no_passphrase(url)))()
-            storage.write_atomic(keys.KEY_FILE, keys.wrap(repo_secrets, phrase,
-                                                          config.repo_id))
-        storage.write_atomic("README", README_TEXT)
-        # The config comes last, and only if no other init got there first.
-        if not storage.create_exclusive(CONFIG_FILE, config_bytes):
-            raise RepositoryExists(f"{url} was created by another process meanwhile")
-        repo = cls(url, config, repo_secrets, storage)
-        repo._remember_encryption()
+        # The config comes last: a place without it is not a repository. A
+        # bucket has no empty directory to make first, so there the config
+        # is created only if no other init got there meanwhile.
+        if isinstance(storage, LocalStorage):
+            storage.write_atomic(CONFIG_FILE, config_bytes)
+        elif not storage.create_exclusive(CONFIG_FILE, config_bytes):
+            raise RepositoryExists(f"{root} was created by another process meanwhile")
+        repo = cls(root, config, repo_secrets, storage)
+        repo.cache.remember_encryption(config.encryption)
         return repo
 
     @classmethod
@@ -267,7 +213,7 @@ class Repository:
                 repo_secrets.check_config(data)
                 _opened[cache_key] = repo_secrets
             repo = cls(root, config, repo_secrets, storage)
-            repo._remember_encryption()
+            repo.cache.remember_encryption(repo.config.encryption)
         return repo
 
     def root_stat(self) -> os.stat_result:
@@ -303,28 +249,16 @@ class Repository:
 
     # -- the downgrade check ---------------------------------------------------
 
-    def _remember_encryption(self) -> None:
-        path = self.cache_dir() / "encryption"
-        try:
-            if path.read_text() == self.config.encryption:
-                return
-        except FileNotFoundError:
-            pass
-        write_private(path, self.config.encryption.encode())
-
     def _check_encryption_kept(self) -> None:
         """Refuse an unencrypted config where this machine saw an encrypted
         one: the repository's config and key were replaced, and a backup
         would otherwise write in the clear."""
-        try:
-            seen = (self.cache_dir() / "encryption").read_text()
-        except FileNotFoundError:
-            return
-        if seen != ENCRYPTION_NONE and not self.config.encrypted:
+        seen = self.cache.remembered_encryption()
+        if seen is not None and seen != ENCRYPTION_NONE and not self.config.encrypted:
             raise RepositoryError(
                 f"repository {self.root} was encrypted when this machine last used it, "
                 "and its config now says it is not: refusing (it may have been tampered "
-                f"with; if it was recreated on purpose, delete {self.cache_dir()})")
+                f"with; if it was recreated on purpose, delete {self.cache.path})")
 
     # -- snapshot index files ---------------------------------------------------
 
@@ -376,10 +310,10 @@ class Repository:
     def _cached_index(self, relpath: str, fresh: bool, identity: str) -> Path:
         """The local cache's plain copy of the index at `relpath`."""
         try:
-            plain = self._plain_path(relpath, identity)
-            if not fresh and _used(plain):
+            plain = self.cache.index_copy(relpath, identity)
+            if not fresh and self.cache.use_copy(plain):
                 return plain
-            with self._writing_plain(plain) as tmp:
+            with self.cache.writing_copy(plain) as tmp:
                 if self.cipher is None:
                     self.storage.download(relpath, tmp)
                     return plain
@@ -403,7 +337,7 @@ class Repository:
         except FileNotFoundError:
             raise  # the stored file is gone: pruned meanwhile
         except OSError as exc:
-            where = default_cache_root() / self.config.repo_id / "indexes"
+            where = self.cache.indexes_where
             if is_full(exc, where):
                 raise cache_full(where, f"the local copy of snapshot index {relpath}",
                                  None) from None
@@ -420,8 +354,7 @@ class Repository:
             if self.cipher is None:
                 write_plain(pending.file.fileno())
             else:
-                work = private_dir(self.cache_dir() / "indexes") / \
-                    f".publish-{secrets.token_hex(8)}"
+                work = self.cache.publish_work()
                 try:
                     with os.fdopen(open_private(work, os.O_RDWR | os.O_CREAT | os.O_EXCL),
                                    "w+b") as plain:
@@ -432,9 +365,9 @@ class Repository:
                         self.cipher.seal_index(plain, pending.file, relpath)
                     pending.commit(relpath)
                     # Kept as the cache's copy: nothing to fetch and open later.
-                    target = self._plain_path(relpath, self.index_identity(relpath))
+                    target = self.cache.index_copy(relpath, self.index_identity(relpath))
                     os.replace(work, target)
-                    self._forget_other_copies(target)
+                    self.cache.keep_copy(target)
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         work.unlink()
@@ -443,32 +376,6 @@ class Repository:
         except BaseException:
             pending.abort()
             raise
-
-    def _plain_path(self, relpath: str, identity: str) -> Path:
-        stem = relpath.rsplit("/", 2)
-        where = private_dir(private_dir(self.cache_dir() / "indexes") / stem[-2])
-        name = stem[-1].removesuffix(SNAPSHOT_SUFFIX)
-        return where / f"{name}.{identity}{SNAPSHOT_SUFFIX}"
-
-    @contextlib.contextmanager
-    def _writing_plain(self, target: Path) -> Iterator[Path]:
-        """A temporary path beside `target`, renamed to it if the block ends
-        without an error; other copies of the same index then go."""
-        with replacing(target, FILE_MODE) as tmp:
-            yield tmp
-        self._forget_other_copies(target)
-
-    @staticmethod
-    def _forget_other_copies(target: Path) -> None:
-        """Delete plain copies of earlier sealings of the same index (an
-        open reader keeps its copy until it closes it), then the least
-        recently used copies beyond the cache's size."""
-        name = target.name.split(".", 1)[0]
-        for other in target.parent.glob(f"{name}.*{SNAPSHOT_SUFFIX}"):
-            if other != target:
-                with contextlib.suppress(FileNotFoundError):
-                    other.unlink()
-        _trim_index_cache(target.parent.parent, keep=target)
 
     @property
     def blob_encryption(self) -> int:
@@ -484,19 +391,8 @@ class Repository:
         return self._chunk_store
 
     def cache_dir(self) -> Path:
-        """This repository's local cache directory (created on demand).
-
-        LMDB files are written there, so it must not be on a network file
-        system: that is refused with a clear message.
-        """
-        path = private_dir(private_dir(default_cache_root(), own=False) / self.config.repo_id)
-        fstype = filesystem_type(path)
-        if fstype in NETWORK_FILESYSTEMS:
-            raise ConfigError(
-                f"the local cache {path} is on a network file system ({fstype}); "
-                "set HISTFS_CACHE_DIR to a directory on a local disk"
-            )
-        return path
+        """This repository's local cache directory (index/cache.py)."""
+        return self.cache.path
 
     def chunk_cache_path(self) -> Path:
         """The deduplication cache of this repository instance, in the cache
@@ -508,7 +404,7 @@ class Repository:
         where = str(self.storage) if is_remote(self.root) else str(Path(self.root).resolve())
         _, identity, mtime = self.storage.stat(CONFIG_FILE)
         instance = hashlib.sha256(f"{where}\0{identity}\0{mtime}".encode()).hexdigest()
-        return self.cache_dir() / f"chunks-{instance[:16]}.lmdb"
+        return self.cache.chunk_index_file(instance[:16])
 
     def hosts(self) -> list[str]:
         """Hosts that have at least one snapshot directory."""
@@ -657,41 +553,3 @@ def import_key(root: Path | str, data: bytes,
     phrase = (passphrase or (lambda: _passphrase_needed(root)))()
     keys.unwrap(data, phrase, cfg.repo_id).check_config(config_bytes)
     storage.write_atomic(keys.KEY_FILE, data)
-
-
-INDEX_CACHE_MB = 4096
-"""Default bound of the local copies of snapshot indexes (HISTFS_INDEX_CACHE_MB)."""
-
-
-def _used(plain: Path) -> bool:
-    """Whether a local copy exists; if so it becomes the most recently used."""
-    try:
-        os.utime(plain)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _trim_index_cache(indexes: Path, keep: Path) -> None:
-    """Delete the least recently used index copies (by mtime, which `_used`
-    sets) until they fit HISTFS_INDEX_CACHE_MB. A reader that has a copy open
-    keeps reading it: unlinking frees its space only when it is closed."""
-    try:
-        limit = int(os.environ.get("HISTFS_INDEX_CACHE_MB", INDEX_CACHE_MB)) * 1024 * 1024
-    except ValueError:
-        limit = INDEX_CACHE_MB * 1024 * 1024
-    copies = []
-    for path in indexes.glob(f"*/*{SNAPSHOT_SUFFIX}"):
-        if path.name.startswith("."):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            st = path.stat()
-            copies.append((st.st_mtime, st.st_size, path))
-    total = sum(size for _, size, _ in copies)
-    for _, size, path in sorted(copies, key=lambda c: c[0]):
-        if total <= limit:
-            break
-        if path != keep:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            total -= size

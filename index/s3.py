@@ -38,7 +38,12 @@ READ_AHEAD = 4 * 1024 * 1024
 
 
 class S3Error(RepositoryError):
-    """The object store refused or failed a request (after retries)."""
+    """The object store refused or failed a request (after retries); `code`
+    is the store's error code when it answered with one."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -158,7 +163,8 @@ class S3Storage:
                 raise S3Error(f"{self.url}: the bucket {self.bucket} does not exist") from None
             if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise S3Error(f"{self.url}: access denied ({code}) {what} {relpath}") from None
-            raise S3Error(f"{self.url}: {what} {relpath} failed: {_describe(exc)}") from None
+            raise S3Error(f"{self.url}: {what} {relpath} failed: {_describe(exc)}",
+                          code) from None
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
             raise S3Error(f"{self.url}: {what} {relpath} failed: {_describe(exc)}") from None
 
@@ -196,7 +202,7 @@ class S3Storage:
             self._call("writing", relpath, self._client.put_object, Key=self._key(relpath),
                        Body=data, IfNoneMatch="*")
         except S3Error as exc:
-            if "PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc):
+            if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
             raise
         return True
@@ -222,7 +228,7 @@ class S3Storage:
             resp = self._call("reading", relpath, self._client.get_object,
                               Key=self._key(relpath), Range=f"bytes={offset}-{offset + size - 1}")
         except S3Error as exc:
-            if "InvalidRange" in str(exc):
+            if exc.code == "InvalidRange":
                 return b""
             raise
         return bytes(resp["Body"].read())

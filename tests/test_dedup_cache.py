@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
+from index.local_storage import LocalStorage
 from index.pack import list_packs, pack_relpath
 from index.repository import Repository
 from index.snapshot_reader import SnapshotReader
-from index.storage import LocalStorage
 from tests.conftest import histfs, reap
 
 HOST = "mx1"

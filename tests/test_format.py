@@ -135,14 +135,14 @@ def test_chunk_index_is_rebuilt_from_the_repository(repo: Repository, tmp_path: 
 
 def test_cache_on_a_network_file_system_is_refused(repo: Repository, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from index import repository
+    from index import cache
     from index.errors import ConfigError
 
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n")
-    assert repository.filesystem_type(tmp_path / "cache", str(mounts)) == "nfs4"
-    assert repository.filesystem_type(Path("/usr"), str(mounts)) == "ext4"
+    assert cache.filesystem_type(tmp_path / "cache", str(mounts)) == "nfs4"
+    assert cache.filesystem_type(Path("/usr"), str(mounts)) == "ext4"
     # No NFS server can run here: the mount table is the part we stand in for.
-    monkeypatch.setattr(repository, "filesystem_type", lambda path: "nfs4")
+    monkeypatch.setattr(cache, "filesystem_type", lambda path: "nfs4")
     with pytest.raises(ConfigError, match=r"network file system .*HISTFS_CACHE_DIR"):
-        repo.cache_dir()
+        Repository.open(repo.root).cache_dir()

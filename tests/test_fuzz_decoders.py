@@ -39,6 +39,7 @@ from index import blob, codec, garbage, holds
 from index.chunk_index import ChunkIndex
 from index.config import RepoConfig
 from index.errors import HistfsError
+from index.local_storage import LocalStorage
 from index.lock import RepositoryLock, live_locks_since
 from index.names import is_snapshot_name, snapshot_sort_key, snapshot_time
 from index.pack import PACK_TRAILER, PackedChunk, PackWriter, read_pack_table, read_table
@@ -57,7 +58,6 @@ from index.snapshot_format import (
     encode_extent,
 )
 from index.snapshot_reader import SnapshotReader
-from index.storage import LocalStorage
 from index.types import ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from index import blob, garbage
 from index.crypto import Cipher
 from index.errors import CorruptChunk, HistfsError, Locked, RepositoryCorrupt, SnapshotDamaged
+from index.local_storage import LocalStorage
 from index.lock import live_locks_since
 from index.pack import (
     PackedChunk,
@@ -45,7 +46,7 @@ from index.pack import (
 )
 from index.relocate import relocate_snapshot
 from index.repository import Repository, SnapshotRef
-from index.storage import LocalStorage, Storage
+from index.storage import Storage
 from index.types import ChunkId, ChunkLocation, PackId
 from writer.prune import PRUNE_LOCK
 from writer.testpoints import crash_point

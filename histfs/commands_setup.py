@@ -11,7 +11,8 @@ from pathlib import Path
 from histfs.arguments import open_repository, repo_location
 from histfs.exit_status import EXIT_OK
 from index.errors import ConfigError
-from index.repository import Repository, as_location
+from index.location import as_location
+from index.repository import Repository
 
 
 def cmd_init(args: argparse.Namespace) -> int:

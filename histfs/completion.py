@@ -85,7 +85,7 @@ def hosts_in(words: list[str]) -> list[str]:
     (--repo, else HISTFS_REPO); none if it cannot be opened without asking."""
     import os
 
-    from index.repository import open_storage
+    from index.location import open_storage
     from index.snapshot_format import SNAPSHOTS_DIR
 
     repo_at = os.environ.get("HISTFS_REPO")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ConfigError
-from index.repository import as_location
+from index.location import as_location
 from writer.backup import Part
 from writer.retention import Policy
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from index import keys
 from index.blob import ENCRYPTION_AES_256_GCM
 from index.blob import ENCRYPTION_NONE as ENCRYPTION_NONE_BLOB
-from index.cache import LocalCache, remember_endpoint, remembered_endpoint, spool_dir
+from index.cache import LocalCache
 from index.chunkstore import ChunkStore
 from index.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
 from index.crypto import SEALED_INDEX_MAGIC, Cipher
@@ -41,6 +41,7 @@ from index.errors import (
 )
 from index.local_space import cache_full, is_full, reporting_full
 from index.local_storage import LocalStorage
+from index.location import is_remote, open_storage
 from index.lock import LOCKS_DIR, RepositoryLock
 from index.names import (
     LAST,
@@ -82,33 +83,6 @@ ENCRYPTION_MODES = {"none": ENCRYPTION_NONE, "repokey": ENCRYPTION_REPOKEY}
 # Secrets opened in this process, so that a forked mount daemon, or a
 # command that opens the repository twice, does not run the KDF again.
 _opened: dict[tuple[str, bytes, bytes], keys.RepoSecrets] = {}
-
-
-def as_location(text: str | Path) -> Path | str:
-    """A repository location from a user: a Path for a directory, the URL
-    as given for a bucket (a Path would fold `s3://` into `s3:/`)."""
-    return str(text) if is_remote(text) else Path(text)
-
-
-def is_remote(location: str | Path) -> bool:
-    """Whether `location` names a bucket (s3://...) rather than a directory."""
-    return str(location).startswith("s3://")
-
-
-def open_storage(location: str | Path, endpoint: str | None = None) -> Storage:
-    """The storage backend of a repository location: a directory, or
-    `s3://bucket/prefix` (endpoint from `endpoint`, HISTFS_S3_ENDPOINT, or
-    the one remembered when the repository was created here)."""
-    if not is_remote(location):
-        return LocalStorage(Path(location))
-    from index.s3 import S3Storage
-
-    url = str(location).rstrip("/")
-    if endpoint is None and not os.environ.get("HISTFS_S3_ENDPOINT"):
-        endpoint = remembered_endpoint(url)
-    elif endpoint is not None:
-        remember_endpoint(url, endpoint)
-    return S3Storage(url, endpoint, spool_dir())
 
 
 class Repository:

@@ -86,7 +86,7 @@ class SnapshotTable:
             return False
         self._checked[ref] = now
         try:
-            return self._repo.index_identity(ref.relpath) != snap.stored_id
+            return self._repo.indexes.identity(ref.relpath) != snap.stored_id
         except FileNotFoundError:
             return False  # pruned: what is open still reads
         except (OSError, HistfsError) as exc:

@@ -40,12 +40,12 @@ def editable_copy(repo: Repository, ref: SnapshotRef,
                   work_dir: Path) -> Iterator[lmdb.Environment]:
     """A writable LMDB copy of the index of snapshot `ref`, in `work_dir` (a
     local disk), deleted afterwards: for rewriting an index and publishing
-    the result with `Repository.publish_index`. An index that names another
+    the result with `IndexFiles.publish`. An index that names another
     snapshot than `ref` is refused, so that none is published in a wrong
     place."""
     work = work_dir / f"index-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
     try:
-        fd, path, _ = repo.open_index(ref.relpath)
+        fd, path, _ = repo.indexes.open(ref.relpath)
         try:
             out = open_private(work)
             try:
@@ -91,7 +91,7 @@ def relocate_snapshot(repo: Repository, ref: SnapshotRef, moved_packs: set[PackI
     with editable_copy(repo, ref, work_dir) as env:
         changed = _rewrite_rows(env, moved_packs, moves, ref.relpath)
         if changed:
-            repo.publish_index(ref.relpath, lambda fd: env.copyfd(fd, compact=True))
+            repo.indexes.publish(ref.relpath, lambda fd: env.copyfd(fd, compact=True))
         return changed
 
 

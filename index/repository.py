@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -27,9 +26,8 @@ from index.blob import ENCRYPTION_NONE as ENCRYPTION_NONE_BLOB
 from index.cache import LocalCache
 from index.chunkstore import ChunkStore
 from index.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
-from index.crypto import SEALED_INDEX_MAGIC, Cipher
+from index.crypto import Cipher
 from index.errors import (
-    CacheError,
     ConfigError,
     EncryptionMismatch,
     RepositoryCorrupt,
@@ -39,7 +37,7 @@ from index.errors import (
     SnapshotDamaged,
     SnapshotNotFound,
 )
-from index.local_space import cache_full, is_full, reporting_full
+from index.index_files import IndexFiles
 from index.local_storage import LocalStorage
 from index.location import is_remote, open_storage
 from index.lock import LOCKS_DIR, RepositoryLock
@@ -52,7 +50,6 @@ from index.names import (
     snapshot_time,
 )
 from index.pack import PACKS_DIR
-from index.private import open_private
 from index.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, check_place, snapshot_relpath
 from index.snapshot_reader import SnapshotReader
 from index.storage import TMP_DIR, Storage
@@ -101,6 +98,7 @@ class Repository:
             self.cipher = repo_secrets.cipher
         self.config = config
         self.cache = LocalCache(config.repo_id)
+        self.indexes = IndexFiles(root, self.storage, self.cipher, self.cache, self.local_root)
         self._chunk_store: ChunkStore | None = None
 
     @classmethod
@@ -234,123 +232,6 @@ class Repository:
                 "and its config now says it is not: refusing (it may have been tampered "
                 f"with; if it was recreated on purpose, delete {self.cache.path})")
 
-    # -- snapshot index files ---------------------------------------------------
-
-    def index_identity(self, relpath: str) -> str:
-        """What identifies the stored index file at `relpath` now: it changes
-        when the file is replaced (gc publishes relocated copies under the
-        same name, index.relocate), whatever the storage and encryption."""
-        size, identity, _ = self.storage.stat(relpath)
-        return f"{identity}-{size:x}"
-
-    def open_index(self, relpath: str, fresh: bool = False) -> tuple[int, Path, str]:
-        """A descriptor of a local file of the snapshot index at `relpath`
-        that LMDB can open (the caller closes it), the file's path for
-        messages, and the stored file's identity (`index_identity`).
-
-        That file is the repository's own when it is on a file system and
-        not sealed (opened without following links); otherwise a copy in the
-        local cache (opened and authenticated on the way), named by the
-        stored file's identity, so that a file replaced or changed in place
-        is fetched again. `fresh` makes the copy anew whatever the cache
-        holds (for `check`). A copy that cannot be written (a full cache
-        disk) raises `CacheError`.
-
-        The identity is taken before the file is read: if it is replaced
-        meanwhile, what was read is at least as new as the identity says, so
-        a later comparison can only find it changed and read it again, never
-        miss a replacement."""
-        identity = self.index_identity(relpath)
-        fd = self.storage.open_local(relpath) if self.cipher is None else None
-        if fd is not None:
-            assert self.local_root is not None
-            path = self.local_root / relpath
-        else:
-            path = self._cached_index(relpath, fresh, identity)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        if self.cipher is None:
-            try:
-                sealed = os.pread(fd, len(SEALED_INDEX_MAGIC), 0) == SEALED_INDEX_MAGIC
-            except BaseException:
-                os.close(fd)
-                raise
-            if sealed:
-                os.close(fd)
-                raise EncryptionMismatch(
-                    f"snapshot index {relpath} is encrypted, but the config of {self.root} "
-                    "says the repository is not: refusing (the config may have been replaced)")
-        return fd, path, identity
-
-    def _cached_index(self, relpath: str, fresh: bool, identity: str) -> Path:
-        """The local cache's plain copy of the index at `relpath`."""
-        try:
-            plain = self.cache.index_copy(relpath, identity)
-            if not fresh and self.cache.use_copy(plain):
-                return plain
-            with self.cache.writing_copy(plain) as tmp:
-                if self.cipher is None:
-                    self.storage.download(relpath, tmp)
-                    return plain
-                spool = None
-                sealed_fd = self.storage.open_local(relpath)
-                try:
-                    if sealed_fd is None:
-                        spool = tmp.with_name(f"{tmp.name}.sealed")
-                        self.storage.download(relpath, spool)
-                        sealed_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
-                    with os.fdopen(sealed_fd, "rb") as sealed:
-                        sealed_fd = None
-                        with os.fdopen(open_private(tmp), "wb") as out:
-                            self.cipher.open_index(sealed, out, relpath)
-                finally:
-                    if sealed_fd is not None:
-                        os.close(sealed_fd)
-                    if spool is not None:
-                        with contextlib.suppress(FileNotFoundError):
-                            spool.unlink()
-        except FileNotFoundError:
-            raise  # the stored file is gone: pruned meanwhile
-        except OSError as exc:
-            where = self.cache.indexes_where
-            if is_full(exc, where):
-                raise cache_full(where, f"the local copy of snapshot index {relpath}",
-                                 None) from None
-            raise CacheError(f"snapshot index {relpath}: cannot make its local copy in "
-                             f"{where}: {exc.strerror or exc}") from None
-        return plain
-
-    def publish_index(self, relpath: str, write_plain: Callable[[int], None]) -> None:
-        """Publish a snapshot index at `relpath` (tmp/, fsync, rename):
-        `write_plain(fd)` writes the LMDB file to a descriptor. Sealed in an
-        encrypted repository, whose local cache keeps the plain copy."""
-        pending = self.storage.create()
-        try:
-            if self.cipher is None:
-                write_plain(pending.file.fileno())
-            else:
-                work = self.cache.publish_work()
-                try:
-                    with os.fdopen(open_private(work, os.O_RDWR | os.O_CREAT | os.O_EXCL),
-                                   "w+b") as plain:
-                        # A full cache is not a full repository.
-                        with reporting_full(work.parent, "the new snapshot index's plain copy"):
-                            write_plain(plain.fileno())
-                        plain.seek(0)
-                        self.cipher.seal_index(plain, pending.file, relpath)
-                    pending.commit(relpath)
-                    # Kept as the cache's copy: nothing to fetch and open later.
-                    target = self.cache.index_copy(relpath, self.index_identity(relpath))
-                    os.replace(work, target)
-                    self.cache.keep_copy(target)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        work.unlink()
-                return
-            pending.commit(relpath)
-        except BaseException:
-            pending.abort()
-            raise
-
     @property
     def blob_encryption(self) -> int:
         """The encryption byte of every blob of this repository (docs/FORMAT.md
@@ -426,11 +307,11 @@ class Repository:
         return refs[-1]
 
     def open_snapshot(self, ref: SnapshotRef, fresh: bool = False) -> SnapshotReader:
-        """A reader for a published snapshot (`fresh`: see `open_index`).
+        """A reader for a published snapshot (`fresh`: see `IndexFiles.open`).
         An index that cannot be read, or whose metadata names another host or
         snapshot than its place, raises SnapshotDamaged naming it."""
         try:
-            fd, path, identity = self.open_index(ref.relpath, fresh)
+            fd, path, identity = self.indexes.open(ref.relpath, fresh)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
         except (SnapshotDamaged, EncryptionMismatch):

@@ -73,7 +73,7 @@ class SnapshotReader:
                  fd: int | None = None, stored_id: str = "") -> None:
         """Open the index at `path`, or the file open as `fd` (which the
         reader then owns; `path` only names it in messages)."""
-        # Which stored file this was read from (Repository.index_identity):
+        # Which stored file this was read from (IndexFiles.identity):
         # gc may replace an index by a relocated copy under the same name
         # (index.relocate), and readers that stay open for long compare it
         # with the stored file's current identity.

@@ -109,7 +109,7 @@ def _copy_one(source: Repository, target: Repository, ref: SnapshotRef, sink: Ch
         sink.flush()  # every pack durable before the index names it
         _rewrite(env, ids, index)
         target.storage.makedirs(f"{SNAPSHOTS_DIR}/{ref.host}")
-        target.publish_index(ref.relpath, lambda fd: env.copyfd(fd, compact=True))
+        target.indexes.publish(ref.relpath, lambda fd: env.copyfd(fd, compact=True))
 
 
 def _store_chunks(source: Repository, env: lmdb.Environment, sink: ChunkSink,

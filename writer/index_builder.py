@@ -280,7 +280,7 @@ class IndexBuilder:
         storage = self._repo.storage
         with storage.writing("writing the snapshot index"):
             storage.makedirs(f"{SNAPSHOTS_DIR}/{ref.host}")
-            self._repo.publish_index(ref.relpath, self._copy_to)
+            self._repo.indexes.publish(ref.relpath, self._copy_to)
 
     def _copy_to(self, fd: int) -> None:
         try:

@@ -60,7 +60,7 @@ class MountOptions:
 def check_mountpoint(path: Path) -> None:
     """A clear error unless `path` is an empty directory that is not mounted."""
     try:
-        st = os.stat(path)
+        os.stat(path)
     except FileNotFoundError:
         raise MountError(f"mount point {path} does not exist") from None
     except OSError as exc:
@@ -73,7 +73,6 @@ def check_mountpoint(path: Path) -> None:
         raise MountError(f"mount point {path} is busy: something is mounted there")
     if any(os.scandir(path)):
         raise MountError(f"mount point {path} is not empty")
-    del st
     if not os.path.exists("/dev/fuse"):
         raise MountError("FUSE is not available: /dev/fuse is missing (modprobe fuse)")
 

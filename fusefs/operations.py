@@ -33,12 +33,9 @@ READ_THREADS = 4
 T = TypeVar("T")
 
 
-def _errno_of(exc: BaseException) -> int:
-    if isinstance(exc, FsError):
-        return exc.errno
-    if isinstance(exc, PathNotFound | SnapshotNotFound | FileNotFoundError):
-        return errno.ENOENT
-    return errno.EIO
+def _errno_of(exc: HistfsError) -> int:
+    # FsError carries its own errno and is handled before this.
+    return errno.ENOENT if isinstance(exc, PathNotFound | SnapshotNotFound) else errno.EIO
 
 
 def _entry_attributes(a: Attr) -> pyfuse3.EntryAttributes:

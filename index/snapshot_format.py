@@ -16,7 +16,7 @@ import struct
 from typing import Any
 
 from index import codec
-from index.errors import FormatTooNew, RepositoryCorrupt
+from index.errors import FormatTooNew, RepositoryCorrupt, shown
 from index.types import ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind, PackId
 
 SNAPSHOTS_DIR = "snapshots"
@@ -68,12 +68,6 @@ def encode_entry(e: Entry) -> bytes:
     ])
 
 
-def _shown(value: object) -> str:
-    # Damaged values can be long: a message stays one short line.
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 # Record elements that must be ints; times may be negative (before 1970),
 # the others not. `kind` is checked by `Kind` instead.
 _TIME_FIELDS = (8, 9, 10)
@@ -91,7 +85,7 @@ def decode_entry(entry_id: int, raw: bytes | memoryview) -> Entry:
     if not isinstance(rec, list) or not rec:
         raise RepositoryCorrupt(f"entry {entry_id}: not a record")
     if type(rec[0]) is not int:
-        raise RepositoryCorrupt(f"entry {entry_id}: bad record version {_shown(rec[0])}")
+        raise RepositoryCorrupt(f"entry {entry_id}: bad record version {shown(rec[0])}")
     if rec[0] > RECORD_VERSION:
         raise FormatTooNew(f"entry record version {rec[0]} is newer than supported")
     if len(rec) < len(ENTRY_FIELDS):
@@ -139,7 +133,7 @@ def decode_entry(entry_id: int, raw: bytes | memoryview) -> Entry:
 
 def _bad_field(entry_id: int, index: int, value: object) -> RepositoryCorrupt:
     return RepositoryCorrupt(
-        f"entry {entry_id}: bad record: {ENTRY_FIELDS[index]} {_shown(value)}"
+        f"entry {entry_id}: bad record: {ENTRY_FIELDS[index]} {shown(value)}"
     )
 
 
@@ -219,12 +213,12 @@ def decode_meta(raw: bytes | memoryview, name: str) -> dict[str, Any]:
     for key, types in _META_TYPES.items():
         if key in meta and not _typed(meta[key], types):
             raise RepositoryCorrupt(f"snapshot index {name}: bad metadata {key} "
-                                    f"{_shown(meta[key])}")
+                                    f"{shown(meta[key])}")
     for part in meta.get("parts", []):
         if not isinstance(part, dict) or not isinstance(part.get("name"), str) or any(
             key in part and not _typed(part[key], types) for key, types in _PART_TYPES.items()
         ) or not all(isinstance(x, str) for x in part.get("exclude", [])):
-            raise RepositoryCorrupt(f"snapshot index {name}: bad metadata part {_shown(part)}")
+            raise RepositoryCorrupt(f"snapshot index {name}: bad metadata part {shown(part)}")
     return meta
 
 
@@ -242,4 +236,4 @@ def check_place(meta: dict[str, Any], host: str, name: str, relpath: str) -> Non
 def _plain(value: object) -> str:
     if isinstance(value, str) and value.isprintable() and 0 < len(value) <= 80:
         return value
-    return _shown(value)
+    return shown(value)

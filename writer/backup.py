@@ -25,7 +25,7 @@ from typing import Any
 from index import garbage
 from index.chunk_index import ChunkIndex
 from index.errors import HistfsError, SnapshotDamaged, SnapshotNotFound, SourceError
-from index.names import check_host, check_part, snapshot_name, snapshot_sort_key
+from index.names import check_host, check_part, show_path, snapshot_name, snapshot_sort_key
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader
 from index.types import ROOT_ID, ChunkId, ChunkLocation, EntryId, Kind
@@ -207,7 +207,7 @@ class BackupRun:
         except OSError as exc:
             if d.key not in self.failed:
                 self.failed.add(d.key)
-                self.stats.warn(f"{_show(d.path)}: cannot list directory: {exc.strerror}",
+                self.stats.warn(f"{show_path(d.path)}: cannot list directory: {exc.strerror}",
                                 failed=True)
             return []
         if only_new:
@@ -250,14 +250,14 @@ class BackupRun:
             self.warn_vanished(path, ino)
             return None
         except OSError as exc:
-            self.stats.warn(f"{_show(path)}: {exc.strerror}", failed=True)
+            self.stats.warn(f"{show_path(path)}: {exc.strerror}", failed=True)
             self.failed.add(key)
             return None
         kind = kind_of(st)
         if kind is None:
             what = "socket" if stat.S_ISSOCK(st.st_mode) else "unknown file type"
             self.stats.add(skipped=1)
-            self.note(f"{_show(path)}: {what} skipped")
+            self.note(f"{show_path(path)}: {what} skipped")
             return None
         self.vanished.pop(st.st_ino, None)
         if self.rescanning and kind != Kind.DIRECTORY:
@@ -272,7 +272,7 @@ class BackupRun:
         try:
             if kind == Kind.DIRECTORY:
                 if (st.st_dev, st.st_ino) == self.repo_dev_ino:
-                    self.note(f"{_show(path)}: the repository itself, skipped")
+                    self.note(f"{show_path(path)}: the repository itself, skipped")
                     return None
                 self.stage_dir(key, path, st)
                 return _Dir(key, path, st.st_mtime_ns, prev_id, parent.excludes)
@@ -294,7 +294,7 @@ class BackupRun:
             self.warn_vanished(path, st.st_ino)
             return None
         except OSError as exc:
-            self.stats.warn(f"{_show(path)}: {exc.strerror}", failed=True)
+            self.stats.warn(f"{show_path(path)}: {exc.strerror}", failed=True)
             self.failed.add(key)
             return None
         self.staging.put(key, entry)
@@ -376,7 +376,7 @@ class BackupRun:
                         content = reader.read(p, on_bytes)
                     except FileChanged as again:
                         content = again.content
-                        self.stats.warn(f"{_show(path)}: changed while being read; "
+                        self.stats.warn(f"{show_path(path)}: changed while being read; "
                                         "stored as read")
                 entry = StagedEntry.from_stat(Kind.REGULAR, content.st)
                 entry.size = content.size
@@ -386,7 +386,7 @@ class BackupRun:
         except FileNotFoundError:
             return "vanished"
         except OSError as exc:
-            self.stats.warn(f"{_show(path)}: {exc.strerror}", failed=True)
+            self.stats.warn(f"{show_path(path)}: {exc.strerror}", failed=True)
             return "failed"
         entry.link_group = group
         return entry
@@ -442,7 +442,7 @@ class BackupRun:
     def warn_vanished(self, path: bytes, ino: int | None) -> None:
         """Report a file that disappeared, unless it turns up under another
         name (same inode) before the backup ends: then it was only moved."""
-        message = f"{_show(path)}: vanished during the backup"
+        message = f"{show_path(path)}: vanished during the backup"
         self.vanished[ino if ino is not None else -len(self.vanished) - 1] = message
 
     def note(self, message: str) -> None:
@@ -534,10 +534,6 @@ def _fetch_ahead(paths: list[bytes]) -> None:
             pass
         finally:
             os.close(fd)
-
-
-def _show(path: bytes) -> str:
-    return path.decode("utf-8", "backslashreplace")
 
 
 def check_part_sizes(parts: list[Part], found: dict[bytes, int],
@@ -683,7 +679,7 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
     for part, excludes in run.excludes:
         for pattern, inside in excludes.legacy_hits.items():
             stats.warn(f"part {part.name}: exclude pattern {pattern!r} no longer leaves out "
-                       f"{_show(inside)}: patterns with '/' are matched against the path "
+                       f"{show_path(inside)}: patterns with '/' are matched against the path "
                        "inside the part, not the source's absolute path")
     run.sink.flush()
     crash_point("after-packs")
@@ -727,10 +723,10 @@ def _run(run: BackupRun, repo: Repository, host: str, parts: list[Part],
 
         def complete(result: BuildResult) -> dict[str, Any]:
             for orphan in result.orphans:
-                stats.warn(f"{_show(orphan.replace(SEP, b'/'))}: parent directory missing; "
+                stats.warn(f"{show_path(orphan.replace(SEP, b'/'))}: parent directory missing; "
                            "left out")
             for link in result.unreadable_links:
-                stats.warn(f"{_show(link.replace(SEP, b'/'))}: hard link to a file that could "
+                stats.warn(f"{show_path(link.replace(SEP, b'/'))}: hard link to a file that could "
                            "not be read; left out", failed=True)
             counts = check_part_sizes(parts, result.part_files, run.prev, stats)
             return {

@@ -196,7 +196,7 @@ def _backup(args: argparse.Namespace, cfg: FileConfig, run: _BackupRun) -> int:
         hook_env,
         run_hook,
     )
-    from writer.backup import Part
+    from writer.parts import Part
     from writer.stats import BackupStats
 
     repo, host = run.repo, run.host

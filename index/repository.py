@@ -331,7 +331,7 @@ class Repository:
     def index_identity(self, relpath: str) -> str:
         """What identifies the stored index file at `relpath` now: it changes
         when the file is replaced (gc publishes relocated copies under the
-        same name, index.relocate), whatever the storage and encryption."""
+        same name, index.snapshot_editor), whatever the storage and encryption."""
         size, identity, _ = self.storage.stat(relpath)
         return f"{identity}-{size:x}"
 

@@ -13,6 +13,7 @@ has the full tables):
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from index import codec
@@ -135,6 +136,46 @@ def _bad_field(entry_id: int, index: int, value: object) -> RepositoryCorrupt:
     return RepositoryCorrupt(
         f"entry {entry_id}: bad record: {ENTRY_FIELDS[index]} {shown(value)}"
     )
+
+
+def file_data(size: int, extents: Sequence[Extent]) -> bytes | int | None:
+    """The `data` of the record of a regular file of `size` bytes: the id
+    of its one chunk if that covers it whole, else how many `extents` rows
+    it has (None: it has no content at all)."""
+    if (len(extents) == 1 and extents[0].chunk_id is not None
+            and extents[0].offset == 0 and extents[0].length == size):
+        return extents[0].chunk_id
+    return len(extents) if extents else None
+
+
+_KIND = ENTRY_FIELDS.index("kind")
+_DATA = ENTRY_FIELDS.index("data")
+
+
+def rename_entry_chunk(raw: bytes | memoryview,
+                       renamed: Mapping[ChunkId, ChunkId]) -> bytes | None:
+    """The `entries` record `raw` of a single-chunk file naming the new id
+    `renamed` gives its chunk, every other field as it was; None if the
+    record names no renamed chunk."""
+    rec = codec.unpack(raw, "entry record")
+    if not isinstance(rec, list) or len(rec) <= _DATA or rec[_KIND] != Kind.REGULAR:
+        return None
+    data = rec[_DATA]
+    new_id = renamed.get(ChunkId(data)) if isinstance(data, bytes) and len(data) == 32 else None
+    if new_id is None:
+        return None
+    rec[_DATA] = new_id
+    return codec.pack(rec)
+
+
+def rename_extent_chunk(value: bytes | memoryview,
+                        renamed: Mapping[ChunkId, ChunkId]) -> bytes | None:
+    """The `extents` value `value` naming the new id `renamed` gives its
+    chunk; None if it is a hole or names no renamed chunk."""
+    if len(value) != EXTENT_LENGTH.size + 32:
+        return None
+    new_id = renamed.get(ChunkId(bytes(value[EXTENT_LENGTH.size :])))
+    return None if new_id is None else bytes(value[: EXTENT_LENGTH.size]) + new_id
 
 
 def encode_extent(length: int, chunk_id: ChunkId | None) -> bytes:

@@ -119,7 +119,8 @@ def test_chunk_index_is_rebuilt_from_the_repository(repo: Repository, tmp_path: 
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(random.Random(5).randbytes(3_000_000))
-    from writer.backup import Part, run_backup
+    from writer.backup import run_backup
+    from writer.parts import Part
 
     first = run_backup(repo, "mx1", [Part("d", src)])
     assert first.stats.bytes_added > 0

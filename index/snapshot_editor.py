@@ -38,6 +38,7 @@ from index.snapshot_format import (
     rename_extent_chunk,
 )
 from index.snapshot_writer import WriteIndex, copy_compact, remove_lmdb_file
+from index.storage import copy_all
 from index.types import ChunkId, ChunkLocation
 
 
@@ -73,9 +74,7 @@ class SnapshotEditor:
         try:
             out = open_private(self.path)
             try:
-                offset = 0
-                while sent := os.sendfile(out, fd, offset, 1 << 26):
-                    offset += sent
+                copy_all(fd, out)
             finally:
                 os.close(out)
         finally:

@@ -3,8 +3,8 @@
 A snapshot index is built in a local LMDB file (in the repository's cache
 directory), then copied compactly into the repository by
 `Repository.publish_index`, which makes it visible by one rename: the
-commit point of a backup. Only this module and `snapshot_format` know how
-records are laid out.
+commit point of a backup. Callers hand it entries, names, extents and
+chunk places; how they become records is `snapshot_format`'s and its own.
 """
 
 from __future__ import annotations

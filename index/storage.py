@@ -247,6 +247,13 @@ class PendingFile:
             self._dir = -1
 
 
+def copy_all(src: int, dst: int) -> None:
+    """Copy the file open as `src`, from its start, to `dst` (in the kernel)."""
+    offset = 0
+    while sent := os.sendfile(dst, src, offset, 1 << 26):
+        offset += sent
+
+
 class LocalStorage:
     """A repository directory on a local disk or an NFS share."""
 
@@ -378,9 +385,7 @@ class LocalStorage:
                 out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:
                     os.fchmod(out, 0o600)
-                    offset = 0
-                    while sent := os.sendfile(out, fd, offset, 1 << 26):
-                        offset += sent
+                    copy_all(fd, out)
                 finally:
                     os.close(out)
         finally:

@@ -33,7 +33,7 @@ from writer.parts import Part, check_part_sizes, check_parts
 from writer.staging import SEP, StagedEntry, Staging, remove_stale_files
 from writer.stats import BackupStats
 from writer.testpoints import crash_point, pause_point
-from writer.walk import Walker
+from writer.walk import Previous, Walker
 
 VERSION = "0.1.0"
 
@@ -93,7 +93,7 @@ class BackupRun:
             self._opened.callback(prev.close)
         root_st = repo.root_stat()
         # A repository inside a source tree is not backed up into itself.
-        walker = Walker(self.staging, self.files, stats, prev, self.chunk_index,
+        walker = Walker(self.staging, self.files, stats, Previous(prev, self.chunk_index),
                         (root_st.st_dev, root_st.st_ino) if repo.local_root else (-1, -1))
         applied = [(part, walker.walk_part(part)) for part in self.parts]
         for message in walker.rescan_changed_dirs():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from index.chunk_index import ChunkIndex
 from index.names import show_path
 from index.snapshot_reader import SnapshotReader
-from index.types import ROOT_ID, ChunkId, EntryId, Kind
+from index.types import ROOT_ID, ChunkId, Entry, EntryId, Extent, Kind
 from writer.excludes import Excludes
 from writer.file_reading import FileReading, PendingFile, Read, Unread
 from writer.long_paths import reachable
@@ -78,20 +78,47 @@ class _Moves:
     rescanning: bool = False
 
 
+@dataclass
+class Previous:
+    """The host's previous snapshot, if any: a file it holds unchanged is
+    not read again, as long as the chunk index still holds its chunks."""
+
+    snapshot: SnapshotReader | None
+    chunk_index: ChunkIndex
+
+    def lookup(self, parent_id: EntryId | None, name: bytes) -> EntryId | None:
+        """The id of `name` in directory `parent_id` of the previous snapshot."""
+        if self.snapshot is None or parent_id is None:
+            return None
+        return self.snapshot.lookup(parent_id, name)
+
+    def entry(self, entry_id: EntryId | None) -> Entry | None:
+        """The entry `entry_id` of the previous snapshot."""
+        return self.snapshot.entry(entry_id) if self.snapshot is not None and entry_id else None
+
+    def unchanged(self, prev: Entry, st: os.stat_result) -> list[Extent] | None:
+        """The extents of `prev` if it is the regular file `st` describes,
+        unchanged, and the chunk index still holds every chunk of it."""
+        if self.snapshot is None or prev.kind != Kind.REGULAR or (
+            prev.size, prev.mtime_ns, prev.ctime_ns, prev.source_ino
+        ) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+            return None
+        extents = self.snapshot.extents(prev)
+        cids = [ChunkId(e.chunk_id) for e in extents if e.chunk_id is not None]
+        return extents if len(self.chunk_index.get_many(cids)) == len(set(cids)) else None
+
+
 class Walker:
     """Stages the entries of the parts of one backup."""
 
     def __init__(self, staging: Staging, files: FileReading, stats: BackupStats,
-                 prev: SnapshotReader | None, chunk_index: ChunkIndex,
-                 skip_dir: tuple[int, int]) -> None:
-        """`prev` is the previous snapshot, whose unchanged files are not
-        read again if `chunk_index` still holds their chunks; `skip_dir` is
-        the (device, inode) of a directory left out (the repository)."""
+                 prev: Previous, skip_dir: tuple[int, int]) -> None:
+        """`skip_dir` is the (device, inode) of a directory left out (the
+        repository)."""
         self.staging = staging
         self.files = files
         self.stats = stats
         self.prev = prev
-        self.chunk_index = chunk_index
         self.skip_dir = skip_dir
         self.links = Links()
         self.moves = _Moves()
@@ -106,7 +133,7 @@ class Walker:
         excludes = Excludes(list(part.exclude), key, (part.path, resolved))
         path = os.fsencode(resolved)
         st = os.lstat(path)
-        prev_id = self.prev.lookup(ROOT_ID, key) if self.prev else None
+        prev_id = self.prev.lookup(ROOT_ID, key)
         self.stage_dir(key, path, st)
         self.walk_dir(_Dir(key, path, 0, prev_id, excludes))
         return excludes
@@ -188,9 +215,7 @@ class Walker:
                 # Staged under its old name, now found under a new one: keep one.
                 self.staging.delete(moved_from)
             self.moves.rescanned[st.st_ino] = key
-        prev_id = None
-        if self.prev is not None and parent.prev_id is not None:
-            prev_id = self.prev.lookup(parent.prev_id, name)
+        prev_id = self.prev.lookup(parent.prev_id, name)
         try:
             if kind == Kind.DIRECTORY:
                 if (st.st_dev, st.st_ino) == self.skip_dir:
@@ -238,24 +263,19 @@ class Walker:
                 self.staging.put(key, entry)
                 self.stats.add(**{self.links.category.get(link, "files_unchanged"): 1})
                 return
-        prev = self.prev.entry(prev_id) if self.prev is not None and prev_id else None
-        if prev is not None and prev.kind == Kind.REGULAR and (
-            prev.size, prev.mtime_ns, prev.ctime_ns, prev.source_ino
-        ) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
-            assert self.prev is not None
-            extents = self.prev.extents(prev)
-            cids = [ChunkId(e.chunk_id) for e in extents if e.chunk_id is not None]
-            if len(self.chunk_index.get_many(cids)) == len(set(cids)):
-                entry = StagedEntry.from_stat(Kind.REGULAR, st)
-                entry.extents, entry.stored_bytes = extents, prev.stored_bytes
-                entry.xattrs = list(prev.xattrs)
-                if st.st_nlink > 1:
-                    entry.link_group = (st.st_dev, st.st_ino)
-                self.staging.put(key, entry)
-                self.stats.add(files_unchanged=1, logical_bytes=st.st_size)
-                if st.st_nlink > 1:
-                    self.links.category[(st.st_dev, st.st_ino)] = "files_unchanged"
-                return
+        prev = self.prev.entry(prev_id)
+        extents = self.prev.unchanged(prev, st) if prev is not None else None
+        if prev is not None and extents is not None:
+            entry = StagedEntry.from_stat(Kind.REGULAR, st)
+            entry.extents, entry.stored_bytes = extents, prev.stored_bytes
+            entry.xattrs = list(prev.xattrs)
+            if st.st_nlink > 1:
+                entry.link_group = (st.st_dev, st.st_ino)
+            self.staging.put(key, entry)
+            self.stats.add(files_unchanged=1, logical_bytes=st.st_size)
+            if st.st_nlink > 1:
+                self.links.category[(st.st_dev, st.st_ino)] = "files_unchanged"
+            return
         category = "files_changed" if prev is not None else "files_new"
         group = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
         if group is not None:

@@ -138,7 +138,7 @@ class Vfs:
 
     def statfs(self) -> os.statvfs_result:
         """The repository file system's figures (a read-only mount has no free space)."""
-        return os.statvfs(self.repo.local_root or self.repo.cache_dir())
+        return os.statvfs(self.repo.local_root or self.repo.cache.path)
 
     def close(self) -> None:
         """Release open snapshot indexes and pack files."""

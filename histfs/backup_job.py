@@ -20,7 +20,8 @@ from histfs.hooks import HookFailed, HookResult, HookStatus, hook_env, run_hook
 from index.errors import HistfsError
 from index.names import snapshot_time
 from index.repository import Repository
-from writer.backup import BackupResult, Part, run_backup
+from writer.backup import BackupResult, run_backup
+from writer.parts import Part
 from writer.retention import format_duration
 from writer.stats import BackupStats
 

@@ -18,7 +18,8 @@ from histfs.exit_status import EXIT_OK
 from histfs.output import Progress, human_bytes
 from index.errors import ConfigError
 from index.repository import Repository
-from writer.backup import BackupResult, Part
+from writer.backup import BackupResult
+from writer.parts import Part
 from writer.stats import BackupStats
 
 DEFAULT_COMPRESSION = 3

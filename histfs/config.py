@@ -12,7 +12,7 @@ from typing import Any
 
 from index.errors import ConfigError
 from index.location import as_location
-from writer.backup import Part
+from writer.parts import Part
 from writer.retention import Policy
 
 _TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "metrics_file",

@@ -34,6 +34,9 @@ MAX_RAW_SIZE = 16 * 1024 * 1024
 4 MiB and its maximum four times that (docs/FORMAT.md, section 3). A header
 that claims more is damaged, and is refused before anything is allocated."""
 
+DEFAULT_LEVEL = 3
+"""The zstd level of blobs unless one is chosen (`backup --compression`)."""
+
 # Compression that saves less than this fraction is not worth a decompression
 # on every read: the chunk is stored raw.
 _MIN_SAVING = 1 / 32

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from index.blob import MAX_RAW_SIZE
-from index.errors import FormatTooNew, RepositoryCorrupt
+from index.errors import FormatTooNew, RepositoryCorrupt, shown
 
 FORMAT_NAME = "histfs-repository"
 FORMAT_VERSION = 2
@@ -126,11 +126,11 @@ class RepoConfig:
             raise RepositoryCorrupt(f"damaged repository config: version {version}")
         chunker = _field(doc, "chunker", dict)
         if chunker.get("algorithm") != "fastcdc2020":
-            raise RepositoryCorrupt(f"unknown chunker {_shown(chunker.get('algorithm'))}")
+            raise RepositoryCorrupt(f"unknown chunker {shown(chunker.get('algorithm'))}")
         encryption = doc.get("encryption", ENCRYPTION_NONE)
         if encryption not in (ENCRYPTION_NONE, ENCRYPTION_REPOKEY):
             raise FormatTooNew(
-                f"repository uses encryption {_shown(encryption)}, "
+                f"repository uses encryption {shown(encryption)}, "
                 "which this histfs does not support; upgrade histfs"
             )
         encrypted = encryption != ENCRYPTION_NONE
@@ -139,7 +139,7 @@ class RepoConfig:
         repo_id = _field(doc, "id", str)
         # The id names a directory of the local cache: nothing but hex.
         if not _HEX_ID.fullmatch(repo_id):
-            raise RepositoryCorrupt(f"damaged repository config: id {_shown(repo_id)}")
+            raise RepositoryCorrupt(f"damaged repository config: id {shown(repo_id)}")
         # Secrets of an encrypted repository are in its key file.
         key_hex = "" if encrypted else _field(doc, "chunk_id_key", str)
         if not encrypted and not _HEX_KEY.fullmatch(key_hex):
@@ -175,16 +175,10 @@ _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def _shown(value: object) -> str:
-    # Damaged values can be long: a message stays one short line.
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _field(doc: dict[str, Any], key: str, kind: type[_T]) -> _T:
     """`doc[key]` if it is of type `kind` (a bool is not an int)."""
     value = doc.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        shown = "missing" if key not in doc else f"not {kind.__name__}: {_shown(value)}"
-        raise RepositoryCorrupt(f"damaged repository config: {key} {shown}")
+        what = "missing" if key not in doc else f"not {kind.__name__}: {shown(value)}"
+        raise RepositoryCorrupt(f"damaged repository config: {key} {what}")
     return value

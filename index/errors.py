@@ -27,6 +27,13 @@ the FUSE adapter maps them to errnos. Anything else is a bug.
 from __future__ import annotations
 
 
+def shown(value: object) -> str:
+    """`value` as a damage message shows it: its repr, cut short so that
+    the message stays one short line (damaged values can be long)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class HistfsError(Exception):
     """Base of every error histfs raises deliberately."""
 

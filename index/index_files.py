@@ -35,7 +35,7 @@ class IndexFiles:
     def identity(self, relpath: str) -> str:
         """What identifies the stored index file at `relpath` now: it changes
         when the file is replaced (gc publishes relocated copies under the
-        same name, index.relocate), whatever the storage and encryption."""
+        same name, index.snapshot_editor), whatever the storage and encryption."""
         size, identity, _ = self._storage.stat(relpath)
         return f"{identity}-{size:x}"
 

@@ -26,7 +26,7 @@ from index import layout
 from index.errors import RepositoryCorrupt
 from index.layout import Expect
 from index.safe_dir import NEW_FILE_FLAGS, SafeDirectory
-from index.storage import WriteFailed, replacing
+from index.storage import WriteFailed, copy_all, replacing
 
 
 class LocalRangeReader:
@@ -126,9 +126,7 @@ class LocalStorage(SafeDirectory):
                 out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:
                     os.fchmod(out, 0o600)
-                    offset = 0
-                    while sent := os.sendfile(out, fd, offset, 1 << 26):
-                        offset += sent
+                    copy_all(fd, out)
                 finally:
                     os.close(out)
         finally:

@@ -85,6 +85,12 @@ def snapshot_sort_key(name: str) -> tuple[str, int]:
     return (base.rstrip("Z"), int(suffix) if suffix.isdigit() else 0)
 
 
+def show_path(path: bytes) -> str:
+    """A path (or name) of bytes as messages show it: UTF-8, any other
+    byte as a backslash escape."""
+    return path.decode("utf-8", "backslashreplace")
+
+
 def safe_name(name: bytes) -> bool:
     """Whether `name` (from a snapshot index) is one harmless path component."""
     return bool(name) and name not in (b".", b"..") and b"/" not in name and b"\0" not in name

@@ -15,7 +15,6 @@ against its own name.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -224,25 +223,6 @@ def verify_fd_hash(fd: int, name: str) -> bool:
     # The descriptor's own path in /proc: what was opened, not what a name
     # in the repository may point to now.
     return verify_pack_hash(Path(f"/proc/self/fd/{fd}"), name)
-
-
-def verify_stored_hash(storage: Storage, pack_id: PackId, spool: Path) -> bool:
-    """Whether a published pack still hashes to its name (a remote pack is
-    downloaded into `spool` for that, then deleted)."""
-    relpath = pack_relpath(pack_id)
-    fd = storage.open_local(relpath)
-    if fd is not None:
-        try:
-            return verify_fd_hash(fd, pack_id.hex())
-        finally:
-            os.close(fd)
-    copy = spool / pack_id.hex()
-    try:
-        storage.download(relpath, copy)
-        return verify_pack_hash(copy, pack_id.hex())
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            copy.unlink()
 
 
 def list_packs(storage: Storage) -> Iterator[PackId]:

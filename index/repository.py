@@ -191,7 +191,7 @@ class Repository:
     def root_stat(self) -> os.stat_result:
         """A stat of the repository's directory, or for a bucket of the local
         cache (the synthetic root of each snapshot takes a few fields)."""
-        return os.stat(self.local_root if self.local_root is not None else self.cache_dir())
+        return os.stat(self.local_root if self.local_root is not None else self.cache.path)
 
     def _read_key(self) -> bytes:
         try:
@@ -244,10 +244,6 @@ class Repository:
         if self._chunk_store is None:
             self._chunk_store = ChunkStore(self.storage, self.config.chunk_id_key, self.cipher)
         return self._chunk_store
-
-    def cache_dir(self) -> Path:
-        """This repository's local cache directory (index/cache.py)."""
-        return self.cache.path
 
     def chunk_cache_path(self) -> Path:
         """The deduplication cache of this repository instance, in the cache

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import CorruptChunk, HistfsError, PathNotFound, RepositoryCorrupt
-from index.names import safe_name
+from index.names import safe_name, show_path
 from index.snapshot_reader import SnapshotReader
 from index.types import Entry, EntryId, Extent, Kind
 
@@ -70,10 +70,6 @@ class RestoreStats:
         return {"files": self.files, "directories": self.dirs, "other": self.other,
                 "bytes": self.bytes, "duration_seconds": round(self.duration, 3),
                 "errors": list(self.errors), "warnings": list(self.warnings)}
-
-
-def _show(path: bytes) -> str:
-    return path.decode("utf-8", "backslashreplace")
 
 
 class Restorer:
@@ -120,7 +116,7 @@ class Restorer:
     def _select(self, path: bytes) -> tuple[bytes, Entry]:
         parts = [p for p in path.split(b"/") if p and p != b"."]
         if any(not safe_name(p) for p in parts):
-            raise RestoreError(f"{_show(path)}: not a path inside the snapshot")
+            raise RestoreError(f"{show_path(path)}: not a path inside the snapshot")
         try:
             return b"/".join(parts), self.snap.resolve(b"/".join(parts))
         except PathNotFound as exc:
@@ -142,7 +138,7 @@ class Restorer:
                     fd = self._open_dir(parent, name, create=True)
                 except RestoreError as exc:
                     fd = parent
-                    self.stats.errors.append(f"{_show(prefix)}: {exc}")
+                    self.stats.errors.append(f"{show_path(prefix)}: {exc}")
                     return
                 # Parents get their snapshot owner and mode too (not times:
                 # more may be restored into them).
@@ -169,13 +165,14 @@ class Restorer:
         for name, child_id in self.snap.children(entry.entry_id):
             child_rel = rel + b"/" + name if rel else name
             if not safe_name(name):
-                self.stats.errors.append(f"{_show(child_rel)}: unsafe name in the index; skipped")
+                self.stats.errors.append(
+                    f"{show_path(child_rel)}: unsafe name in the index; skipped")
                 continue
             try:
                 child = self.snap.entry(child_id)
             except RepositoryCorrupt as exc:
                 # One damaged record costs that entry, not the restore.
-                self.stats.errors.append(f"{_show(child_rel)}: {exc}")
+                self.stats.errors.append(f"{show_path(child_rel)}: {exc}")
                 continue
             self._restore_entry(dir_fd, name, child, child_rel)
 
@@ -201,9 +198,9 @@ class Restorer:
                 self._remember_link(dir_fd, name, entry)
                 self.stats.other += 1
         except OSError as exc:
-            self.stats.errors.append(f"{_show(rel)}: {exc.strerror}")
+            self.stats.errors.append(f"{show_path(rel)}: {exc.strerror}")
         except RestoreError as exc:
-            self.stats.errors.append(f"{_show(rel)}: {exc}")
+            self.stats.errors.append(f"{show_path(rel)}: {exc}")
 
     def _make_room(self, dir_fd: int, name: bytes, rel: bytes) -> bool:
         try:
@@ -211,24 +208,24 @@ class Restorer:
         except FileNotFoundError:
             return True
         if not self.overwrite:
-            self.stats.errors.append(f"{_show(rel)}: exists (use --overwrite)")
+            self.stats.errors.append(f"{show_path(rel)}: exists (use --overwrite)")
             return False
         if stat.S_ISDIR(st.st_mode):
-            self.stats.errors.append(f"{_show(rel)}: exists as a directory; not replaced")
+            self.stats.errors.append(f"{show_path(rel)}: exists as a directory; not replaced")
             return False
         os.unlink(name, dir_fd=dir_fd)
         return True
 
     def _make_dir(self, dir_fd: int, name: bytes, entry: Entry, rel: bytes) -> None:
         if entry.entry_id in self._open_dirs:
-            self.stats.errors.append(f"{_show(rel)}: the index lists a directory inside "
+            self.stats.errors.append(f"{show_path(rel)}: the index lists a directory inside "
                                      "itself; skipped")
             return
         try:
             os.mkdir(name, 0o700, dir_fd=dir_fd)
         except FileExistsError:
             if not self.overwrite:
-                self.stats.errors.append(f"{_show(rel)}: exists (use --overwrite)")
+                self.stats.errors.append(f"{show_path(rel)}: exists (use --overwrite)")
                 return
         fd = self._open_dir(dir_fd, name, create=False)
         self.stats.dirs += 1
@@ -351,7 +348,7 @@ class Restorer:
         """A file whose data could not be restored is removed, not left wrong
         (nor counted: `written` bytes of it are taken back)."""
         self.stats.add_bytes(-written)
-        self.stats.errors.append(f"{_show(rel)}: not restored: {exc}")
+        self.stats.errors.append(f"{show_path(rel)}: not restored: {exc}")
         with contextlib.suppress(OSError):
             os.unlink(name, dir_fd=dir_fd)
 
@@ -365,7 +362,7 @@ class Restorer:
                 # chown clears setuid/setgid: the mode comes after it.
                 os.chmod(name, entry.mode, dir_fd=dir_fd)
         except PermissionError as exc:
-            self.stats.warnings.append(f"{_show(rel)}: owner or mode not set: {exc.strerror}")
+            self.stats.warnings.append(f"{show_path(rel)}: owner or mode not set: {exc.strerror}")
 
     def _apply_meta(self, dir_fd: int, name: bytes, entry: Entry, rel: bytes) -> None:
         self._apply_owner_mode(dir_fd, name, entry, rel)
@@ -374,7 +371,7 @@ class Restorer:
                 os.setxattr(_proc_path(dir_fd, name), key, value, follow_symlinks=False)
             except OSError as exc:
                 self.stats.warnings.append(
-                    f"{_show(rel)}: xattr {_show(key)} not set: {exc.strerror}")
+                    f"{show_path(rel)}: xattr {show_path(key)} not set: {exc.strerror}")
         os.utime(name, ns=(entry.atime_ns, entry.mtime_ns), dir_fd=dir_fd,
                  follow_symlinks=False)
 

@@ -170,10 +170,6 @@ class S3Storage:
 
     # -- the storage interface -----------------------------------------------
 
-    def check_bucket(self) -> None:
-        """A clear error now if the bucket cannot be reached."""
-        self._call("reaching the bucket for", "", self._client.head_bucket)
-
     def create(self) -> S3PendingFile:
         """Start a new object; publish it with `commit`."""
         return S3PendingFile(self)

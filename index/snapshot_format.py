@@ -13,10 +13,11 @@ has the full tables):
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from index import codec
-from index.errors import FormatTooNew, RepositoryCorrupt
+from index.errors import FormatTooNew, RepositoryCorrupt, shown
 from index.types import ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind, PackId
 
 SNAPSHOTS_DIR = "snapshots"
@@ -68,12 +69,6 @@ def encode_entry(e: Entry) -> bytes:
     ])
 
 
-def _shown(value: object) -> str:
-    # Damaged values can be long: a message stays one short line.
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 # Record elements that must be ints; times may be negative (before 1970),
 # the others not. `kind` is checked by `Kind` instead.
 _TIME_FIELDS = (8, 9, 10)
@@ -91,7 +86,7 @@ def decode_entry(entry_id: int, raw: bytes | memoryview) -> Entry:
     if not isinstance(rec, list) or not rec:
         raise RepositoryCorrupt(f"entry {entry_id}: not a record")
     if type(rec[0]) is not int:
-        raise RepositoryCorrupt(f"entry {entry_id}: bad record version {_shown(rec[0])}")
+        raise RepositoryCorrupt(f"entry {entry_id}: bad record version {shown(rec[0])}")
     if rec[0] > RECORD_VERSION:
         raise FormatTooNew(f"entry record version {rec[0]} is newer than supported")
     if len(rec) < len(ENTRY_FIELDS):
@@ -139,8 +134,48 @@ def decode_entry(entry_id: int, raw: bytes | memoryview) -> Entry:
 
 def _bad_field(entry_id: int, index: int, value: object) -> RepositoryCorrupt:
     return RepositoryCorrupt(
-        f"entry {entry_id}: bad record: {ENTRY_FIELDS[index]} {_shown(value)}"
+        f"entry {entry_id}: bad record: {ENTRY_FIELDS[index]} {shown(value)}"
     )
+
+
+def file_data(size: int, extents: Sequence[Extent]) -> bytes | int | None:
+    """The `data` of the record of a regular file of `size` bytes: the id
+    of its one chunk if that covers it whole, else how many `extents` rows
+    it has (None: it has no content at all)."""
+    if (len(extents) == 1 and extents[0].chunk_id is not None
+            and extents[0].offset == 0 and extents[0].length == size):
+        return extents[0].chunk_id
+    return len(extents) if extents else None
+
+
+_KIND = ENTRY_FIELDS.index("kind")
+_DATA = ENTRY_FIELDS.index("data")
+
+
+def rename_entry_chunk(raw: bytes | memoryview,
+                       renamed: Mapping[ChunkId, ChunkId]) -> bytes | None:
+    """The `entries` record `raw` of a single-chunk file naming the new id
+    `renamed` gives its chunk, every other field as it was; None if the
+    record names no renamed chunk."""
+    rec = codec.unpack(raw, "entry record")
+    if not isinstance(rec, list) or len(rec) <= _DATA or rec[_KIND] != Kind.REGULAR:
+        return None
+    data = rec[_DATA]
+    new_id = renamed.get(ChunkId(data)) if isinstance(data, bytes) and len(data) == 32 else None
+    if new_id is None:
+        return None
+    rec[_DATA] = new_id
+    return codec.pack(rec)
+
+
+def rename_extent_chunk(value: bytes | memoryview,
+                        renamed: Mapping[ChunkId, ChunkId]) -> bytes | None:
+    """The `extents` value `value` naming the new id `renamed` gives its
+    chunk; None if it is a hole or names no renamed chunk."""
+    if len(value) != EXTENT_LENGTH.size + 32:
+        return None
+    new_id = renamed.get(ChunkId(bytes(value[EXTENT_LENGTH.size :])))
+    return None if new_id is None else bytes(value[: EXTENT_LENGTH.size]) + new_id
 
 
 def encode_extent(length: int, chunk_id: ChunkId | None) -> bytes:
@@ -219,12 +254,12 @@ def decode_meta(raw: bytes | memoryview, name: str) -> dict[str, Any]:
     for key, types in _META_TYPES.items():
         if key in meta and not _typed(meta[key], types):
             raise RepositoryCorrupt(f"snapshot index {name}: bad metadata {key} "
-                                    f"{_shown(meta[key])}")
+                                    f"{shown(meta[key])}")
     for part in meta.get("parts", []):
         if not isinstance(part, dict) or not isinstance(part.get("name"), str) or any(
             key in part and not _typed(part[key], types) for key, types in _PART_TYPES.items()
         ) or not all(isinstance(x, str) for x in part.get("exclude", [])):
-            raise RepositoryCorrupt(f"snapshot index {name}: bad metadata part {_shown(part)}")
+            raise RepositoryCorrupt(f"snapshot index {name}: bad metadata part {shown(part)}")
     return meta
 
 
@@ -242,4 +277,4 @@ def check_place(meta: dict[str, Any], host: str, name: str, relpath: str) -> Non
 def _plain(value: object) -> str:
     if isinstance(value, str) and value.isprintable() and 0 < len(value) <= 80:
         return value
-    return _shown(value)
+    return shown(value)

@@ -75,7 +75,7 @@ class SnapshotReader:
         reader then owns; `path` only names it in messages)."""
         # Which stored file this was read from (IndexFiles.identity):
         # gc may replace an index by a relocated copy under the same name
-        # (index.relocate), and readers that stay open for long compare it
+        # (index.snapshot_editor), and readers that stay open for long compare it
         # with the stored file's current identity.
         self.stored_id = stored_id
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC) if fd is None else fd

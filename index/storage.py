@@ -141,3 +141,10 @@ def replacing(target: Path, mode: int | None = None) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def copy_all(src: int, dst: int) -> None:
+    """Copy the file open as `src`, from its start, to `dst` (in the kernel)."""
+    offset = 0
+    while sent := os.sendfile(dst, src, offset, 1 << 26):
+        offset += sent

@@ -10,7 +10,8 @@ from typing import Any
 from index.pack import list_packs
 from index.repository import Repository
 from tests.trees import snapshot_state
-from writer.backup import Part, run_backup
+from writer.backup import run_backup
+from writer.parts import Part
 
 DATA = Path(__file__).parent / "data"
 

@@ -119,11 +119,12 @@ def test_chunk_index_is_rebuilt_from_the_repository(repo: Repository, tmp_path: 
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(random.Random(5).randbytes(3_000_000))
-    from writer.backup import Part, run_backup
+    from writer.backup import run_backup
+    from writer.parts import Part
 
     first = run_backup(repo, "mx1", [Part("d", src)])
     assert first.stats.bytes_added > 0
-    cache = repo.cache_dir()
+    cache = repo.cache.path
     for p in cache.iterdir():
         p.unlink()
     second = run_backup(repo, "mx1", [Part("d", src)])
@@ -145,4 +146,4 @@ def test_cache_on_a_network_file_system_is_refused(repo: Repository, tmp_path: P
     # No NFS server can run here: the mount table is the part we stand in for.
     monkeypatch.setattr(cache, "filesystem_type", lambda path: "nfs4")
     with pytest.raises(ConfigError, match=r"network file system .*HISTFS_CACHE_DIR"):
-        Repository.open(repo.root).cache_dir()
+        Repository.open(repo.root)

@@ -11,7 +11,9 @@ import pytest
 
 from index.repository import Repository
 from index.types import Kind
-from writer.backup import BackupRun, Part, run_backup
+from writer.backup import run_backup
+from writer.parts import Part
+from writer.walk import Walker
 
 
 def _maildirs(root: Path, users: int, per_box: int) -> dict[bytes, str]:
@@ -44,9 +46,9 @@ def test_message_moved_into_an_already_read_directory_is_kept(
     src = tmp_path / "src"
     ids = _maildirs(src, users=1, per_box=3)
     moved: list[Path] = []
-    original = BackupRun.scan_dir
+    original = Walker.scan_dir
 
-    def scan_then_deliver(self: BackupRun, d, only_new):  # type: ignore[no-untyped-def]
+    def scan_then_deliver(self: Walker, d, only_new):  # type: ignore[no-untyped-def]
         result = original(self, d, only_new)
         if d.path.endswith(b"/cur") and not moved:
             # The IMAP server moves a message new/ -> cur/ right after the
@@ -57,7 +59,7 @@ def test_message_moved_into_an_already_read_directory_is_kept(
             moved.append(target)
         return result
 
-    monkeypatch.setattr(BackupRun, "scan_dir", scan_then_deliver)
+    monkeypatch.setattr(Walker, "scan_dir", scan_then_deliver)
     result = run_backup(repo, "mx1", [Part("mail", src)])
     assert moved, "the move did not happen during the walk"
     assert result.exit_status == 0, result.stats.warnings
@@ -142,14 +144,14 @@ def test_vanished_file_is_reported_and_the_backup_goes_on(
     src.mkdir()
     for name in ("a", "b", "c"):
         (src / name).write_bytes(name.encode() * 100)
-    original = BackupRun.visit_file
+    original = Walker.visit_file
 
     def delete_before_read(self, key, path, st, prev_id):  # type: ignore[no-untyped-def]
         if path.endswith(b"/b"):
             os.unlink(path)
         return original(self, key, path, st, prev_id)
 
-    monkeypatch.setattr(BackupRun, "visit_file", delete_before_read)
+    monkeypatch.setattr(Walker, "visit_file", delete_before_read)
     result = run_backup(repo, "mx1", [Part("x", src)])
     assert result.exit_status == 1
     assert [w for w in result.stats.warnings if "vanished" in w and w.endswith(

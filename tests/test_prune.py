@@ -139,7 +139,8 @@ def test_a_backup_in_the_second_of_pruned_ones_still_comes_last(
     sort before T-3, and `last` would not be the newest backup)."""
     import writer.backup
     from index.repository import Repository
-    from writer.backup import Part, run_backup
+    from writer.backup import run_backup
+    from writer.parts import Part
     from writer.prune import prune
     from writer.retention import Policy
 

@@ -295,13 +295,13 @@ def test_index_cache_is_bounded(bucket: str, tmp_path: Path, cache_dir: Path,
         refs = repo.snapshots()
         assert len(refs) == 3
         # The backups cached copies of the indexes they compared against.
-        shutil.rmtree(repo.cache_dir() / "indexes")
+        shutil.rmtree(repo.cache.path / "indexes")
         for _ in range(2):
             for i, ref in enumerate(refs):
                 with repo.open_snapshot(ref) as snap:
                     entry = snap.resolve(f"data/day-{i}")
                     assert snap.read(entry, 0, 100) == f"day {i}\n".encode()
-                copies = list((repo.cache_dir() / "indexes").glob("*/*.idx"))
+                copies = list((repo.cache.path / "indexes").glob("*/*.idx"))
                 assert len(copies) == 1, [c.name for c in copies]
     finally:
         repo.close()

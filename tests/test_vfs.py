@@ -25,7 +25,8 @@ from fusefs.inodes import (
 from fusefs.vfs import FsError, Vfs
 from index.repository import Repository
 from tests.conftest import backup_json
-from writer.backup import Part, run_backup
+from writer.backup import run_backup
+from writer.parts import Part
 
 I64_MAX = 2**63 - 1
 

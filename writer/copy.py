@@ -19,23 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import lmdb
-
-from index import codec
+from index.blob import DEFAULT_LEVEL
 from index.chunk_index import ChunkIndex
 from index.errors import MissingChunk, SnapshotNotFound
-from index.relocate import editable_copy
 from index.repository import Repository, SnapshotRef
-from index.snapshot_format import (
-    DB_CHUNKS,
-    DB_ENTRIES,
-    DB_EXTENTS,
-    EXTENT_LENGTH,
-    SNAPSHOTS_DIR,
-    decode_location,
-    encode_location,
-)
-from index.types import ChunkId, ChunkLocation, Kind
+from index.snapshot_editor import SnapshotEditor
+from index.snapshot_format import SNAPSHOTS_DIR
+from index.types import ChunkId, ChunkLocation
 from writer.gc import GC_LOCK
 from writer.packer import ChunkSink
 from writer.stats import BackupStats
@@ -81,7 +71,7 @@ def copy_snapshots(source: Repository, target: Repository, host: str | None = No
     index = ChunkIndex(target.chunk_cache_path())
     try:
         index.sync(target.storage, target.blob_encryption)
-        sink = ChunkSink(target.storage, index, target.config.chunk_id_key, 3,
+        sink = ChunkSink(target.storage, index, target.config.chunk_id_key, DEFAULT_LEVEL,
                          target.config.pack_size, stats, target.cipher)
         same_ids = source.config.chunk_id_key == target.config.chunk_id_key
         for h in sorted({r.host for r in todo}):
@@ -104,21 +94,19 @@ def copy_snapshots(source: Repository, target: Repository, host: str | None = No
 
 def _copy_one(source: Repository, target: Repository, ref: SnapshotRef, sink: ChunkSink,
               index: ChunkIndex, same_ids: bool, result: CopyResult) -> None:
-    with editable_copy(source, ref, target.cache_dir()) as env:
-        ids = _store_chunks(source, env, sink, same_ids, result)
+    with SnapshotEditor(source, ref, target.cache.work_file("index")) as editor:
+        ids = _store_chunks(source, editor.locations(), sink, same_ids, result)
         sink.flush()  # every pack durable before the index names it
-        _rewrite(env, ids, index)
+        editor.replace_locations(_places(set(ids.values()), index))
+        editor.rename_chunks({c: t for c, t in ids.items() if c != t})
         target.storage.makedirs(f"{SNAPSHOTS_DIR}/{ref.host}")
-        target.indexes.publish(ref.relpath, lambda fd: env.copyfd(fd, compact=True))
+        target.indexes.publish(ref.relpath, editor.finish())
 
 
-def _store_chunks(source: Repository, env: lmdb.Environment, sink: ChunkSink,
-                  same_ids: bool, result: CopyResult) -> dict[ChunkId, ChunkId]:
-    """Store every chunk of the index in the target; source id -> target id."""
+def _store_chunks(source: Repository, rows: list[tuple[ChunkId, ChunkLocation]],
+                  sink: ChunkSink, same_ids: bool, result: CopyResult) -> dict[ChunkId, ChunkId]:
+    """Store the chunks of `rows` in the target; source id -> target id."""
     ids: dict[ChunkId, ChunkId] = {}
-    with env.begin() as txn:
-        db = env.open_db(DB_CHUNKS, txn=txn, create=False)
-        rows = [(ChunkId(bytes(k)), decode_location(bytes(v))) for k, v in txn.cursor(db)]
     # In pack order: neighbouring chunks come in one read.
     rows.sort(key=lambda r: (r[1].pack_id, r[1].offset))
     for batch in _batches(rows):
@@ -146,40 +134,12 @@ def _batches(rows: list[tuple[ChunkId, ChunkLocation]]
     return [b for b in out if b]
 
 
-def _rewrite(env: lmdb.Environment, ids: dict[ChunkId, ChunkId], index: ChunkIndex) -> None:
-    """Name the target's chunk ids and places in the index."""
-    changed = {c: t for c, t in ids.items() if c != t}
-    with env.begin(write=True) as txn:
-        chunks = env.open_db(DB_CHUNKS, txn=txn, create=False)
-        places: dict[ChunkId, ChunkLocation] = {}
-        for tid in set(ids.values()):
-            loc = index.get(tid)
-            if loc is None:
-                raise MissingChunk(f"chunk {tid.hex()} was not stored in the target")
-            places[tid] = loc
-        txn.drop(chunks, delete=False)
-        for tid, loc in sorted(places.items()):
-            txn.put(tid, encode_location(loc), db=chunks)
-        if not changed:
-            return
-        extents = env.open_db(DB_EXTENTS, txn=txn, create=False)
-        updates = []
-        for key, value in txn.cursor(extents):
-            if len(value) == EXTENT_LENGTH.size + 32:
-                new_id = changed.get(ChunkId(bytes(value[EXTENT_LENGTH.size :])))
-                if new_id is not None:
-                    updates.append((bytes(key), bytes(value[: EXTENT_LENGTH.size]) + new_id))
-        for key, new in updates:
-            txn.put(key, new, db=extents)
-        entries = env.open_db(DB_ENTRIES, txn=txn, create=False)
-        # Single-chunk files name their chunk in the entry record itself.
-        fixes = []
-        for key, value in txn.cursor(entries):
-            rec = codec.unpack(bytes(value), "entry record")
-            if rec[3] == Kind.REGULAR and isinstance(rec[15], bytes) and len(rec[15]) == 32:
-                new_id = changed.get(ChunkId(rec[15]))
-                if new_id is not None:
-                    rec[15] = new_id
-                    fixes.append((bytes(key), codec.pack(rec)))
-        for key, new in fixes:
-            txn.put(key, new, db=entries)
+def _places(ids: set[ChunkId], index: ChunkIndex) -> dict[ChunkId, ChunkLocation]:
+    """Where the target holds each of the chunks `ids`."""
+    places: dict[ChunkId, ChunkLocation] = {}
+    for tid in ids:
+        loc = index.get(tid)
+        if loc is None:
+            raise MissingChunk(f"chunk {tid.hex()} was not stored in the target")
+        places[tid] = loc
+    return places

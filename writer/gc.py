@@ -12,7 +12,7 @@ One run:
    encoded and verified, into new packs, and is garbage too.
 4. Publishes a garbage list naming them, then (holding the prune lock, so no
    snapshot disappears meanwhile) gives every snapshot that used a copied
-   pack a new index that names the new packs (index.relocate).
+   pack a new index that names the new packs (writer.relocate).
 5. Waits until every backup that started before the list was published has
    finished (`wait` seconds at most), and `grace` seconds more so that
    mounts reopen the new indexes, then reads the snapshots published or
@@ -44,11 +44,11 @@ from index.pack import (
     pack_relpath,
     read_stored_table,
 )
-from index.relocate import relocate_snapshot
 from index.repository import Repository, SnapshotRef
 from index.storage import Storage
 from index.types import ChunkId, ChunkLocation, PackId
 from writer.prune import PRUNE_LOCK
+from writer.relocate import relocate_snapshot
 from writer.testpoints import crash_point
 
 GC_LOCK = "gc"
@@ -269,12 +269,10 @@ class _Collector:
         lock = self.repo.lock(PRUNE_LOCK, "gc")
         lock.acquire(wait=600.0)
         try:
-            work_dir = self.repo.cache_dir()
             for ref, packs in sorted(self.usage.by_snapshot.items()):
                 if not packs & rewrite or _identity(self.repo, ref) is None:
                     continue
-                changed = relocate_snapshot(self.repo, ref, rewrite, moves,
-                                            work_dir)
+                changed = relocate_snapshot(self.repo, ref, rewrite, moves)
                 if changed:
                     self.result.snapshots_relocated += 1
                     crash_point("gc-relocated-one")

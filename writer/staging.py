@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,37 +96,16 @@ class StagedEntry:
         )
 
 
-def remove_stale_files(cache_dir: Path) -> int:
-    """Delete staging and index builds left by processes that died.
-
-    Their names carry the pid of the process that made them.
-    """
-    removed = 0
-    for path in cache_dir.glob("*-*-*.lmdb*"):
-        prefix, _, rest = path.name.partition("-")
-        pid = rest.partition("-")[0]
-        if prefix not in ("staging", "index") or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        path.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
 class Staging:
     """A temporary LMDB in the local cache, deleted when closed."""
 
-    def __init__(self, cache_dir: Path) -> None:
-        self.path = cache_dir / f"staging-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
+    def __init__(self, path: Path) -> None:
+        """Open a new staging database at `path`, a work file of the cache
+        (LocalCache.work_file)."""
+        self.path = path
         # No writemap: on a full disk a write through the map is a SIGBUS
         # (see index/local_space.py); plain writes fail with ENOSPC.
-        with reporting_full(cache_dir, _WHAT):
+        with reporting_full(path.parent, _WHAT):
             self._env = lmdb.open(
                 str(self.path), subdir=False, map_size=_MAP_SIZE, sync=False,
                 metasync=False, writemap=False, lock=False, mode=FILE_MODE,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from histfs.output import human_bytes
 from index.check import last_result
 from index.holds import held_snapshots
-from index.pack import list_packs, read_stored_table
+from index.packs import list_packs, read_stored_table
 from index.repository import Repository
 from index.snapshot_meta import SnapshotMeta, snapshot_metas
 from writer.retention import Policy, plan_around_damage

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from index import blob
 from index.chunk_index import ChunkIndex
 from index.errors import HistfsError, RepositoryCorrupt, SnapshotDamaged
-from index.pack import PackedChunk, list_packs, pack_relpath, read_stored_table, verify_fd_hash
+from index.pack import PackedChunk, pack_relpath, verify_fd_hash
+from index.packs import list_packs, read_stored_table
 from index.private import write_private
 from index.repository import Repository, SnapshotRef
 from index.snapshot_reader import SnapshotReader

@@ -20,7 +20,8 @@ from index import garbage
 from index.blob import ENCRYPTION_NONE
 from index.errors import EncryptionMismatch, RepositoryCorrupt
 from index.local_space import Reservation, make_lock_file, reporting_full
-from index.pack import PackedChunk, list_pack_sizes, location, read_stored_table
+from index.pack import PackedChunk, location
+from index.packs import list_pack_sizes, read_stored_table
 from index.private import FILE_MODE, private_dir
 from index.snapshot_format import decode_location, encode_location
 from index.storage import Storage

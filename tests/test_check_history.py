@@ -35,7 +35,8 @@ import pytest
 
 from index.blob import BLOB_HEADER
 from index.chunk_index import ChunkIndex
-from index.pack import list_packs, pack_relpath
+from index.pack import pack_relpath
+from index.packs import list_packs
 from index.repository import Repository
 from index.types import ChunkLocation, PackId
 from tests.conftest import backup_json, histfs

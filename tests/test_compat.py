@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from index.pack import list_packs
+from index.packs import list_packs
 from index.repository import Repository
 from tests.trees import snapshot_state
 from writer.backup import run_backup

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from index.local_storage import LocalStorage
-from index.pack import list_packs, pack_relpath
+from index.pack import pack_relpath
+from index.packs import list_packs
 from index.repository import Repository
 from index.snapshot_reader import SnapshotReader
 from tests.conftest import histfs, reap

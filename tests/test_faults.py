@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from index.pack import list_packs
+from index.packs import list_packs
 from index.repository import Repository
 from tests.conftest import backup_json, histfs, reap, unmount
 from tests.trees import snapshot_state, source_state

@@ -13,7 +13,8 @@ from index import blob
 from index.chunk_index import ChunkIndex
 from index.config import ChunkerParams
 from index.errors import CorruptChunk, FormatTooNew, RepositoryCorrupt
-from index.pack import PackWriter, list_packs, pack_relpath, read_pack_table, verify_pack_hash
+from index.pack import pack_relpath, read_pack_table, verify_pack_hash
+from index.packs import PackWriter, list_packs
 from index.repository import Repository
 from index.types import ChunkId
 from writer.filereader import FileReader

@@ -42,7 +42,8 @@ from index.errors import HistfsError
 from index.local_storage import LocalStorage
 from index.lock import RepositoryLock, live_locks_since
 from index.names import is_snapshot_name, snapshot_sort_key, snapshot_time
-from index.pack import PACK_TRAILER, PackedChunk, PackWriter, read_pack_table, read_table
+from index.pack import PACK_TRAILER, PackedChunk, read_pack_table, read_table
+from index.packs import PackWriter
 from index.repository import Repository
 from index.snapshot_format import (
     DB_CHUNKS,

@@ -36,14 +36,8 @@ from index.crypto import Cipher
 from index.errors import CorruptChunk, HistfsError, Locked, RepositoryCorrupt, SnapshotDamaged
 from index.local_storage import LocalStorage
 from index.lock import live_locks_since
-from index.pack import (
-    PackedChunk,
-    PackWriter,
-    list_packs,
-    location,
-    pack_relpath,
-    read_stored_table,
-)
+from index.pack import PackedChunk, location, pack_relpath
+from index.packs import PackWriter, list_packs, read_stored_table
 from index.repository import Repository, SnapshotRef
 from index.storage import Storage
 from index.types import ChunkId, ChunkLocation, PackId

@@ -16,7 +16,7 @@ import threading
 from index import blob
 from index.chunk_index import ChunkIndex
 from index.crypto import Cipher
-from index.pack import PackWriter
+from index.packs import PackWriter
 from index.storage import Storage, WriteFailed
 from index.types import ChunkId
 from writer.stats import BackupStats

@@ -16,9 +16,9 @@ from fusefs.inodes import Inode, entry_inode, split_entry_inode
 from fusefs.snapshot_table import Listing, SnapshotTable
 from fusefs.view import LONG_TIMEOUT, Attr, FsError, Listed, OpenFile
 from index.errors import PathNotFound
-from index.repository import SnapshotRef
-from index.snapshot_reader import SnapshotReader
-from index.types import ROOT_ID, Entry, EntryId
+from index.format.types import ROOT_ID, Entry, EntryId
+from index.model.repository import SnapshotRef
+from index.model.snapshot_reader import SnapshotReader
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ from fusefs.last import LastNode, LastView
 from fusefs.snapshot_table import Listing, SnapshotTable
 from fusefs.view import SHORT_TIMEOUT, Attr, FsError, Listed, OpenFile
 from index.errors import ConfigError
-from index.names import LAST, check_host, is_snapshot_name, snapshot_sort_key, snapshot_time
-from index.repository import SnapshotRef
-from index.types import ROOT_ID
+from index.format.names import LAST, check_host, is_snapshot_name, snapshot_sort_key, snapshot_time
+from index.format.types import ROOT_ID
+from index.model.repository import SnapshotRef
 
 _LAST = LAST.encode()
 

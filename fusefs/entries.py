@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from fusefs.inodes import Inode
 from fusefs.view import SHORT_TIMEOUT, Attr, FsError
 from index.errors import RepositoryCorrupt
-from index.names import safe_name, snapshot_time
-from index.repository import SnapshotRef
-from index.snapshot_reader import SnapshotReader
-from index.types import Entry, EntryId, Kind
+from index.format.names import safe_name, snapshot_time
+from index.format.types import Entry, EntryId, Kind
+from index.model.repository import SnapshotRef
+from index.model.snapshot_reader import SnapshotReader
 
 log = logging.getLogger("histfs.mount")
 

@@ -21,10 +21,10 @@ from fusefs.inodes import Inode, last_inode
 from fusefs.snapshot_table import SnapshotTable
 from fusefs.view import SHORT_TIMEOUT, Attr, FsError, Listed, OpenFile
 from index.errors import PathNotFound
-from index.names import snapshot_time
-from index.repository import SnapshotRef
-from index.snapshot_reader import SnapshotReader
-from index.types import Entry, EntryId
+from index.format.names import snapshot_time
+from index.format.types import Entry, EntryId
+from index.model.repository import SnapshotRef
+from index.model.snapshot_reader import SnapshotReader
 
 
 @dataclass(slots=True)

@@ -125,7 +125,7 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
 
     from fusefs.operations import Operations
     from fusefs.vfs import Vfs
-    from index.repository import Repository
+    from index.model.repository import Repository
 
     repo = Repository.open(opts.repo, passphrase=opts.passphrase)
     vfs = Vfs(repo, opts.host, opts.last_symlink)
@@ -179,7 +179,7 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
 
 def mount(opts: MountOptions) -> int:
     """`histfs mount`: check, then serve here (foreground) or in a daemon."""
-    from index.repository import Repository
+    from index.model.repository import Repository
 
     check_mountpoint(opts.mountpoint)
     with Repository.open(opts.repo, passphrase=opts.passphrase):

@@ -25,8 +25,8 @@ import trio
 from fusefs.vfs import Vfs
 from fusefs.view import Attr, FsError, OpenFile
 from index.errors import HistfsError, PathNotFound, RepositoryCorrupt, SnapshotNotFound
-from index.repository import SnapshotRef
-from index.snapshot_reader import Piece
+from index.model.repository import SnapshotRef
+from index.model.snapshot_reader import Piece
 
 log = logging.getLogger("histfs.mount")
 READ_THREADS = 4

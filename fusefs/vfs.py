@@ -23,8 +23,8 @@ from fusefs.inodes import ROOT_INODE, Inode, host_inode, is_virtual
 from fusefs.last import LastNode, LastView
 from fusefs.snapshot_table import SnapshotTable
 from fusefs.view import Attr, FsError, OpenFile, Resolved
-from index.repository import Repository, SnapshotRef
-from index.snapshot_reader import Piece, assemble
+from index.model.repository import Repository, SnapshotRef
+from index.model.snapshot_reader import Piece, assemble
 
 _HOSTS = HostsDir()
 

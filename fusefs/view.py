@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from fusefs.inodes import Inode
-from index.repository import SnapshotRef
-from index.types import Entry
+from index.format.types import Entry
+from index.model.repository import SnapshotRef
 
 LONG_TIMEOUT = 24 * 3600.0
 """Inside a dated directory nothing ever changes."""

@@ -11,8 +11,8 @@ from pathlib import Path
 from histfs.config import FileConfig, load_config, short_host_name
 from histfs.passphrase import asked_for
 from index.errors import ConfigError
-from index.location import as_location
-from index.repository import Repository
+from index.model.location import as_location
+from index.model.repository import Repository
 
 
 def file_config(args: argparse.Namespace) -> FileConfig:

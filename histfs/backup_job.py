@@ -18,8 +18,8 @@ from histfs.config import Hooks, short_host_name
 from histfs.exit_status import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS
 from histfs.hooks import HookFailed, HookResult, HookStatus, hook_env, run_hook
 from index.errors import HistfsError
-from index.names import snapshot_time
-from index.repository import Repository
+from index.format.names import snapshot_time
+from index.model.repository import Repository
 from writer.backup import BackupResult, run_backup
 from writer.parts import Part
 from writer.retention import format_duration

@@ -17,7 +17,7 @@ from histfs.config import FileConfig, check_compression, parse_part_args, short_
 from histfs.exit_status import EXIT_OK
 from histfs.output import Progress, human_bytes
 from index.errors import ConfigError
-from index.repository import Repository
+from index.model.repository import Repository
 from writer.backup import BackupResult
 from writer.parts import Part
 from writer.stats import BackupStats

@@ -22,7 +22,7 @@ _PERIODS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 def cmd_check(args: argparse.Namespace) -> int:
     """`histfs check`."""
-    from index.check import check, record_result
+    from index.tools.check import check, record_result
 
     subset = _subset(args.read_data_subset) if args.read_data_subset else None
     read_data = bool(args.read_data or subset)

@@ -17,15 +17,15 @@ from histfs.arguments import file_config, only_host, open_repository, repo_locat
 from histfs.exit_status import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS
 from histfs.output import Progress, human_bytes
 from index.errors import ConfigError, SnapshotDamaged
-from index.snapshot_meta import SnapshotMeta
+from index.model.snapshot_meta import SnapshotMeta
 
 _LINES_SHOWN = 50
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
     """`histfs snapshots`: every snapshot, a damaged one flagged (exit 1)."""
-    from index.holds import held_snapshots
-    from index.snapshot_meta import snapshot_metas
+    from index.model.snapshot_meta import snapshot_metas
+    from index.store.holds import held_snapshots
 
     with open_repository(repo_location(args)) as repo:
         metas = snapshot_metas(repo, args.host)
@@ -70,8 +70,8 @@ def _snapshot_row(m: SnapshotMeta, holds: list[str]) -> dict[str, object]:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """`histfs restore`."""
-    from index.names import parse_when
-    from index.restore import Restorer
+    from index.format.names import parse_when
+    from index.tools.restore import Restorer
 
     with open_repository(repo_location(args)) as repo:
         items = list(args.items)
@@ -115,7 +115,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_versions(args: argparse.Namespace) -> int:
     """`histfs versions`."""
-    from index.history import versions
+    from index.tools.history import versions
 
     damaged: list[SnapshotDamaged] = []
     with open_repository(repo_location(args)) as repo:
@@ -142,7 +142,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """`histfs diff`."""
-    from index.history import diff
+    from index.tools.history import diff
 
     changes: list[tuple[str, bytes]] = []
     with open_repository(repo_location(args)) as repo:

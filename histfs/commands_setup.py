@@ -11,8 +11,8 @@ from pathlib import Path
 from histfs.arguments import open_repository, repo_location
 from histfs.exit_status import EXIT_OK
 from index.errors import ConfigError
-from index.location import as_location
-from index.repository import Repository
+from index.model.location import as_location
+from index.model.repository import Repository
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -67,7 +67,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 def cmd_key(args: argparse.Namespace) -> int:
     """`histfs key export|import|change-passphrase`."""
     from histfs.passphrase import asked_for, new_passphrase
-    from index.repository import import_key
+    from index.model.repository import import_key
 
     root = repo_location(args)
     if args.key_command == "import":

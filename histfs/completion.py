@@ -85,8 +85,8 @@ def hosts_in(words: list[str]) -> list[str]:
     (--repo, else HISTFS_REPO); none if it cannot be opened without asking."""
     import os
 
-    from index.location import open_storage
-    from index.snapshot_format import SNAPSHOTS_DIR
+    from index.format.snapshot_format import SNAPSHOTS_DIR
+    from index.model.location import open_storage
 
     repo_at = os.environ.get("HISTFS_REPO")
     for i, word in enumerate(words[:-1]):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ConfigError
-from index.location import as_location
+from index.model.location import as_location
 from writer.parts import Part
 from writer.retention import Policy
 

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from index.errors import HistfsError
-from index.names import snapshot_time
-from index.repository import Repository
-from index.snapshot_meta import snapshot_metas
-from index.storage import replacing
+from index.format.names import snapshot_time
+from index.model.repository import Repository
+from index.model.snapshot_meta import snapshot_metas
+from index.store.storage import replacing
 from writer.stats import BackupStats
 
 _HELP = {

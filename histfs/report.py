@@ -15,11 +15,11 @@ import html
 from datetime import UTC, datetime
 
 from histfs.output import human_bytes
-from index.check import last_result
-from index.holds import held_snapshots
-from index.packs import list_packs, read_stored_table
-from index.repository import Repository
-from index.snapshot_meta import SnapshotMeta, snapshot_metas
+from index.model.repository import Repository
+from index.model.snapshot_meta import SnapshotMeta, snapshot_metas
+from index.store.holds import held_snapshots
+from index.store.packs import list_packs, read_stored_table
+from index.tools.check import last_result
 from writer.retention import Policy, plan_around_damage
 
 WIDTH, HEIGHT, PAD = 760, 240, 48

@@ -15,9 +15,9 @@ from typing import Any
 import lmdb
 import pytest
 
-from index import codec
-from index.repository import Repository
-from index.snapshot_format import DB_META, META_KEY
+from index.format import codec
+from index.format.snapshot_format import DB_META, META_KEY
+from index.model.repository import Repository
 
 ROOT = Path(__file__).resolve().parents[1]
 

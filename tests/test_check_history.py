@@ -33,12 +33,12 @@ from pathlib import Path
 
 import pytest
 
-from index.blob import BLOB_HEADER
-from index.chunk_index import ChunkIndex
-from index.pack import pack_relpath
-from index.packs import list_packs
-from index.repository import Repository
-from index.types import ChunkLocation, PackId
+from index.format.blob import BLOB_HEADER
+from index.format.pack import pack_relpath
+from index.format.types import ChunkLocation, PackId
+from index.model.chunk_index import ChunkIndex
+from index.model.repository import Repository
+from index.store.packs import list_packs
 from tests.conftest import backup_json, histfs
 
 HOST = "mx1"

@@ -3,7 +3,7 @@
 Every test runs `python -m histfs` in a subprocess against real directories
 and real repositories (no mocks), and checks only public behaviour: exit
 statuses, what is printed on stdout and stderr, and what ends up in the
-repository (read back through `index.repository`).
+repository (read back through `index.model.repository`).
 
 - bad input: exit status 2, one `histfs: error:` line naming the problem, no
   traceback, nothing published;
@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 
 from index.errors import PathNotFound
-from index.repository import Repository, SnapshotRef
-from index.snapshot_reader import SnapshotReader
-from index.types import Kind
+from index.format.types import Kind
+from index.model.repository import Repository, SnapshotRef
+from index.model.snapshot_reader import SnapshotReader
 from tests.conftest import ROOT, backup_json, histfs
 
 NOBODY = 65534

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from index.packs import list_packs
-from index.repository import Repository
+from index.model.repository import Repository
+from index.store.packs import list_packs
 from tests.trees import snapshot_state
 from writer.backup import run_backup
 from writer.parts import Part
@@ -72,7 +72,7 @@ def test_format_1_repository_takes_new_backups(tmp_path: Path) -> None:
 def test_format_1_repository_is_pruned_and_collected(tmp_path: Path) -> None:
     """A repository written before prune and gc existed: once both hosts have
     new snapshots, prune removes the old ones and gc deletes their packs."""
-    from index.check import check
+    from index.tools.check import check
     from writer.gc import collect
     from writer.prune import prune
     from writer.retention import Policy
@@ -106,7 +106,7 @@ def test_format_2_encrypted_repository_reads_exactly(tmp_path: Path) -> None:
     as it was; extended with a backup; refused with a wrong passphrase."""
     import pytest
 
-    from index.keys import WrongPassphrase
+    from index.format.keys import WrongPassphrase
 
     expected = _expected("repo-v2")
     shutil.copytree(DATA / "repo-v2", tmp_path / "repo")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from index.pack import pack_relpath
-from index.snapshot_format import snapshot_relpath
+from index.format.pack import pack_relpath
+from index.format.snapshot_format import snapshot_relpath
 from tests.conftest import Mount, histfs
 from tests.test_check_history import (
     HOST,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from index.repository import Repository
+from index.model.repository import Repository
 from tests.conftest import backup_json
 from tests.trees import snapshot_state, source_state
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from index.repository import Repository
+from index.model.repository import Repository
 from tests.conftest import backup_json, histfs
 from tests.trees import snapshot_state, source_state
 

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import pytest
 
-from index.names import snapshot_time
-from index.snapshot_format import snapshot_relpath
+from index.format.names import snapshot_time
+from index.format.snapshot_format import snapshot_relpath
 from tests.conftest import Mount, histfs
 from writer.retention import Policy, plan, plan_around_damage
 

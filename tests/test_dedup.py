@@ -7,7 +7,7 @@ import random
 import shutil
 from pathlib import Path
 
-from index.repository import Repository
+from index.model.repository import Repository
 from tests.conftest import backup_json
 
 

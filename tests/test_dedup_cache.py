@@ -27,11 +27,11 @@ from typing import Any
 
 import pytest
 
-from index.local_storage import LocalStorage
-from index.pack import pack_relpath
-from index.packs import list_packs
-from index.repository import Repository
-from index.snapshot_reader import SnapshotReader
+from index.format.pack import pack_relpath
+from index.model.repository import Repository
+from index.model.snapshot_reader import SnapshotReader
+from index.store.local_storage import LocalStorage
+from index.store.packs import list_packs
 from tests.conftest import histfs, reap
 
 HOST = "mx1"

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from index.blob import BLOB_HEADER
-from index.config import RepoConfig
-from index.keys import KEY_FILE
-from index.pack import read_pack_table
-from index.repository import Repository
-from index.snapshot_format import snapshot_relpath
+from index.format.blob import BLOB_HEADER
+from index.format.config import RepoConfig
+from index.format.keys import KEY_FILE
+from index.format.pack import read_pack_table
+from index.format.snapshot_format import snapshot_relpath
+from index.model.repository import Repository
 from tests.conftest import Mount, histfs
 from tests.trees import source_state, without_ctime
 
@@ -457,8 +457,8 @@ def test_every_damage_to_a_sealed_index_is_refused(tmp_path: Path) -> None:
     RepositoryCorrupt; the intact file opens to the same bytes."""
     import io
 
-    from index.crypto import SEGMENT_SIZE, Cipher
     from index.errors import RepositoryCorrupt
+    from index.format.crypto import SEGMENT_SIZE, Cipher
 
     cipher = Cipher.from_master(os.urandom(32))
     plain = tmp_path / "plain"
@@ -493,7 +493,7 @@ def test_every_damage_to_a_sealed_index_is_refused(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_damaged_key_files_are_clear_errors() -> None:
     from index.errors import HistfsError
-    from index.keys import RepoSecrets, WrongPassphrase, unwrap, wrap
+    from index.format.keys import RepoSecrets, WrongPassphrase, unwrap, wrap
 
     good = wrap(RepoSecrets.new(b"config"), PASS, "0" * 32)
     assert unwrap(good, PASS, "0" * 32).config_sha256

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from index.repository import Repository
+from index.model.repository import Repository
 from tests.conftest import histfs
 
 DATA = Path(__file__).parent / "data"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from index.packs import list_packs
-from index.repository import Repository
+from index.model.repository import Repository
+from index.store.packs import list_packs
 from tests.conftest import backup_json, histfs, reap, unmount
 from tests.trees import snapshot_state, source_state
 

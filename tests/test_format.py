@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from index import blob
-from index.chunk_index import ChunkIndex
-from index.config import ChunkerParams
 from index.errors import CorruptChunk, FormatTooNew, RepositoryCorrupt
-from index.pack import pack_relpath, read_pack_table, verify_pack_hash
-from index.packs import PackWriter, list_packs
-from index.repository import Repository
-from index.types import ChunkId
+from index.format import blob
+from index.format.config import ChunkerParams
+from index.format.pack import pack_relpath, read_pack_table, verify_pack_hash
+from index.format.types import ChunkId
+from index.model.chunk_index import ChunkIndex
+from index.model.repository import Repository
+from index.store.packs import PackWriter, list_packs
 from writer.filereader import FileReader
 from writer.packer import ChunkSink
 from writer.stats import BackupStats
@@ -137,8 +137,8 @@ def test_chunk_index_is_rebuilt_from_the_repository(repo: Repository, tmp_path: 
 
 def test_cache_on_a_network_file_system_is_refused(repo: Repository, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from index import cache
     from index.errors import ConfigError
+    from index.model import cache
 
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n")

@@ -162,8 +162,8 @@ def test_writes_beyond_the_reservation_fail_cleanly(tmp_path: Path,
     full disk (ENOSPC, or EIO for a short write), and that is the same
     one-line error, not a crash."""
     from index.errors import CacheFull
-    from index.local_space import Reservation
-    from index.types import Kind
+    from index.format.types import Kind
+    from index.store.local_space import Reservation
     from writer.staging import StagedEntry, Staging
 
     cache = tmpfs("cache", "1m")

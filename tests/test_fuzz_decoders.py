@@ -35,17 +35,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from histfs.config import FileConfig, load_config
-from index import blob, codec, garbage, holds
-from index.chunk_index import ChunkIndex
-from index.config import RepoConfig
 from index.errors import HistfsError
-from index.local_storage import LocalStorage
-from index.lock import RepositoryLock, live_locks_since
-from index.names import is_snapshot_name, snapshot_sort_key, snapshot_time
-from index.pack import PACK_TRAILER, PackedChunk, read_pack_table, read_table
-from index.packs import PackWriter
-from index.repository import Repository
-from index.snapshot_format import (
+from index.format import blob, codec
+from index.format.config import RepoConfig
+from index.format.names import is_snapshot_name, snapshot_sort_key, snapshot_time
+from index.format.pack import PACK_TRAILER, PackedChunk, read_pack_table, read_table
+from index.format.snapshot_format import (
     DB_CHUNKS,
     DB_ENTRIES,
     DB_EXTENTS,
@@ -58,8 +53,14 @@ from index.snapshot_format import (
     encode_entry,
     encode_extent,
 )
-from index.snapshot_reader import SnapshotReader
-from index.types import ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
+from index.format.types import ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
+from index.model.chunk_index import ChunkIndex
+from index.model.repository import Repository
+from index.model.snapshot_reader import SnapshotReader
+from index.store import garbage, holds
+from index.store.local_storage import LocalStorage
+from index.store.lock import RepositoryLock, live_locks_since
+from index.store.packs import PackWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = ROOT / "tests" / "data" / "repo-v1"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from index.repository import Repository
-from index.types import Kind
+from index.format.types import Kind
+from index.model.repository import Repository
 from writer.backup import run_backup
 from writer.parts import Part
 from writer.walk import Walker

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from index.repository import Repository
+from index.model.repository import Repository
 from tests.conftest import backup_json, histfs
 
 

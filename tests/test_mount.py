@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from index.repository import Repository
+from index.model.repository import Repository
 from tests.conftest import Mount, backup_json
 from tests.trees import GIB, make_awkward_tree, source_state
 

@@ -52,10 +52,10 @@ from typing import Any
 
 import pytest
 
-from index.blob import BLOB_HEADER
-from index.pack import pack_relpath
-from index.repository import Repository, SnapshotRef
-from index.types import ChunkId
+from index.format.blob import BLOB_HEADER
+from index.format.pack import pack_relpath
+from index.format.types import ChunkId
+from index.model.repository import Repository, SnapshotRef
 from tests.conftest import Mount, backup_json, histfs, reads_across_gc
 from tests.trees import FUTURE_NS, OLD_NS
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from index.repository import Repository
+from index.model.repository import Repository
 
 KINDS = ("append", "truncate", "replace", "vanish")
 

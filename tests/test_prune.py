@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from index.names import snapshot_name
+from index.format.names import snapshot_name
 from tests.conftest import backup_json, copy_snapshot_index, histfs
 
 
@@ -138,7 +138,7 @@ def test_a_backup_in_the_second_of_pruned_ones_still_comes_last(
     T-2, the next backup of that second is T-4, not T again (which would
     sort before T-3, and `last` would not be the newest backup)."""
     import writer.backup
-    from index.repository import Repository
+    from index.model.repository import Repository
     from writer.backup import run_backup
     from writer.parts import Part
     from writer.prune import prune

@@ -39,11 +39,10 @@ from typing import Any
 import lmdb
 import pytest
 
-from index.blob import BLOB_HEADER
-from index.names import snapshot_time
-from index.pack import pack_relpath
-from index.repository import Repository, SnapshotRef
-from index.snapshot_format import (
+from index.format.blob import BLOB_HEADER
+from index.format.names import snapshot_time
+from index.format.pack import pack_relpath
+from index.format.snapshot_format import (
     DB_DIRENTS,
     DB_ENTRIES,
     ID_KEY,
@@ -52,7 +51,8 @@ from index.snapshot_format import (
     encode_entry,
     id_key,
 )
-from index.types import ROOT_ID, Kind
+from index.format.types import ROOT_ID, Kind
+from index.model.repository import Repository, SnapshotRef
 from tests.conftest import backup_json, histfs, set_snapshot_place
 from tests.trees import GIB, make_awkward_tree, source_state, without_ctime
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from index.repository import Repository
-from index.types import Kind
+from index.format.types import Kind
+from index.model.repository import Repository
 from tests.conftest import backup_json
 from tests.trees import GIB, make_awkward_tree, snapshot_state, source_state
 

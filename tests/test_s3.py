@@ -281,7 +281,7 @@ def test_index_cache_is_bounded(bucket: str, tmp_path: Path, cache_dir: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """With room for no copy beyond the one in use, every snapshot still
     opens (fetched again as needed) and at most one copy stays."""
-    from index.repository import Repository
+    from index.model.repository import Repository
 
     url = f"s3://{bucket}/repo"
     src = make_tree(tmp_path / "src")

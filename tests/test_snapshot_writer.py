@@ -7,11 +7,20 @@ from pathlib import Path
 import pytest
 
 from index.errors import MissingChunk
-from index.repository import Repository, SnapshotRef
-from index.snapshot_editor import SnapshotEditor
-from index.snapshot_format import SNAPSHOTS_DIR
-from index.snapshot_writer import SnapshotWriter
-from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind, PackId
+from index.format.snapshot_format import SNAPSHOTS_DIR
+from index.format.types import (
+    ROOT_ID,
+    ChunkId,
+    ChunkLocation,
+    Entry,
+    EntryId,
+    Extent,
+    Kind,
+    PackId,
+)
+from index.model.repository import Repository, SnapshotRef
+from index.model.snapshot_editor import SnapshotEditor
+from index.model.snapshot_writer import SnapshotWriter
 
 A, B, C = (ChunkId(bytes([n]) * 32) for n in (1, 2, 3))
 PACK = PackId(b"\xaa" * 32)

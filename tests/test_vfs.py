@@ -23,7 +23,7 @@ from fusefs.inodes import (
     split_entry_inode,
 )
 from fusefs.vfs import FsError, Vfs
-from index.repository import Repository
+from index.model.repository import Repository
 from tests.conftest import backup_json
 from writer.backup import run_backup
 from writer.parts import Part

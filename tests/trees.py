@@ -9,8 +9,8 @@ from pathlib import Path
 
 import blake3
 
-from index.snapshot_reader import SnapshotReader
-from index.types import Entry, Kind
+from index.format.types import Entry, Kind
+from index.model.snapshot_reader import SnapshotReader
 
 GIB = 1024**3
 

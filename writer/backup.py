@@ -17,15 +17,15 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from index import garbage
-from index.blob import DEFAULT_LEVEL
-from index.chunk_index import ChunkIndex
 from index.errors import SnapshotDamaged, SnapshotNotFound
-from index.names import check_host, show_path, snapshot_name, snapshot_sort_key
-from index.repository import Repository, SnapshotRef
-from index.snapshot_reader import SnapshotReader
-from index.snapshot_writer import SnapshotWriter
-from index.types import ChunkId, ChunkLocation, Kind
+from index.format.blob import DEFAULT_LEVEL
+from index.format.names import check_host, show_path, snapshot_name, snapshot_sort_key
+from index.format.types import ChunkId, ChunkLocation, Kind
+from index.model.chunk_index import ChunkIndex
+from index.model.repository import Repository, SnapshotRef
+from index.model.snapshot_reader import SnapshotReader
+from index.model.snapshot_writer import SnapshotWriter
+from index.store import garbage
 from writer.file_reading import FileReading
 from writer.index_builder import BuildResult, IndexBuilder, publish
 from writer.packer import ChunkSink

@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from index.blob import DEFAULT_LEVEL
-from index.chunk_index import ChunkIndex
 from index.errors import MissingChunk, SnapshotNotFound
-from index.repository import Repository, SnapshotRef
-from index.snapshot_editor import SnapshotEditor
-from index.snapshot_format import SNAPSHOTS_DIR
-from index.types import ChunkId, ChunkLocation
+from index.format.blob import DEFAULT_LEVEL
+from index.format.snapshot_format import SNAPSHOTS_DIR
+from index.format.types import ChunkId, ChunkLocation
+from index.model.chunk_index import ChunkIndex
+from index.model.repository import Repository, SnapshotRef
+from index.model.snapshot_editor import SnapshotEditor
 from writer.gc import GC_LOCK
 from writer.packer import ChunkSink
 from writer.stats import BackupStats

@@ -15,9 +15,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import TracebackType
 
-from index.config import ChunkerParams
-from index.names import show_path
-from index.types import Kind
+from index.format.config import ChunkerParams
+from index.format.names import show_path
+from index.format.types import Kind
 from writer.filereader import FileChanged, FileReader
 from writer.long_paths import reachable
 from writer.metadata import read_xattrs

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from pyfastcdc import FastCDC
 
-from index.config import ChunkerParams
-from index.types import ChunkId, Extent
+from index.format.config import ChunkerParams
+from index.format.types import ChunkId, Extent
 from writer.packer import ChunkSink
 
 # Chunks of one large file handed to the encoder threads at a time.

@@ -31,16 +31,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from index import blob, garbage
-from index.crypto import Cipher
 from index.errors import CorruptChunk, HistfsError, Locked, RepositoryCorrupt, SnapshotDamaged
-from index.local_storage import LocalStorage
-from index.lock import live_locks_since
-from index.pack import PackedChunk, location, pack_relpath
-from index.packs import PackWriter, list_packs, read_stored_table
-from index.repository import Repository, SnapshotRef
-from index.storage import Storage
-from index.types import ChunkId, ChunkLocation, PackId
+from index.format import blob
+from index.format.crypto import Cipher
+from index.format.pack import PackedChunk, location, pack_relpath
+from index.format.types import ChunkId, ChunkLocation, PackId
+from index.model.repository import Repository, SnapshotRef
+from index.store import garbage
+from index.store.local_storage import LocalStorage
+from index.store.lock import live_locks_since
+from index.store.packs import PackWriter, list_packs, read_stored_table
+from index.store.storage import Storage
 from writer.prune import PRUNE_LOCK
 from writer.relocate import relocate_snapshot
 from writer.testpoints import crash_point

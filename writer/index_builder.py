@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from index.repository import Repository, SnapshotRef
-from index.snapshot_format import SNAPSHOTS_DIR
-from index.snapshot_writer import SnapshotWriter, WriteIndex
-from index.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Kind
+from index.format.snapshot_format import SNAPSHOTS_DIR
+from index.format.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Kind
+from index.model.repository import Repository, SnapshotRef
+from index.model.snapshot_writer import SnapshotWriter, WriteIndex
 from writer.staging import SEP, StagedEntry, StagedItems, Staging
 
 

@@ -6,7 +6,7 @@ import errno
 import os
 import stat
 
-from index.types import Kind
+from index.format.types import Kind
 
 _KINDS = {
     stat.S_IFREG: Kind.REGULAR,

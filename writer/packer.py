@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import threading
 
-from index import blob
-from index.chunk_index import ChunkIndex
-from index.crypto import Cipher
-from index.packs import PackWriter
-from index.storage import Storage, WriteFailed
-from index.types import ChunkId
+from index.format import blob
+from index.format.crypto import Cipher
+from index.format.types import ChunkId
+from index.model.chunk_index import ChunkIndex
+from index.store.packs import PackWriter
+from index.store.storage import Storage, WriteFailed
 from writer.stats import BackupStats
 from writer.testpoints import crash_point
 

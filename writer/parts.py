@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from index.errors import HistfsError, SourceError
-from index.names import check_part
-from index.snapshot_reader import SnapshotReader
-from index.types import ROOT_ID, Kind
+from index.format.names import check_part
+from index.format.types import ROOT_ID, Kind
+from index.model.snapshot_reader import SnapshotReader
 from writer.stats import BackupStats
 
 

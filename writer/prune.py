@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from index.errors import SnapshotDamaged, SnapshotNotFound
-from index.holds import (
+from index.format.names import is_snapshot_name, snapshot_time
+from index.model.repository import Repository, SnapshotRef
+from index.store.holds import (
     HOLDS_DIR,
     Hold,
     forget_holds,
@@ -28,8 +30,6 @@ from index.holds import (
     place_hold,
     release_holds,
 )
-from index.names import is_snapshot_name, snapshot_time
-from index.repository import Repository, SnapshotRef
 from writer.retention import Decision, Policy, plan_around_damage
 
 PRUNE_LOCK = "prune"

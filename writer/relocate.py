@@ -3,15 +3,15 @@
 A snapshot index names the pack and offset of every chunk it uses (that is
 what makes it standalone). When gc copies the live chunks of a mostly empty
 pack into a new pack, each snapshot that used the old pack gets a new index
-(index.snapshot_editor) whose rows for the moved chunks name the new place.
+(index.model.snapshot_editor) whose rows for the moved chunks name the new place.
 """
 
 from __future__ import annotations
 
 from index.errors import RepositoryCorrupt
-from index.repository import Repository, SnapshotRef
-from index.snapshot_editor import SnapshotEditor
-from index.types import ChunkId, ChunkLocation, PackId
+from index.format.types import ChunkId, ChunkLocation, PackId
+from index.model.repository import Repository, SnapshotRef
+from index.model.snapshot_editor import SnapshotEditor
 
 
 def relocate_snapshot(repo: Repository, ref: SnapshotRef, moved_packs: set[PackId],

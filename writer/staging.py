@@ -23,10 +23,10 @@ from types import TracebackType
 
 import lmdb
 
-from index import codec
-from index.local_space import Reservation, reporting_full
-from index.private import FILE_MODE
-from index.types import ChunkId, Extent, Kind
+from index.format import codec
+from index.format.types import ChunkId, Extent, Kind
+from index.store.local_space import Reservation, reporting_full
+from index.store.private import FILE_MODE
 
 SEP = b"\0"
 _MAP_SIZE = 1 << 38
@@ -104,7 +104,7 @@ class Staging:
         (LocalCache.work_file)."""
         self.path = path
         # No writemap: on a full disk a write through the map is a SIGBUS
-        # (see index/local_space.py); plain writes fail with ENOSPC.
+        # (see index/store/local_space.py); plain writes fail with ENOSPC.
         with reporting_full(path.parent, _WHAT):
             self._env = lmdb.open(
                 str(self.path), subdir=False, map_size=_MAP_SIZE, sync=False,

@@ -15,10 +15,10 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from index.chunk_index import ChunkIndex
-from index.names import show_path
-from index.snapshot_reader import SnapshotReader
-from index.types import ROOT_ID, ChunkId, Entry, EntryId, Extent, Kind
+from index.format.names import show_path
+from index.format.types import ROOT_ID, ChunkId, Entry, EntryId, Extent, Kind
+from index.model.chunk_index import ChunkIndex
+from index.model.snapshot_reader import SnapshotReader
 from writer.excludes import Excludes
 from writer.file_reading import FileReading, PendingFile, Read, Unread
 from writer.long_paths import reachable

@@ -1,0 +1,3 @@
+"""The on-disk format (docs/FORMAT.md): byte layouts, names, encryption.
+
+Imports nothing of histfs above it."""

@@ -1,0 +1,224 @@
+"""The one writer of new snapshot indexes.
+
+A snapshot index is built in a local LMDB file (in the repository's cache
+directory), then copied compactly into the repository by
+`IndexFiles.publish`, which makes it visible by one rename: the
+commit point of a backup. Callers hand it entries, names, extents and
+chunk places; how they become records is `snapshot_format`'s and its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import lmdb
+
+from index.errors import MissingChunk
+from index.format import codec
+from index.format.snapshot_format import (
+    ALL_DBS,
+    DB_CHUNKS,
+    DB_DIRENTS,
+    DB_ENTRIES,
+    DB_EXTENTS,
+    DB_META,
+    EXTENT_KEY,
+    INDEX_VERSION,
+    META_KEY,
+    dirent_key,
+    encode_entry,
+    encode_extent,
+    encode_location,
+    file_data,
+    id_key,
+)
+from index.format.types import ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
+from index.store.local_space import Reservation, reporting_full
+from index.store.private import FILE_MODE
+
+_MAP_SIZE = 1 << 38
+_WHAT = "building the snapshot index"
+_SPARE = 1 << 16
+_BATCH_BYTES = 8 << 20
+# LMDB's header of a record in a page.
+_NODE = 8
+
+WriteIndex = Callable[[int], None]
+"""Writes a finished index file to a descriptor (what `IndexFiles.publish` takes)."""
+
+
+def copy_compact(env: lmdb.Environment, fd: int) -> None:
+    """Write `env` compacted to `fd`, LMDB's errors as OSError (a full disk
+    as ENOSPC) so that the repository reports them as write errors."""
+    try:
+        env.copyfd(fd, compact=True)
+    except lmdb.DiskError as exc:  # py-lmdb's name for ENOSPC
+        raise OSError(errno.ENOSPC, str(exc)) from exc
+    except lmdb.Error as exc:  # its message names the cause
+        raise OSError(errno.EIO, str(exc)) from exc
+
+
+def remove_lmdb_file(path: Path) -> None:
+    """Delete a local LMDB file and its lock file, if there."""
+    for p in (path, Path(str(path) + "-lock")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+class _Batches:
+    """The write transactions of a build, each committed after about
+    `budget` bytes of records: without writemap LMDB keeps the pages a
+    transaction changes in memory until it ends, and a whole index of a
+    million files in one would be hundreds of MB. Each is given room on the
+    disk before it begins."""
+
+    def __init__(self, env: lmdb.Environment, room: Reservation, budget: int) -> None:
+        self._env = env
+        self._dbs = {name: env.open_db(name) for name in ALL_DBS}
+        self._room = room
+        self._budget = max(budget, 1)
+        self._txn: lmdb.Transaction | None = None
+        self._cursors: dict[bytes, lmdb.Cursor] = {}
+        self._pending = 0
+
+    def put(self, db: bytes, key: bytes, value: bytes, append: bool = False) -> None:
+        """Write one record into table `db`."""
+        try:
+            if self._txn is None:
+                self._begin()
+            self._cursors[db].put(key, value, append=append)
+            self._pending += len(key) + len(value) + _NODE
+            if self._pending >= self._budget:
+                self.commit()
+        except (OSError, lmdb.Error) as exc:
+            self._room.raise_if_full(exc)
+            raise
+
+    def _begin(self) -> None:
+        # Pages split half full: twice the records' bytes, and some.
+        self._room.ensure(2 * self._budget + _SPARE)
+        txn = self._txn = self._env.begin(write=True)
+        self._cursors = {name: txn.cursor(db) for name, db in self._dbs.items()}
+        self._pending = 0
+
+    def commit(self) -> None:
+        """Commit what was written since the last commit."""
+        txn, self._txn = self._txn, None
+        self._cursors = {}
+        if txn is not None:
+            try:
+                txn.commit()
+            except (OSError, lmdb.Error) as exc:
+                self._room.raise_if_full(exc)
+                raise
+
+    def abort(self) -> None:
+        """Drop what was written since the last commit."""
+        txn, self._txn = self._txn, None
+        self._cursors = {}
+        if txn is not None:
+            txn.abort()
+
+
+class SnapshotWriter:
+    """One new snapshot index, written record by record into a local file.
+
+    Put every entry (`put_entry`), the name of each below its directory
+    (`put_dirent`) and the content of each regular file (`put_extents`, which
+    says what its entry's `data` is), then the places of the chunks used
+    (`put_locations`), and `finish` with the snapshot's metadata. Use with
+    `with`: the local file is deleted at the end.
+    """
+
+    def __init__(self, path: Path, expected_bytes: int) -> None:
+        """Open a new index at `path`, on a local disk (a work file of the
+        cache, LocalCache.work_file); `expected_bytes`, about the bytes of
+        records to come, bounds each write transaction."""
+        self.path = path
+        self._entries = 0
+        self._logical_bytes = 0
+        self._chunk_ids: set[ChunkId] = set()
+        # No writemap: see index/store/local_space.py.
+        with reporting_full(self.path.parent, _WHAT):
+            self._env = lmdb.open(
+                str(self.path), subdir=False, map_size=_MAP_SIZE, max_dbs=len(ALL_DBS) + 1,
+                sync=False, metasync=False, writemap=False, lock=False, mode=FILE_MODE,
+            )
+            try:
+                self._room = Reservation(self._env, self.path, _WHAT)
+                self._out = _Batches(self._env, self._room, min(_BATCH_BYTES, expected_bytes))
+            except BaseException:
+                self._env.close()
+                remove_lmdb_file(self.path)
+                raise
+
+    def __enter__(self) -> SnapshotWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def put_entry(self, entry: Entry) -> None:
+        """Write the record of `entry` (a regular file's `data` as
+        `put_extents` returned it)."""
+        if entry.kind == Kind.REGULAR and entry.inode_id == entry.entry_id:
+            self._logical_bytes += entry.size
+        self._out.put(DB_ENTRIES, id_key(entry.entry_id), encode_entry(entry))
+
+    def put_dirent(self, parent_id: EntryId, name: bytes, entry_id: EntryId) -> None:
+        """Write that `name` in directory `parent_id` is entry `entry_id`."""
+        self._entries += 1
+        self._out.put(DB_DIRENTS, dirent_key(parent_id, name), id_key(entry_id))
+
+    def put_extents(self, entry_id: EntryId, size: int,
+                    extents: Sequence[Extent]) -> bytes | int | None:
+        """Write the content of regular file `entry_id` of `size` bytes;
+        returns the `data` its entry holds (see docs/FORMAT.md)."""
+        for ext in extents:
+            if ext.chunk_id is not None:
+                self._chunk_ids.add(ext.chunk_id)
+        data = file_data(size, extents)
+        if isinstance(data, int):
+            for ext in extents:
+                self._out.put(DB_EXTENTS, EXTENT_KEY.pack(entry_id, ext.offset),
+                              encode_extent(ext.length, ext.chunk_id))
+        return data
+
+    def put_locations(self, locate: Callable[[list[ChunkId]], dict[ChunkId, ChunkLocation]]
+                      ) -> int:
+        """Write where each chunk the extents named is (`locate` finds the
+        places of a list of ids); returns how many chunks. A chunk it does
+        not find raises `MissingChunk`."""
+        ordered = sorted(self._chunk_ids)
+        found = locate(ordered)
+        for cid in ordered:
+            loc = found.get(cid)
+            if loc is None:
+                raise MissingChunk(f"chunk {cid.hex()} was not stored")
+            self._out.put(DB_CHUNKS, cid, encode_location(loc), append=True)
+        return len(ordered)
+
+    def finish(self, meta: dict[str, Any]) -> WriteIndex:
+        """Write the metadata, `meta` and the counts of what was put, and
+        commit; returns what writes the finished index into a file."""
+        meta = {**meta, "version": INDEX_VERSION, "entries": self._entries,
+                "chunks": len(self._chunk_ids), "logical_bytes": self._logical_bytes}
+        self._out.put(DB_META, META_KEY, codec.pack(meta))
+        self._out.commit()
+        return self._write_to
+
+    def _write_to(self, fd: int) -> None:
+        copy_compact(self._env, fd)
+
+    def close(self) -> None:
+        """Drop the local file (and whatever was not finished)."""
+        self._out.abort()
+        self._room.close()
+        self._env.close()
+        remove_lmdb_file(self.path)

@@ -1,0 +1,1 @@
+"""Read-only tools on a repository: restore, check, history."""

@@ -18,9 +18,11 @@ from types import TracebackType
 from typing import Any
 
 from index.errors import SnapshotDamaged, SnapshotNotFound
+from index.format import carried
 from index.format.blob import DEFAULT_LEVEL
 from index.format.names import check_host, show_path, snapshot_name, snapshot_sort_key
-from index.format.types import ChunkId, ChunkLocation, Kind
+from index.format.snapshot_format import decode_location
+from index.format.types import ChunkId, Kind, PackId
 from index.model.chunk_index import ChunkIndex
 from index.model.repository import Repository, SnapshotRef
 from index.model.snapshot_reader import SnapshotReader
@@ -75,6 +77,7 @@ class BackupRun:
             self.files = opened.enter_context(
                 FileReading(self.sink, repo.config.chunker, stats, threads))
             self._opened = opened.pop_all()
+        self._doomed: set[PackId] | None = None
 
     def __enter__(self) -> BackupRun:
         return self
@@ -174,30 +177,40 @@ class BackupRun:
             "warnings": len(stats.warnings),
         }
 
-    def locate(self, cids: list[ChunkId]) -> dict[ChunkId, ChunkLocation]:
-        """Where the chunks of the new snapshot are, moving any that live
-        only in a pack a garbage collection listed since this backup began
-        (gc deletes such a pack once this backup has ended, unless the
-        snapshot uses it; see writer/gc.py)."""
-        found = self.chunk_index.get_many(cids)
-        storage = self.repo.storage
-        new_lists = garbage.list_names(storage) - self.chunk_index.garbage_seen
-        if not new_lists:
+    def locate(self, cids: list[ChunkId]) -> dict[ChunkId, bytes]:
+        """Where the chunks of the new snapshot are (as the chunk index
+        holds their places), moving any that live only in a pack a garbage
+        collection listed since this backup began (gc deletes such a pack
+        once this backup has ended, unless the snapshot uses it; see
+        writer/gc.py)."""
+        found = self.chunk_index.get_many_raw(cids)
+        doomed = self._doomed_packs()
+        if not doomed:
             return found
-        doomed = garbage.doomed_packs(storage, new_lists)
-        endangered = {cid: loc for cid, loc in found.items() if loc.pack_id in doomed}
+        endangered = {cid: decode_location(raw) for cid, raw in found.items()
+                      if carried.location_pack(raw) in doomed}
         if not endangered:
             return found
         # The sync forgets listed packs and learns gc's copies of their chunks.
-        self.chunk_index.sync(storage, self.repo.blob_encryption)
+        self.chunk_index.sync(self.repo.storage, self.repo.blob_encryption)
         elsewhere = self.chunk_index.get_many(list(endangered))
         for cid, loc in endangered.items():
             if cid not in elsewhere:
                 self.sink.store_again(cid, self.repo.chunk_store.read(cid, loc))
         self.sink.flush()
         self.stats.add(chunks_rescued=len(endangered))
-        found.update(self.chunk_index.get_many(list(endangered)))
+        found.update(self.chunk_index.get_many_raw(list(endangered)))
         return found
+
+    def _doomed_packs(self) -> set[PackId]:
+        """The packs named by garbage lists that appeared since this backup
+        began, looked for once per index build (`locate` is called for a
+        few thousand chunks at a time)."""
+        if self._doomed is None:
+            storage = self.repo.storage
+            new_lists = garbage.list_names(storage) - self.chunk_index.garbage_seen
+            self._doomed = garbage.doomed_packs(storage, new_lists) if new_lists else set()
+        return self._doomed
 
 
 def _previous(repo: Repository, host: str, stats: BackupStats) -> SnapshotReader | None:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from index.format.snapshot_format import SNAPSHOTS_DIR
-from index.format.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Kind
+from index.format.types import ROOT_ID, Entry, EntryId, Kind
 from index.model.repository import Repository, SnapshotRef
-from index.model.snapshot_writer import SnapshotWriter, WriteIndex
-from writer.staging import SEP, StagedEntry, StagedItems, Staging
+from index.model.snapshot_writer import Locate, SnapshotWriter, WriteIndex
+from writer.staging import SEP, CarriedEntry, StagedEntry, StagedItems, Staging
 
 
 @dataclass
@@ -61,9 +61,7 @@ class IndexBuilder:
         self._root = root
         self._link_counts = link_counts
 
-    def build(self, staging: Staging,
-              locate: Callable[[list[ChunkId]], dict[ChunkId, ChunkLocation]],
-              meta: dict[str, Any],
+    def build(self, staging: Staging, locate: Locate, meta: dict[str, Any],
               complete: Callable[[BuildResult], dict[str, Any]] | None = None
               ) -> WriteIndex:
         """Write every staged record, its chunks' places (found by `locate`)
@@ -89,6 +87,15 @@ class IndexBuilder:
             parent = stack[-1]
             if len(stack) != len(comps) or parent.key != key.rpartition(SEP)[0]:
                 result.orphans.append(key)
+                continue
+            if CarriedEntry.is_carried(raw):
+                # Unchanged since the previous snapshot: its record as it was.
+                eid = EntryId(next_id)
+                next_id += 1
+                out.put_dirent(parent.entry_id, comps[-1], eid)
+                carried = CarriedEntry.decode(raw)
+                out.put_carried(eid, parent.entry_id, carried.record, carried.extent_rows)
+                result.part_files[comps[0]] = result.part_files.get(comps[0], 0) + 1
                 continue
             s = StagedEntry.decode(raw)
             if s.link_owner is not None:

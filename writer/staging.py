@@ -23,7 +23,7 @@ from types import TracebackType
 
 import lmdb
 
-from index.format import codec
+from index.format import carried, codec
 from index.format.types import ChunkId, Extent, Kind
 from index.store.local_space import Reservation, reporting_full
 from index.store.private import FILE_MODE
@@ -37,6 +37,10 @@ _WHAT = "the backup's staging database"
 _RECORD_OVERHEAD = 16
 _COMMIT_PAGES = 16
 _TOKEN = struct.Struct(">Q")
+# First byte of a carried record (bytes msgpack never begins with, whereas
+# a StagedEntry is a msgpack array): without extents rows, and with.
+_CARRIED = 0xC1
+_CARRIED_ROWS = 0xC2
 
 
 @dataclass(slots=True)
@@ -85,7 +89,9 @@ class StagedEntry:
 
     @classmethod
     def decode(cls, raw: bytes | memoryview) -> StagedEntry:
-        """Inverse of `encode`."""
+        """Inverse of `encode`; a carried record (CarriedEntry) decoded."""
+        if raw[0] in (_CARRIED, _CARRIED_ROWS):
+            return CarriedEntry.decode(raw).staged()
         r = codec.unpack(raw, "staged entry")
         return cls(
             kind=Kind(r[0]), mode=r[1], uid=r[2], gid=r[3], size=r[4], mtime_ns=r[5],
@@ -94,6 +100,45 @@ class StagedEntry:
             xattrs=[(k, v) for k, v in r[12]], source_ino=r[13],
             link_group=(r[14][0], r[14][1]) if r[14] else None, link_owner=r[15],
         )
+
+
+@dataclass(slots=True)
+class CarriedEntry:
+    """A regular file unchanged since the previous snapshot: its record and
+    `extents` rows (offset, value) as that snapshot's index holds them
+    (index.format.carried), with its access time now."""
+
+    record: bytes
+    extent_rows: list[tuple[int, bytes]]
+
+    def encode(self) -> bytes:
+        """Bytes for the staging database."""
+        if not self.extent_rows:
+            return bytes((_CARRIED,)) + self.record
+        return bytes((_CARRIED_ROWS,)) + codec.pack(
+            [self.record, [list(row) for row in self.extent_rows]])
+
+    @staticmethod
+    def is_carried(raw: bytes | memoryview) -> bool:
+        """Whether the staged bytes `raw` are a carried record."""
+        return raw[0] in (_CARRIED, _CARRIED_ROWS)
+
+    @classmethod
+    def decode(cls, raw: bytes | memoryview) -> CarriedEntry:
+        """Inverse of `encode`."""
+        if raw[0] == _CARRIED:
+            return cls(bytes(raw[1:]), [])
+        record, rows = codec.unpack(raw[1:], "staged carried entry")
+        return cls(record, [(offset, value) for offset, value in rows])
+
+    def staged(self) -> StagedEntry:
+        """The same file as a StagedEntry."""
+        e, extents = carried.as_entry(self.record, self.extent_rows)
+        return StagedEntry(
+            kind=e.kind, mode=e.mode, uid=e.uid, gid=e.gid, size=e.size, mtime_ns=e.mtime_ns,
+            ctime_ns=e.ctime_ns, atime_ns=e.atime_ns, rdev=e.rdev,
+            stored_bytes=e.stored_bytes, data=None, extents=extents, xattrs=list(e.xattrs),
+            source_ino=e.source_ino)
 
 
 class Staging:
@@ -137,13 +182,13 @@ class Staging:
         token = self._token(parent, create)
         return None if token is None else token + name
 
-    def put(self, key: bytes, entry: StagedEntry) -> None:
+    def put(self, key: bytes, entry: StagedEntry | CarriedEntry) -> None:
         """Store or replace the record of `key` (writer thread only)."""
         if self._txn is None:
             self._txn = self._env.begin(write=True)
         db_key = self._db_key(key, create=True)
         assert db_key is not None
-        if entry.kind == Kind.DIRECTORY:
+        if isinstance(entry, StagedEntry) and entry.kind == Kind.DIRECTORY:
             token = self._token(key, create=True)
             assert token is not None
             self._live_dirs.add(token)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from index.format import carried
 from index.format.names import show_path
 from index.format.types import ROOT_ID, ChunkId, Entry, EntryId, Extent, Kind
 from index.model.chunk_index import ChunkIndex
@@ -24,7 +26,7 @@ from writer.file_reading import FileReading, PendingFile, Read, Unread
 from writer.long_paths import reachable
 from writer.metadata import kind_of, read_xattrs
 from writer.parts import Part
-from writer.staging import SEP, StagedEntry, Staging
+from writer.staging import SEP, CarriedEntry, StagedEntry, Staging
 from writer.stats import BackupStats
 
 _RESCAN_ROUNDS = 10
@@ -39,6 +41,9 @@ _AHEAD_NS = 24 * 3600 * 1_000_000_000
 
 Link = tuple[int, int]
 """(device, inode) of a file with more than one name."""
+
+Listed = tuple[bytes, EntryId, bytes | None]
+"""A name in a directory of the previous snapshot, its id and its record."""
 
 
 @dataclass
@@ -85,6 +90,47 @@ class Previous:
 
     snapshot: SnapshotReader | None
     chunk_index: ChunkIndex
+    _lost: set[ChunkId] | None = field(default=None, init=False)
+    """Chunks of the snapshot that the repository no longer holds."""
+
+    def listing(self, dir_id: EntryId | None) -> Iterator[Listed]:
+        """The names in directory `dir_id` of the previous snapshot, sorted."""
+        if self.snapshot is None or dir_id is None:
+            return iter(())
+        return self.snapshot.listing(dir_id)
+
+    def carry(self, name: bytes, entry_id: EntryId, raw: bytes,
+              st: os.stat_result) -> CarriedEntry | None:
+        """The record `raw` of `name` (entry `entry_id`) carried over as it
+        is, if it is that of the file `st` unchanged and the repository
+        still holds its chunks; None if the file is to be looked at anew."""
+        assert self.snapshot is not None
+        rec = carried.unchanged_record(raw, name, st)
+        if rec is None:
+            return None
+        rows: list[tuple[int, bytes]] = []
+        if carried.extent_rows_expected(rec):
+            found = carried.extent_offsets(self.snapshot.extent_rows(entry_id), rec)
+            if found is None:
+                return None
+            rows = found
+        lost = self._lost_chunks()
+        if lost and not lost.isdisjoint(carried.chunks_of(rec, rows)):
+            return None
+        return CarriedEntry(carried.with_atime(rec, raw, st.st_atime_ns), rows)
+
+    def _lost_chunks(self) -> set[ChunkId]:
+        """Chunks the snapshot names in packs the chunk index no longer
+        knows, and that it does not know elsewhere either: one pass over
+        the snapshot's chunk table instead of a lookup per file."""
+        if self._lost is None:
+            assert self.snapshot is not None
+            known = self.chunk_index.known_packs()
+            self._lost = {
+                ChunkId(cid) for cid, value in self.snapshot.chunk_rows()
+                if carried.location_pack(value) not in known
+                and self.chunk_index.get(ChunkId(cid)) is None}
+        return self._lost
 
     def lookup(self, parent_id: EntryId | None, name: bytes) -> EntryId | None:
         """The id of `name` in directory `parent_id` of the previous snapshot."""
@@ -124,6 +170,9 @@ class Walker:
         self.moves = _Moves()
         self.failed: set[bytes] = set()
         self.dirs: list[_Dir] = []
+        # Unchanged files carried over, counted per directory (see flush_counts).
+        self.carried = 0
+        self.carried_bytes = 0
 
     def walk_part(self, part: Part) -> Excludes:
         """Stage every entry of one part; its exclude patterns, as applied."""
@@ -178,19 +227,27 @@ class Walker:
         else:
             self.dirs.append(d)
         subdirs: list[_Dir] = []
+        # The previous snapshot's names come sorted too: one pass over both.
+        before = self.prev.listing(d.prev_id)
+        at = next(before, None)
         for name, ino in listing:
+            while at is not None and at[0] < name:
+                at = next(before, None)
             key = d.key + SEP + name
             if only_new and (key in self.failed or self.staging.contains(key)):
                 continue
-            sub = self.visit(key, d.path + b"/" + name, name, ino, d)
+            sub = self.visit(key, d.path + b"/" + name, name, ino, d,
+                             at if at is not None and at[0] == name else None)
             if sub is not None:
                 subdirs.append(sub)
         self.stage_reads(self.files.read_small())
+        self.flush_counts()
         return subdirs
 
     def visit(self, key: bytes, path: bytes, name: bytes, ino: int,
-              parent: _Dir) -> _Dir | None:
-        """Stage one entry; returns a directory still to be walked."""
+              parent: _Dir, listed: Listed | None) -> _Dir | None:
+        """Stage one entry (`listed`: its name in the previous snapshot);
+        returns a directory still to be walked."""
         if parent.excludes.excluded(key, name, path):
             return None
         try:
@@ -215,7 +272,15 @@ class Walker:
                 # Staged under its old name, now found under a new one: keep one.
                 self.staging.delete(moved_from)
             self.moves.rescanned[st.st_ino] = key
-        prev_id = self.prev.lookup(parent.prev_id, name)
+        prev_id = listed[1] if listed is not None else None
+        if kind == Kind.REGULAR and st.st_nlink == 1 and listed is not None \
+                and listed[2] is not None:
+            kept = self.prev.carry(name, listed[1], listed[2], st)
+            if kept is not None:
+                self.staging.put(key, kept)
+                self.carried += 1
+                self.carried_bytes += st.st_size
+                return None
         try:
             if kind == Kind.DIRECTORY:
                 if (st.st_dev, st.st_ino) == self.skip_dir:
@@ -282,6 +347,12 @@ class Walker:
             self.links.category[group] = category
         self.stage_reads(self.files.add(
             PendingFile(key, path, st.st_ino, category, group, st.st_size)))
+
+    def flush_counts(self) -> None:
+        """Add the unchanged files carried over to the run's counters."""
+        if self.carried:
+            self.stats.add(files_unchanged=self.carried, logical_bytes=self.carried_bytes)
+            self.carried = self.carried_bytes = 0
 
     def stage_reads(self, reads: list[Read]) -> None:
         """Stage what reading files gave."""

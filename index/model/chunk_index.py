@@ -19,7 +19,7 @@ import lmdb
 from index.errors import EncryptionMismatch, RepositoryCorrupt
 from index.format.blob import ENCRYPTION_NONE
 from index.format.pack import PackedChunk, location
-from index.format.snapshot_format import decode_location, encode_location
+from index.format.snapshot_format import CHUNK_LOCATION, decode_location, encode_location
 from index.format.types import ChunkId, ChunkLocation, PackId
 from index.store import garbage
 from index.store.local_space import Reservation, make_lock_file, reporting_full
@@ -80,6 +80,13 @@ class ChunkIndex:
                 if loc is not None:
                     found[cid] = loc
         return found
+
+    def get_many_raw(self, cids: list[ChunkId]) -> dict[ChunkId, bytes]:
+        """Those of `cids` the repository stores, each with its location as
+        this index holds it: the bytes of a snapshot's `chunks` value."""
+        with self._env.begin(db=self._chunks, buffers=False) as txn:
+            return {ChunkId(key): value for key, value in txn.cursor().getmulti(cids)
+                    if len(value) == CHUNK_LOCATION.size}
 
     def add_pack(self, pack_id: PackId, rows: list[PackedChunk], size: int) -> None:
         """Record the chunks of a durable pack of `size` bytes."""

@@ -190,6 +190,42 @@ class SnapshotReader:
                     continue
                 yield name, decode_id(value, f"{self.path.name}: dirent")
 
+    def listing(self, dir_id: EntryId) -> Iterator[tuple[bytes, EntryId, bytes | None]]:
+        """The names in directory `dir_id`, sorted, each with its entry's id
+        and undecoded record (see index.format.carried; None if missing),
+        read in one transaction."""
+        prefix = ID_KEY.pack(dir_id)
+        what = f"{self.path.name}: dirent"
+        with self._env.begin(buffers=False) as txn:
+            cur = txn.cursor(db=self._dirents)
+            if not cur.set_range(prefix):
+                return
+            entries = self._entries
+            for key, value in cur:
+                if key[: ID_KEY.size] != prefix:
+                    return
+                yield key[ID_KEY.size :], decode_id(value, what), txn.get(value, db=entries)
+
+    def extent_rows(self, entry_id: EntryId) -> list[tuple[bytes, bytes]]:
+        """The undecoded `extents` rows (key, value) of entry `entry_id`, in
+        offset order."""
+        prefix = id_key(entry_id)
+        rows: list[tuple[bytes, bytes]] = []
+        with self._env.begin(db=self._extents, buffers=False) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(prefix):
+                return rows
+            for key, value in cur:
+                if key[: ID_KEY.size] != prefix:
+                    break
+                rows.append((key, value))
+        return rows
+
+    def chunk_rows(self) -> Iterator[tuple[bytes, bytes]]:
+        """The undecoded `chunks` rows (chunk id, location), in id order."""
+        with self._env.begin(db=self._chunks, buffers=False) as txn:
+            yield from txn.cursor()
+
     def extents(self, entry: Entry, offset: int = 0, size: int | None = None) -> list[Extent]:
         """The extents of a regular file that overlap [offset, offset+size)."""
         end = entry.size if size is None else min(entry.size, offset + size)

@@ -16,7 +16,7 @@ from index.format.snapshot_format import SNAPSHOTS_DIR
 from index.format.types import ROOT_ID, Entry, EntryId, Kind
 from index.model.repository import Repository, SnapshotRef
 from index.model.snapshot_writer import Locate, SnapshotWriter, WriteIndex
-from writer.staging import SEP, CarriedEntry, StagedEntry, StagedItems, Staging
+from writer.staging import SEP, Carried, StagedEntry, StagedItems, Staging
 
 
 @dataclass
@@ -88,14 +88,15 @@ class IndexBuilder:
             if len(stack) != len(comps) or parent.key != key.rpartition(SEP)[0]:
                 result.orphans.append(key)
                 continue
-            if CarriedEntry.is_carried(raw):
-                # Unchanged since the previous snapshot: its record as it was.
-                eid = EntryId(next_id)
-                next_id += 1
-                out.put_dirent(parent.entry_id, comps[-1], eid)
-                carried = CarriedEntry.decode(raw)
-                out.put_carried(eid, parent.entry_id, carried.record, carried.extent_rows)
-                result.part_files[comps[0]] = result.part_files.get(comps[0], 0) + 1
+            if Carried.is_carried(raw):
+                # Unchanged since the previous snapshot: records as they were.
+                files = Carried.decode(raw, comps[-1])
+                for name, file in files:
+                    eid = EntryId(next_id)
+                    next_id += 1
+                    out.put_dirent(parent.entry_id, name, eid)
+                    out.put_carried(eid, parent.entry_id, file)
+                result.part_files[comps[0]] = result.part_files.get(comps[0], 0) + len(files)
                 continue
             s = StagedEntry.decode(raw)
             if s.link_owner is not None:

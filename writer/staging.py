@@ -24,6 +24,7 @@ from types import TracebackType
 import lmdb
 
 from index.format import carried, codec
+from index.format.carried import CarriedFile
 from index.format.types import ChunkId, Extent, Kind
 from index.store.local_space import Reservation, reporting_full
 from index.store.private import FILE_MODE
@@ -37,10 +38,10 @@ _WHAT = "the backup's staging database"
 _RECORD_OVERHEAD = 16
 _COMMIT_PAGES = 16
 _TOKEN = struct.Struct(">Q")
-# First byte of a carried record (bytes msgpack never begins with, whereas
-# a StagedEntry is a msgpack array): without extents rows, and with.
+# First byte of a carried record and of a run of them (Carried): bytes
+# msgpack never begins with, whereas a StagedEntry is a msgpack array.
 _CARRIED = 0xC1
-_CARRIED_ROWS = 0xC2
+_RUN = 0xC2
 
 
 @dataclass(slots=True)
@@ -89,9 +90,10 @@ class StagedEntry:
 
     @classmethod
     def decode(cls, raw: bytes | memoryview) -> StagedEntry:
-        """Inverse of `encode`; a carried record (CarriedEntry) decoded."""
-        if raw[0] in (_CARRIED, _CARRIED_ROWS):
-            return CarriedEntry.decode(raw).staged()
+        """Inverse of `encode`; a carried record (Carried) decoded."""
+        if Carried.is_carried(raw):
+            [(_, file)] = Carried.decode(raw, b"")
+            return Carried.staged(file)
         r = codec.unpack(raw, "staged entry")
         return cls(
             kind=Kind(r[0]), mode=r[1], uid=r[2], gid=r[3], size=r[4], mtime_ns=r[5],
@@ -102,38 +104,44 @@ class StagedEntry:
         )
 
 
-@dataclass(slots=True)
-class CarriedEntry:
-    """A regular file unchanged since the previous snapshot: its record and
-    `extents` rows (offset, value) as that snapshot's index holds them
-    (index.format.carried), with its access time now."""
+class Carried:
+    """How files unchanged since the previous snapshot are staged: one
+    carried record (index.format.carried) alone, or a run of them."""
 
-    record: bytes
-    extent_rows: list[tuple[int, bytes]]
+    @staticmethod
+    def encode_one(file: CarriedFile) -> bytes:
+        """Bytes for the staging database: one file."""
+        return bytes((_CARRIED,)) + codec.pack(file)
 
-    def encode(self) -> bytes:
-        """Bytes for the staging database."""
-        if not self.extent_rows:
-            return bytes((_CARRIED,)) + self.record
-        return bytes((_CARRIED_ROWS,)) + codec.pack(
-            [self.record, [list(row) for row in self.extent_rows]])
+    @staticmethod
+    def encode_run(files: list[tuple[bytes, CarriedFile]]) -> bytes:
+        """Bytes for the staging database: unchanged files of one directory
+        whose names follow each other in its listing, staged under the
+        first name (what each would cost as a record of its own was a good
+        part of an unchanged file's cost). No other name of the directory
+        may be staged between the first and the last: `Staging.split_runs`
+        stages them one by one before a directory is listed again."""
+        return bytes((_RUN,)) + codec.pack(files)
 
     @staticmethod
     def is_carried(raw: bytes | memoryview) -> bool:
-        """Whether the staged bytes `raw` are a carried record."""
-        return raw[0] in (_CARRIED, _CARRIED_ROWS)
+        """Whether the staged bytes `raw` are a carried record or a run."""
+        return raw[0] in (_CARRIED, _RUN)
 
-    @classmethod
-    def decode(cls, raw: bytes | memoryview) -> CarriedEntry:
-        """Inverse of `encode`."""
+    @staticmethod
+    def decode(raw: bytes | memoryview, name: bytes) -> list[tuple[bytes, CarriedFile]]:
+        """The files staged in `raw` (that of `name`, or a run) as (name,
+        file). msgpack gives their tuples back as lists: read them by
+        unpacking, or make them CarriedFile."""
         if raw[0] == _CARRIED:
-            return cls(bytes(raw[1:]), [])
-        record, rows = codec.unpack(raw[1:], "staged carried entry")
-        return cls(record, [(offset, value) for offset, value in rows])
+            return [(name, codec.unpack(raw[1:], "staged carried file"))]
+        files: list[tuple[bytes, CarriedFile]] = codec.unpack(raw[1:], "staged run")
+        return files
 
-    def staged(self) -> StagedEntry:
-        """The same file as a StagedEntry."""
-        e, extents = carried.as_entry(self.record, self.extent_rows)
+    @staticmethod
+    def staged(file: CarriedFile) -> StagedEntry:
+        """A carried file as a StagedEntry."""
+        e, extents = carried.as_entry(CarriedFile(*file))
         return StagedEntry(
             kind=e.kind, mode=e.mode, uid=e.uid, gid=e.gid, size=e.size, mtime_ns=e.mtime_ns,
             ctime_ns=e.ctime_ns, atime_ns=e.atime_ns, rdev=e.rdev,
@@ -182,8 +190,9 @@ class Staging:
         token = self._token(parent, create)
         return None if token is None else token + name
 
-    def put(self, key: bytes, entry: StagedEntry | CarriedEntry) -> None:
-        """Store or replace the record of `key` (writer thread only)."""
+    def put(self, key: bytes, entry: StagedEntry | bytes) -> None:
+        """Store or replace the record of `key` (writer thread only): an
+        entry, or a carried record or run encoded by `Carried`."""
         if self._txn is None:
             self._txn = self._env.begin(write=True)
         db_key = self._db_key(key, create=True)
@@ -194,7 +203,7 @@ class Staging:
             self._live_dirs.add(token)
         else:
             self._forget_dir(key)
-        value = entry.encode()
+        value = entry if isinstance(entry, bytes) else entry.encode()
         try:
             self._txn.put(db_key, value)
         except lmdb.Error as exc:
@@ -224,21 +233,42 @@ class Staging:
         self._txn.delete(db_key)
 
     def children(self, prefix: bytes) -> list[tuple[bytes, StagedEntry]]:
-        """Staged records directly below `prefix` (a key followed by SEP)."""
-        self.commit()
+        """Staged records directly below `prefix` (a key followed by SEP),
+        those of runs one by one."""
         found: list[tuple[bytes, StagedEntry]] = []
-        token = self._tokens.get(prefix[:-1])
+        for name, raw in self._raw_children(prefix[:-1]):
+            if Carried.is_carried(raw):
+                found.extend((prefix + n, Carried.staged(f)) for n, f in Carried.decode(raw, name))
+            else:
+                found.append((prefix + name, StagedEntry.decode(raw)))
+        return found
+
+    def _raw_children(self, dir_key: bytes) -> list[tuple[bytes, bytes]]:
+        """(name, encoded record) of what is staged directly below `dir_key`."""
+        self.commit()
+        found: list[tuple[bytes, bytes]] = []
+        token = self._tokens.get(dir_key)
         if token is None:
             return found
-        with self._env.begin() as txn:
+        with self._env.begin(buffers=False) as txn:
             cur = txn.cursor()
             if not cur.set_range(token):
                 return found
             for key, raw in cur:
                 if key[:_TOKEN.size] != token:
                     break
-                found.append((prefix + bytes(key[_TOKEN.size:]), StagedEntry.decode(raw)))
+                found.append((key[_TOKEN.size:], raw))
         return found
+
+    def split_runs(self, dir_key: bytes) -> None:
+        """Stage the files of the runs below `dir_key` one by one, so that
+        each name can be looked for, replaced and deleted."""
+        prefix = dir_key + SEP
+        for name, raw in self._raw_children(dir_key):
+            if raw[0] == _RUN:
+                self.delete(prefix + name)
+                for n, f in Carried.decode(raw, name):
+                    self.put(prefix + n, Carried.encode_one(f))
 
     def contains(self, key: bytes) -> bool:
         """Whether `key` is staged."""

@@ -17,19 +17,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from index.format import carried
+from index.format.carried import CarriedFile
 from index.format.names import show_path
 from index.format.types import ROOT_ID, ChunkId, Entry, EntryId, Extent, Kind
 from index.model.chunk_index import ChunkIndex
 from index.model.snapshot_reader import SnapshotReader
 from writer.excludes import Excludes
 from writer.file_reading import FileReading, PendingFile, Read, Unread
-from writer.long_paths import reachable
+from writer.long_paths import lstat, reachable
 from writer.metadata import kind_of, read_xattrs
 from writer.parts import Part
-from writer.staging import SEP, CarriedEntry, StagedEntry, Staging
+from writer.staging import SEP, Carried, StagedEntry, Staging
 from writer.stats import BackupStats
 
 _RESCAN_ROUNDS = 10
+# Unchanged files staged as one record at most (CarriedRun).
+_RUN_FILES = 1000
 # File systems stamp mtimes from a coarse clock (one tick is 1-10 ms): a
 # directory changed in the tick in which it was listed keeps its mtime.
 _RACY_NS = 50_000_000
@@ -100,24 +103,19 @@ class Previous:
         return self.snapshot.listing(dir_id)
 
     def carry(self, name: bytes, entry_id: EntryId, raw: bytes,
-              st: os.stat_result) -> CarriedEntry | None:
+              st: os.stat_result) -> CarriedFile | None:
         """The record `raw` of `name` (entry `entry_id`) carried over as it
         is, if it is that of the file `st` unchanged and the repository
         still holds its chunks; None if the file is to be looked at anew."""
-        assert self.snapshot is not None
-        rec = carried.unchanged_record(raw, name, st)
-        if rec is None:
+        snapshot = self.snapshot
+        assert snapshot is not None
+        file = carried.unchanged(raw, name, st, lambda: snapshot.extent_rows(entry_id))
+        if file is None:
             return None
-        rows: list[tuple[int, bytes]] = []
-        if carried.extent_rows_expected(rec):
-            found = carried.extent_offsets(self.snapshot.extent_rows(entry_id), rec)
-            if found is None:
-                return None
-            rows = found
         lost = self._lost_chunks()
-        if lost and not lost.isdisjoint(carried.chunks_of(rec, rows)):
+        if lost and not lost.isdisjoint(carried.chunks_of(file)):
             return None
-        return CarriedEntry(carried.with_atime(rec, raw, st.st_atime_ns), rows)
+        return file
 
     def _lost_chunks(self) -> set[ChunkId]:
         """Chunks the snapshot names in packs the chunk index no longer
@@ -125,11 +123,9 @@ class Previous:
         the snapshot's chunk table instead of a lookup per file."""
         if self._lost is None:
             assert self.snapshot is not None
-            known = self.chunk_index.known_packs()
-            self._lost = {
-                ChunkId(cid) for cid, value in self.snapshot.chunk_rows()
-                if carried.location_pack(value) not in known
-                and self.chunk_index.get(ChunkId(cid)) is None}
+            elsewhere = carried.chunks_outside(self.snapshot.chunk_rows(),
+                                               self.chunk_index.known_packs())
+            self._lost = {cid for cid in elsewhere if self.chunk_index.get(cid) is None}
         return self._lost
 
     def lookup(self, parent_id: EntryId | None, name: bytes) -> EntryId | None:
@@ -170,7 +166,10 @@ class Walker:
         self.moves = _Moves()
         self.failed: set[bytes] = set()
         self.dirs: list[_Dir] = []
-        # Unchanged files carried over, counted per directory (see flush_counts).
+        # Unchanged files carried over: the run being gathered (staged under
+        # the key of its first name), and counts added per directory.
+        self.run: list[tuple[bytes, CarriedFile]] = []
+        self.run_key = b""
         self.carried = 0
         self.carried_bytes = 0
 
@@ -240,6 +239,7 @@ class Walker:
                              at if at is not None and at[0] == name else None)
             if sub is not None:
                 subdirs.append(sub)
+        self.end_run()
         self.stage_reads(self.files.read_small())
         self.flush_counts()
         return subdirs
@@ -251,8 +251,9 @@ class Walker:
         if parent.excludes.excluded(key, name, path):
             return None
         try:
-            with reachable(path) as p:
-                st = os.lstat(p)
+            # By its whole path: a directory renamed while it is visited
+            # loses its files here, and the rescan finds them where it went.
+            st = lstat(path)
         except FileNotFoundError:
             self.warn_vanished(path, ino)
             return None
@@ -277,10 +278,11 @@ class Walker:
                 and listed[2] is not None:
             kept = self.prev.carry(name, listed[1], listed[2], st)
             if kept is not None:
-                self.staging.put(key, kept)
-                self.carried += 1
+                self.carry(key, name, kept)
                 self.carried_bytes += st.st_size
                 return None
+        # Whatever else is staged here must not fall inside a run.
+        self.end_run()
         try:
             if kind == Kind.DIRECTORY:
                 if (st.st_dev, st.st_ino) == self.skip_dir:
@@ -348,6 +350,25 @@ class Walker:
         self.stage_reads(self.files.add(
             PendingFile(key, path, st.st_ino, category, group, st.st_size)))
 
+    def carry(self, key: bytes, name: bytes, kept: CarriedFile) -> None:
+        """Stage an unchanged file: in the run being gathered, or alone in
+        a directory listed again (whose names must stay apart)."""
+        self.carried += 1
+        if self.moves.rescanning:
+            self.staging.put(key, Carried.encode_one(kept))
+            return
+        if not self.run:
+            self.run_key = key
+        self.run.append((name, kept))
+        if len(self.run) >= _RUN_FILES:
+            self.end_run()
+
+    def end_run(self) -> None:
+        """Stage the run of unchanged files gathered so far."""
+        if self.run:
+            self.staging.put(self.run_key, Carried.encode_run(self.run))
+            self.run = []
+
     def flush_counts(self) -> None:
         """Add the unchanged files carried over to the run's counters."""
         if self.carried:
@@ -410,10 +431,12 @@ class Walker:
                 break
             if round_no == _RESCAN_ROUNDS:
                 for d in changed:
+                    self.staging.split_runs(d.key)
                     with contextlib.suppress(OSError), reachable(d.path) as p:
                         self.find_gone(d, set(os.listdir(p)))
                 break
             for d in changed:
+                self.staging.split_runs(d.key)
                 for sub in self.scan_dir(d, only_new=True):
                     self.walk_dir(sub)
         self.stage_reads(self.files.drain())

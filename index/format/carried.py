@@ -14,7 +14,11 @@ caller then decodes it as usual.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
+from typing import NamedTuple
+
+import msgpack
 
 from index.errors import RepositoryCorrupt
 from index.format import codec
@@ -36,19 +40,44 @@ _LAYOUT_VERSION = 1
  _NLINK, _RDEV, _INODE, _STORED, _DATA, _XATTRS, _SOURCE_INO) = range(len(ENTRY_FIELDS))
 _MAX_I64 = (1 << 63) - 1
 _CHUNK_ID_LEN = 32
+_PACK_ID_LEN = 32
 
-CarriedRecord = list[Any]
-"""The elements of an entry record, as msgpack gives them."""
+# codec.pack's encoding, by one Packer: making a new one for each call (as
+# msgpack.packb does) cost as much as packing a record's parts. Records are
+# carried by the walking thread only.
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+_HEAD = codec.pack([RECORD_VERSION] * len(ENTRY_FIELDS))[:-len(ENTRY_FIELDS) + 1]
+"""The bytes a record begins with: the array header and the record version."""
 
 
-def unchanged_record(raw: bytes, name: bytes, st: os.stat_result) -> CarriedRecord | None:
-    """The elements of `raw`, the record of `name` in the previous
-    snapshot, if it is that of the regular file `st` unchanged: the same
-    size, modification and change times and inode (the current rule of
-    change) and so also the same permissions, owner and group, which cannot
-    change without the change time. None if not, or if the record is not
-    one this version would write: the caller then reads or decodes anew.
-    The access time is taken from `st`."""
+class CarriedFile(NamedTuple):
+    """An unchanged file's record without the ids that place it (put in by
+    `place`), and its `extents` rows, with what the writer of the new
+    index counts."""
+
+    body: bytes
+    """The record's elements from `name` to `rdev`, encoded; one link, the
+    access time now."""
+    tail: bytes
+    """Its elements from `stored_bytes` on, encoded as they were."""
+    size: int
+    chunk_id: bytes | None
+    """The file's one chunk (None: its content is in `extent_rows`, or empty)."""
+    extent_rows: list[tuple[int, bytes]]
+    """(offset, value) of its `extents` rows, as they were."""
+
+
+def unchanged(raw: bytes, name: bytes, st: os.stat_result,
+              extent_rows: Callable[[], list[tuple[bytes, bytes]]]) -> CarriedFile | None:
+    """The record `raw` of `name` in the previous snapshot, to be carried
+    into the new one, if it is that of the regular file `st` unchanged: the
+    same size, modification and change times and inode (the rule of
+    change), and so also the same permissions, owner and group, which
+    cannot change without the change time. `extent_rows` gives its
+    `extents` rows (key, value), read only if it has any. None if the file
+    changed, or if its record is not one this version would write: the
+    caller then reads the file or decodes the record anew."""
     if _LAYOUT_VERSION != RECORD_VERSION:
         return None
     try:
@@ -64,16 +93,19 @@ def unchanged_record(raw: bytes, name: bytes, st: os.stat_result) -> CarriedReco
             and type(rec[_STORED]) is int and 0 <= rec[_STORED] <= _MAX_I64
             and _valid_data(rec[_DATA]) and _valid_xattrs(rec[_XATTRS])):
         return None
-    return rec
-
-
-def with_atime(rec: CarriedRecord, raw: bytes, atime_ns: int) -> bytes:
-    """The record bytes to carry: `raw` itself, unless the file was read
-    since (`atime_ns` is its access time now)."""
-    if rec[_ATIME] == atime_ns:
-        return raw
-    rec[_ATIME] = atime_ns
-    return codec.pack(rec)
+    data = rec[_DATA]
+    rows: list[tuple[int, bytes]] = []
+    if type(data) is int and data:
+        found = _extent_offsets(extent_rows(), data, st.st_size)
+        if found is None:
+            return None
+        rows = found
+    rec[_ATIME] = st.st_atime_ns
+    rec[_NLINK] = 1
+    # Elements 2-12 and 14-17 as arrays of their own, without the headers
+    # (one byte: both have fewer than 16 elements).
+    return CarriedFile(_pack(rec[_NAME:_INODE])[1:], _pack(rec[_STORED:])[1:],
+                       st.st_size, data if type(data) is bytes else None, rows)
 
 
 def _valid_data(data: object) -> bool:
@@ -90,39 +122,12 @@ def _valid_xattrs(xattrs: object) -> bool:
         for x in xattrs))
 
 
-def extent_rows_expected(rec: CarriedRecord) -> int:
-    """How many `extents` rows the file of `rec` has (0: its record holds
-    all of its content)."""
-    data = rec[_DATA]
-    return data if type(data) is int else 0
-
-
-def chunks_of(rec: CarriedRecord, rows: list[tuple[int, bytes]]) -> list[ChunkId]:
-    """The chunks the file of `rec` (with its `extents` rows) is made of."""
-    data = rec[_DATA]
-    if type(data) is bytes:
-        return [ChunkId(data)]
-    return [cid for _, value in rows if (cid := extent_chunk(value)) is not None]
-
-
-def place(record: bytes, parent_id: int, entry_id: int) -> tuple[bytes, int, ChunkId | None]:
-    """The carried `record` as entry `entry_id` of directory `parent_id`,
-    with one link; returns it with the file's size and the id of its one
-    chunk (None if its content is in `extents` rows, or empty)."""
-    rec = codec.unpack(record, "carried entry record")
-    rec[_PARENT] = parent_id
-    rec[_INODE] = entry_id
-    rec[_NLINK] = 1
-    data = rec[_DATA]
-    return codec.pack(rec), rec[_SIZE], ChunkId(data) if type(data) is bytes else None
-
-
-def extent_offsets(rows: list[tuple[bytes, bytes]], rec: CarriedRecord
-                   ) -> list[tuple[int, bytes]] | None:
-    """The `extents` rows (key, value) of the file of `rec` as (offset,
-    value), if they are the rows its record announces: from offset 0 to its
-    size, without gap or overlap; None if not."""
-    if len(rows) != extent_rows_expected(rec):
+def _extent_offsets(rows: list[tuple[bytes, bytes]], count: int, size: int
+                    ) -> list[tuple[int, bytes]] | None:
+    """`extents` rows (key, value) of a file as (offset, value), if they are
+    the `count` rows its record announces: from offset 0 to its `size`,
+    without gap or overlap; None if not."""
+    if len(rows) != count:
         return None
     found: list[tuple[int, bytes]] = []
     end = 0
@@ -135,16 +140,35 @@ def extent_offsets(rows: list[tuple[bytes, bytes]], rec: CarriedRecord
             found.append((ext.offset, value))
     except RepositoryCorrupt:
         return None
-    return found if end == rec[_SIZE] else None
+    return found if end == size else None
 
 
-def as_entry(record: bytes, rows: list[tuple[int, bytes]]) -> tuple[Entry, list[Extent]]:
-    """A carried record and its `extents` rows decoded (for the rare reader
-    that needs them whole)."""
-    entry = decode_entry(0, record)
-    if isinstance(entry.data, bytes):
-        return entry, [Extent(0, entry.size, ChunkId(entry.data))]
-    return entry, [decode_extent(EXTENT_KEY.pack(0, offset), value) for offset, value in rows]
+def chunks_of(file: CarriedFile) -> list[ChunkId]:
+    """The chunks a carried file is made of."""
+    if file.chunk_id is not None:
+        return [ChunkId(file.chunk_id)]
+    return [cid for _, value in file.extent_rows if (cid := extent_chunk(value)) is not None]
+
+
+def head(parent_id: int) -> bytes:
+    """The bytes that begin the record of every entry of directory
+    `parent_id` (see `place`)."""
+    return _HEAD + codec.pack(parent_id)
+
+
+def place(head: bytes, body: bytes, tail: bytes, entry_id: int) -> bytes:
+    """The record of a carried file (its `body` and `tail`) as entry
+    `entry_id`, with the `head` of its directory, not a hard link."""
+    return b"".join((head, body, _pack(entry_id), tail))
+
+
+def as_entry(file: CarriedFile) -> tuple[Entry, list[Extent]]:
+    """A carried file decoded (for the rare reader that needs it whole)."""
+    entry = decode_entry(0, place(head(0), file.body, file.tail, 0))
+    if file.chunk_id is not None:
+        return entry, [Extent(0, entry.size, ChunkId(file.chunk_id))]
+    return entry, [decode_extent(EXTENT_KEY.pack(0, offset), value)
+                   for offset, value in file.extent_rows]
 
 
 def extent_chunk(value: bytes) -> ChunkId | None:
@@ -156,4 +180,13 @@ def extent_chunk(value: bytes) -> ChunkId | None:
 
 def location_pack(value: bytes) -> PackId | None:
     """The pack a `chunks` value places its chunk in (None: not a location)."""
-    return PackId(value[:32]) if len(value) == CHUNK_LOCATION.size else None
+    return PackId(value[:_PACK_ID_LEN]) if len(value) == CHUNK_LOCATION.size else None
+
+
+def chunks_outside(rows: Iterable[tuple[bytes, bytes]], packs: AbstractSet[bytes]
+                   ) -> list[ChunkId]:
+    """The chunks of `chunks` rows (id, location) that are not placed in
+    one of `packs`."""
+    size = CHUNK_LOCATION.size
+    return [ChunkId(cid) for cid, value in rows
+            if len(value) != size or value[:_PACK_ID_LEN] not in packs]

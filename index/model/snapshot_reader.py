@@ -66,6 +66,9 @@ def assemble(pieces: list[Piece], fetch: Callable[[ChunkId, ChunkLocation], byte
     return b"".join(out)
 
 
+_LISTING_BLOCK = 1024
+
+
 class SnapshotReader:
     """Read access to one snapshot index file."""
 
@@ -198,13 +201,27 @@ class SnapshotReader:
         what = f"{self.path.name}: dirent"
         with self._env.begin(buffers=False) as txn:
             cur = txn.cursor(db=self._dirents)
+            records = txn.cursor(db=self._entries)
             if not cur.set_range(prefix):
                 return
-            entries = self._entries
-            for key, value in cur:
-                if key[: ID_KEY.size] != prefix:
-                    return
-                yield key[ID_KEY.size :], decode_id(value, what), txn.get(value, db=entries)
+            block: list[tuple[bytes, bytes]] = []
+            more = True
+            while more:
+                # A block of names at a time, their records in one call.
+                for key, value in cur:
+                    if key[: ID_KEY.size] != prefix:
+                        more = False
+                        break
+                    block.append((key[ID_KEY.size :], value))
+                    if len(block) == _LISTING_BLOCK:
+                        more = cur.next()
+                        break
+                else:
+                    more = False
+                found = dict(records.getmulti([value for _, value in block]))
+                for name, value in block:
+                    yield name, decode_id(value, what), found.get(value)
+                block = []
 
     def extent_rows(self, entry_id: EntryId) -> list[tuple[bytes, bytes]]:
         """The undecoded `extents` rows (key, value) of entry `entry_id`, in

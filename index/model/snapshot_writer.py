@@ -20,6 +20,7 @@ import lmdb
 
 from index.errors import MissingChunk
 from index.format import carried, codec
+from index.format.carried import CarriedFile
 from index.format.snapshot_format import (
     ALL_DBS,
     DB_CHUNKS,
@@ -141,6 +142,8 @@ class SnapshotWriter:
         self._entries = 0
         self._logical_bytes = 0
         self._chunks = 0
+        # The beginning of the records of carried files in one directory.
+        self._head_of, self._head = EntryId(0), b""
         self._chunk_ids = ChunkIdRuns(Path(f"{path}-ids"))
         # No writemap: see index/store/local_space.py.
         with reporting_full(self.path.parent, _WHAT):
@@ -189,21 +192,24 @@ class SnapshotWriter:
                               encode_extent(ext.length, ext.chunk_id))
         return data
 
-    def put_carried(self, entry_id: EntryId, parent_id: EntryId, record: bytes,
-                    extent_rows: Sequence[tuple[int, bytes]]) -> None:
-        """Write the record of an unchanged file carried from the previous
-        snapshot (index.format.carried) as entry `entry_id` in directory
-        `parent_id`, with its `extents` rows (offset, value) as they were."""
-        placed, size, chunk_id = carried.place(record, parent_id, entry_id)
+    def put_carried(self, entry_id: EntryId, parent_id: EntryId, file: CarriedFile) -> None:
+        """Write an unchanged file carried from the previous snapshot
+        (index.format.carried) as entry `entry_id` in directory `parent_id`,
+        its record and `extents` rows as they were. `file` may be a list of
+        the same fields (as msgpack gives it back)."""
+        body, tail, size, chunk_id, extent_rows = file
+        if parent_id != self._head_of:
+            self._head_of, self._head = parent_id, carried.head(parent_id)
         self._logical_bytes += size
         if chunk_id is not None:
-            self._chunk_ids.add(chunk_id)
+            self._chunk_ids.add(ChunkId(chunk_id))
         for offset, value in extent_rows:
             row_chunk = carried.extent_chunk(value)
             if row_chunk is not None:
                 self._chunk_ids.add(row_chunk)
             self._out.put(DB_EXTENTS, EXTENT_KEY.pack(entry_id, offset), value)
-        self._out.put(DB_ENTRIES, id_key(entry_id), placed)
+        self._out.put(DB_ENTRIES, id_key(entry_id),
+                      carried.place(self._head, body, tail, entry_id))
 
     def put_locations(self, locate: Locate) -> int:
         """Write where each chunk the extents named is (`locate` finds the

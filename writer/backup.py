@@ -116,7 +116,7 @@ class BackupRun:
         root.mtime_ns = root.ctime_ns = root.atime_ns = int(started.timestamp() * 1e9)
         pause_point("before-index")
         with SnapshotWriter(repo.cache.work_file("index"), self.staging.used_bytes()) as writer:
-            builder = IndexBuilder(writer, root, walker.links.count)
+            builder = IndexBuilder(writer, root)
             write = builder.build(self.staging, self.locate, self._meta(ref, started),
                                   lambda result: self._complete(result, prev))
             crash_point("before-publish")

@@ -16,7 +16,7 @@ from index.format.snapshot_format import SNAPSHOTS_DIR
 from index.format.types import ROOT_ID, Entry, EntryId, Kind
 from index.model.repository import Repository, SnapshotRef
 from index.model.snapshot_writer import Locate, SnapshotWriter, WriteIndex
-from writer.staging import SEP, Carried, StagedEntry, StagedItems, Staging
+from writer.staging import SEP, Carried, StagedEntry, StagedItems, Staging, link_key
 
 
 @dataclass
@@ -53,13 +53,10 @@ def _entry(eid: EntryId, parent: EntryId, name: bytes, s: StagedEntry, nlink: in
 class IndexBuilder:
     """Writes one snapshot's index from a staging area."""
 
-    def __init__(self, writer: SnapshotWriter, root: StagedEntry,
-                 link_counts: dict[tuple[int, int], int]) -> None:
-        """`root` is the snapshot's root directory; `link_counts` the
-        names of each file with hard links."""
+    def __init__(self, writer: SnapshotWriter, root: StagedEntry) -> None:
+        """`root` is the snapshot's root directory."""
         self._out = writer
         self._root = root
-        self._link_counts = link_counts
 
     def build(self, staging: Staging, locate: Locate, meta: dict[str, Any],
               complete: Callable[[BuildResult], dict[str, Any]] | None = None
@@ -76,7 +73,6 @@ class IndexBuilder:
 
     def _entries(self, src: StagedItems, result: BuildResult) -> None:
         out = self._out
-        link_first: dict[tuple[int, int], EntryId] = {}
         next_id = ROOT_ID + 1
         stack = [_OpenDir(b"", ROOT_ID, EntryId(0), b"", self._root)]
         for raw_key, raw in src.cursor():
@@ -119,8 +115,8 @@ class IndexBuilder:
             result.part_files[comps[0]] = result.part_files.get(comps[0], 0) + 1
             nlink, inode_id = 1, eid
             if s.link_group is not None:
-                nlink = self._link_counts.get(s.link_group, 1)
-                inode_id = link_first.setdefault(s.link_group, eid)
+                nlink = src.link_count(s.link_group)
+                inode_id = out.link_inode(link_key(s.link_group), eid)
             data: bytes | int | None = None
             if s.kind == Kind.SYMLINK:
                 data = s.data

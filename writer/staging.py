@@ -32,6 +32,7 @@ from index.store.private import FILE_MODE
 SEP = b"\0"
 _MAP_SIZE = 1 << 38
 _BATCH = 2000
+_BATCH_BYTES = 256 << 10
 _WHAT = "the backup's staging database"
 # Bytes of a record besides its key and value (LMDB's node header, the
 # page's slot).
@@ -42,6 +43,16 @@ _TOKEN = struct.Struct(">Q")
 # msgpack never begins with, whereas a StagedEntry is a msgpack array.
 _CARRIED = 0xC1
 _RUN = 0xC2
+
+
+Link = tuple[int, int]
+"""(device, inode) of a file with more than one name."""
+_LINK = struct.Struct(">QQ")
+
+
+def link_key(link: Link) -> bytes:
+    """The key of a file with hard links in the staging database."""
+    return _LINK.pack(*link)
 
 
 @dataclass(slots=True)
@@ -161,9 +172,13 @@ class Staging:
         with reporting_full(path.parent, _WHAT):
             self._env = lmdb.open(
                 str(self.path), subdir=False, map_size=_MAP_SIZE, sync=False,
-                metasync=False, writemap=False, lock=False, mode=FILE_MODE,
+                metasync=False, writemap=False, lock=False, mode=FILE_MODE, max_dbs=2,
             )
         try:
+            self._records = self._env.open_db(b"records")
+            # (device, inode) of a file with hard links -> its names so far,
+            # the key of the first and the counter it adds to.
+            self._links = self._env.open_db(b"links")
             self._room = Reservation(self._env, self.path, _WHAT)
         except BaseException:
             self._env.close()
@@ -193,8 +208,7 @@ class Staging:
     def put(self, key: bytes, entry: StagedEntry | bytes) -> None:
         """Store or replace the record of `key` (writer thread only): an
         entry, or a carried record or run encoded by `Carried`."""
-        if self._txn is None:
-            self._txn = self._env.begin(write=True)
+        txn = self._write()
         db_key = self._db_key(key, create=True)
         assert db_key is not None
         if isinstance(entry, StagedEntry) and entry.kind == Kind.DIRECTORY:
@@ -205,15 +219,37 @@ class Staging:
             self._forget_dir(key)
         value = entry if isinstance(entry, bytes) else entry.encode()
         try:
-            self._txn.put(db_key, value)
+            txn.put(db_key, value)
         except lmdb.Error as exc:
             # A transaction too big for memory writes pages out early.
             self._room.raise_if_full(exc)
             raise
         self._pending += 1
         self._pending_bytes += len(db_key) + len(value) + _RECORD_OVERHEAD
-        if self._pending >= _BATCH:
+        if self._pending >= _BATCH or self._pending_bytes >= _BATCH_BYTES:
             self.commit()
+
+    def _write(self) -> lmdb.Transaction:
+        if self._txn is None:
+            self._txn = self._env.begin(write=True, db=self._records)
+        return self._txn
+
+    def link_name(self, link: Link, key: bytes) -> tuple[bytes, str | None]:
+        """Count `key` as one more name of the file `link` (with hard
+        links); returns the key of its first name and the counter that one
+        added to (None: not yet known)."""
+        txn = self._write()
+        raw = txn.get(link_key(link), db=self._links)
+        count, first, category = (0, key, None) if raw is None else codec.unpack(raw, "link")
+        txn.put(link_key(link), codec.pack([count + 1, first, category]), db=self._links)
+        return first, category
+
+    def link_counted(self, link: Link, category: str) -> None:
+        """Remember the counter the first name of `link` added to."""
+        txn = self._write()
+        raw = txn.get(link_key(link), db=self._links)
+        count, first, _ = (0, b"", None) if raw is None else codec.unpack(raw, "link")
+        txn.put(link_key(link), codec.pack([count, first, category]), db=self._links)
 
     def _forget_dir(self, key: bytes) -> None:
         # Records below a key that is no longer a directory stay, and are
@@ -227,10 +263,8 @@ class Staging:
         db_key = self._db_key(key)
         if db_key is None:
             return
-        if self._txn is None:
-            self._txn = self._env.begin(write=True)
         self._forget_dir(key)
-        self._txn.delete(db_key)
+        self._write().delete(db_key)
 
     def children(self, prefix: bytes) -> list[tuple[bytes, StagedEntry]]:
         """Staged records directly below `prefix` (a key followed by SEP),
@@ -250,7 +284,7 @@ class Staging:
         token = self._tokens.get(dir_key)
         if token is None:
             return found
-        with self._env.begin(buffers=False) as txn:
+        with self._env.begin(db=self._records, buffers=False) as txn:
             cur = txn.cursor()
             if not cur.set_range(token):
                 return found
@@ -276,7 +310,7 @@ class Staging:
         db_key = self._db_key(key)
         if db_key is None:
             return False
-        with self._env.begin() as txn:
+        with self._env.begin(db=self._records) as txn:
             return txn.get(db_key) is not None
 
     def commit(self) -> None:
@@ -298,7 +332,7 @@ class Staging:
     def items(self) -> StagedItems:
         """All records; iterate `.cursor()` for (key, record) in key order."""
         self.commit()
-        return StagedItems(self, self._env.begin(buffers=False))
+        return StagedItems(self, self._env.begin(db=self._records, buffers=False))
 
     def close(self) -> None:
         """Discard the staging area."""
@@ -324,6 +358,11 @@ class StagedItems:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._txn.abort()
+
+    def link_count(self, link: Link) -> int:
+        """How many names the file `link` (with hard links) has."""
+        raw = self._txn.get(link_key(link), db=self._staging._links)
+        return 1 if raw is None else int(codec.unpack(raw, "link")[0])
 
     def get(self, key: bytes) -> bytes | None:
         """The encoded record of `key`, or None."""

@@ -42,9 +42,6 @@ _RACY_NS = 50_000_000
 # rescan rounds: 20,000 files in a directory dated 2200 took 3 times as long.
 _AHEAD_NS = 24 * 3600 * 1_000_000_000
 
-Link = tuple[int, int]
-"""(device, inode) of a file with more than one name."""
-
 Listed = tuple[bytes, EntryId, bytes | None]
 """A name in a directory of the previous snapshot, its id and its record."""
 
@@ -59,17 +56,6 @@ class _Dir:
     racy: bool = False
     """Modified so shortly before it was listed that a later change could
     leave its mtime unchanged (timestamps come from a coarse clock)."""
-
-
-@dataclass
-class Links:
-    """The hard links met: how many names each has in the snapshot, the
-    first name of each regular file (whose content the others share), and
-    which counter its names add to."""
-
-    count: dict[Link, int] = field(default_factory=dict)
-    owner: dict[Link, bytes] = field(default_factory=dict)
-    category: dict[Link, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,7 +148,6 @@ class Walker:
         self.stats = stats
         self.prev = prev
         self.skip_dir = skip_dir
-        self.links = Links()
         self.moves = _Moves()
         self.failed: set[bytes] = set()
         self.dirs: list[_Dir] = []
@@ -301,7 +286,7 @@ class Walker:
                 # Symlinks, fifos and device nodes can be hard-linked too:
                 # the index gives the links one inode (they share no content).
                 link = (st.st_dev, st.st_ino)
-                self.links.count[link] = self.links.count.get(link, 0) + 1
+                self.staging.link_name(link, key)
                 entry.link_group = link
         except FileNotFoundError:
             self.warn_vanished(path, st.st_ino)
@@ -320,15 +305,16 @@ class Walker:
         links, unchanged from the previous snapshot, or read."""
         if st.st_nlink > 1:
             link = (st.st_dev, st.st_ino)
-            self.links.count[link] = self.links.count.get(link, 0) + 1
-            owner = self.links.owner.setdefault(link, key)
+            # The hard links met are counted in the staging database: a
+            # mail server may have millions.
+            owner, owner_category = self.staging.link_name(link, key)
             if owner != key:
                 entry = StagedEntry.from_stat(Kind.REGULAR, st)
                 with reachable(path) as p:
                     entry.xattrs = read_xattrs(p)
                 entry.link_group, entry.link_owner = link, owner
                 self.staging.put(key, entry)
-                self.stats.add(**{self.links.category.get(link, "files_unchanged"): 1})
+                self.stats.add(**{owner_category or "files_unchanged": 1})
                 return
         prev = self.prev.entry(prev_id)
         extents = self.prev.unchanged(prev, st) if prev is not None else None
@@ -341,12 +327,12 @@ class Walker:
             self.staging.put(key, entry)
             self.stats.add(files_unchanged=1, logical_bytes=st.st_size)
             if st.st_nlink > 1:
-                self.links.category[(st.st_dev, st.st_ino)] = "files_unchanged"
+                self.staging.link_counted((st.st_dev, st.st_ino), "files_unchanged")
             return
         category = "files_changed" if prev is not None else "files_new"
         group = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
         if group is not None:
-            self.links.category[group] = category
+            self.staging.link_counted(group, category)
         self.stage_reads(self.files.add(
             PendingFile(key, path, st.st_ino, category, group, st.st_size)))
 

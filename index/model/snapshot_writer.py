@@ -29,8 +29,10 @@ from index.format.snapshot_format import (
     DB_EXTENTS,
     DB_META,
     EXTENT_KEY,
+    ID_KEY,
     INDEX_VERSION,
     META_KEY,
+    decode_id,
     dirent_key,
     encode_entry,
     encode_extent,
@@ -49,6 +51,8 @@ _SPARE = 1 << 16
 _BATCH_BYTES = 2 << 20
 # Chunk ids looked up at a time.
 _LOCATE_BATCH = 4096
+# The build's table of the first name of each file with hard links.
+_LINK_GROUPS = b"link groups"
 # LMDB's header of a record in a page.
 _NODE = 8
 
@@ -93,33 +97,51 @@ class _Batches:
         self._budget = max(budget, 1)
         self._waiting: dict[bytes, list[tuple[bytes, bytes]]] = {name: [] for name in ALL_DBS}
         self._pending = 0
+        self._txn: lmdb.Transaction | None = None
 
     def put(self, db: bytes, key: bytes, value: bytes) -> None:
         """Write one record into table `db` (keys of `chunks` in order)."""
         self._waiting[db].append((key, value))
-        self._pending += len(key) + len(value) + _NODE
+        self.count(len(key) + len(value))
+
+    def count(self, written: int) -> None:
+        """Count `written` bytes of records (also those written by `txn`)."""
+        self._pending += written + _NODE
         if self._pending >= self._budget:
             self.commit()
 
+    def txn(self) -> lmdb.Transaction:
+        """The write transaction under way (begun if there is none), for
+        records that are read back before the build ends."""
+        if self._txn is None:
+            # Pages split half full: twice the records' bytes, and some.
+            self._room.ensure(2 * self._budget + _SPARE)
+            self._txn = self._env.begin(write=True)
+        return self._txn
+
     def commit(self) -> None:
         """Write and commit what was put since the last commit."""
-        if not self._pending:
+        if not self._pending and self._txn is None:
             return
-        # Pages split half full: twice the records' bytes, and some.
-        self._room.ensure(2 * self._pending + _SPARE)
         try:
-            with self._env.begin(write=True) as txn:
-                for name, rows in self._waiting.items():
-                    if rows:
-                        # `chunks` comes sorted: appended, as a bulk load should be.
-                        txn.cursor(self._dbs[name]).putmulti(rows, append=name == DB_CHUNKS)
+            txn = self.txn()
+            for name, rows in self._waiting.items():
+                if rows:
+                    # `chunks` comes sorted: appended, as a bulk load should be.
+                    txn.cursor(self._dbs[name]).putmulti(rows, append=name == DB_CHUNKS)
+            self._txn = None
+            txn.commit()
         except (OSError, lmdb.Error) as exc:
+            self.abort()
             self._room.raise_if_full(exc)
             raise
         self.abort()
 
     def abort(self) -> None:
         """Drop what was put since the last commit."""
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.abort()
         self._waiting = {name: [] for name in ALL_DBS}
         self._pending = 0
 
@@ -144,11 +166,12 @@ class SnapshotWriter:
         self._chunks = 0
         # The beginning of the records of carried files in one directory.
         self._head_of, self._head = EntryId(0), b""
+        self._link_groups: lmdb._Database | None = None
         self._chunk_ids = ChunkIdRuns(Path(f"{path}-ids"))
         # No writemap: see index/store/local_space.py.
         with reporting_full(self.path.parent, _WHAT):
             self._env = lmdb.open(
-                str(self.path), subdir=False, map_size=_MAP_SIZE, max_dbs=len(ALL_DBS) + 1,
+                str(self.path), subdir=False, map_size=_MAP_SIZE, max_dbs=len(ALL_DBS) + 2,
                 sync=False, metasync=False, writemap=False, lock=False, mode=FILE_MODE,
             )
             try:
@@ -211,6 +234,20 @@ class SnapshotWriter:
         self._out.put(DB_ENTRIES, id_key(entry_id),
                       carried.place(self._head, body, tail, entry_id))
 
+    def link_inode(self, group: bytes, entry_id: EntryId) -> EntryId:
+        """The inode id of the file with hard links `group` (any bytes that
+        name it) of which `entry_id` is a name: the id of its first name."""
+        txn = self._out.txn()
+        if self._link_groups is None:
+            # A table of the build only, dropped by `finish`.
+            self._link_groups = self._env.open_db(_LINK_GROUPS, txn=txn)
+        first = txn.get(group, db=self._link_groups)
+        if first is not None:
+            return decode_id(bytes(first), "link group")
+        txn.put(group, id_key(entry_id), db=self._link_groups)
+        self._out.count(len(group) + ID_KEY.size)
+        return entry_id
+
     def put_locations(self, locate: Locate) -> int:
         """Write where each chunk the extents named is (`locate` finds the
         places of a list of ids, and is called for a few thousand at a
@@ -243,6 +280,9 @@ class SnapshotWriter:
         meta = {**meta, "version": INDEX_VERSION, "entries": self._entries,
                 "chunks": self._chunks, "logical_bytes": self._logical_bytes}
         self._out.put(DB_META, META_KEY, codec.pack(meta))
+        if self._link_groups is not None:
+            self._out.txn().drop(self._link_groups, delete=True)
+            self._link_groups = None
         self._out.commit()
         return self._write_to
 

@@ -30,6 +30,7 @@ from index.model.snapshot_writer import SnapshotWriter
 from index.store import garbage
 from writer.file_reading import FileReading
 from writer.index_builder import BuildResult, IndexBuilder, publish
+from writer.mapped_memory import MappedMemory
 from writer.packer import ChunkSink
 from writer.parts import Part, check_part_sizes, check_parts
 from writer.staging import SEP, StagedEntry, Staging
@@ -88,17 +89,28 @@ class BackupRun:
 
     def run(self, started: datetime) -> BackupResult:
         """Walk the parts, store their new content and publish the snapshot."""
-        repo, stats = self.repo, self.stats
+        repo = self.repo
         self.chunk_index.sync(repo.storage, repo.blob_encryption)
         # A sealed index is read from a plain copy in the local cache, which may
         # not fit (CacheFull).
-        prev = _previous(repo, self.host, stats)
+        prev = _previous(repo, self.host, self.stats)
         if prev is not None:
             self._opened.callback(prev.close)
-        root_st = repo.root_stat()
+        with MappedMemory() as mapped:
+            for path in (self.staging.path, self.chunk_index.path):
+                mapped.watch(path)
+            if prev is not None:
+                mapped.watch(prev.mapped_file)
+            self._walk(prev)
+            return self._publish(started, prev, mapped)
+
+    def _walk(self, prev: SnapshotReader | None) -> None:
+        """Stage every entry of the parts and store their new content."""
+        stats = self.stats
+        root_st = self.repo.root_stat()
         # A repository inside a source tree is not backed up into itself.
         walker = Walker(self.staging, self.files, stats, Previous(prev, self.chunk_index),
-                        (root_st.st_dev, root_st.st_ino) if repo.local_root else (-1, -1))
+                        (root_st.st_dev, root_st.st_ino) if self.repo.local_root else (-1, -1))
         applied = [(part, walker.walk_part(part)) for part in self.parts]
         for message in walker.rescan_changed_dirs():
             stats.warn(message)
@@ -109,13 +121,19 @@ class BackupRun:
                            "the path inside the part, not the source's absolute path")
         self.sink.flush()
         crash_point("after-packs")
+
+    def _publish(self, started: datetime, prev: SnapshotReader | None,
+                 mapped: MappedMemory) -> BackupResult:
+        """Build the snapshot index from the staging area and publish it."""
+        repo, stats = self.repo, self.stats
         ref = self._free_name(started)
         stats.finished = None
-        root = StagedEntry.from_stat(Kind.DIRECTORY, root_st)
+        root = StagedEntry.from_stat(Kind.DIRECTORY, repo.root_stat())
         root.mode, root.uid, root.gid, root.source_ino = 0o755, 0, 0, 0
         root.mtime_ns = root.ctime_ns = root.atime_ns = int(started.timestamp() * 1e9)
         pause_point("before-index")
-        with SnapshotWriter(repo.cache.work_file("index"), self.staging.used_bytes()) as writer:
+        with SnapshotWriter(repo.cache.work_file("index"), self.staging.used_bytes()) as writer, \
+                mapped.watching(writer.path):
             builder = IndexBuilder(writer, root)
             write = builder.build(self.staging, self.locate, self._meta(ref, started),
                                   lambda result: self._complete(result, prev))

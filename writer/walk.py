@@ -42,8 +42,8 @@ _RACY_NS = 50_000_000
 # rescan rounds: 20,000 files in a directory dated 2200 took 3 times as long.
 _AHEAD_NS = 24 * 3600 * 1_000_000_000
 
-Listed = tuple[bytes, EntryId, bytes | None]
-"""A name in a directory of the previous snapshot, its id and its record."""
+Listed = tuple[bytes, EntryId]
+"""A name in a directory of the previous snapshot and its id."""
 
 
 @dataclass
@@ -88,13 +88,19 @@ class Previous:
             return iter(())
         return self.snapshot.listing(dir_id)
 
-    def carry(self, name: bytes, entry_id: EntryId, raw: bytes,
-              st: os.stat_result) -> CarriedFile | None:
-        """The record `raw` of `name` (entry `entry_id`) carried over as it
-        is, if it is that of the file `st` unchanged and the repository
-        still holds its chunks; None if the file is to be looked at anew."""
+    def carry(self, name: bytes, entry_id: EntryId, st: os.stat_result) -> CarriedFile | None:
+        """The record of `name` (entry `entry_id`) carried over as it is,
+        if it is that of the file `st` unchanged and the repository still
+        holds its chunks; None if the file is to be looked at anew."""
         snapshot = self.snapshot
         assert snapshot is not None
+        # Records are read one by one, only those of regular files: reading
+        # a directory's records together also read those of its
+        # subdirectories, far apart in the file, and mapped a page of every
+        # one (and the kernel's neighbours of each) at once.
+        raw = snapshot.record(entry_id)
+        if raw is None:
+            return None
         file = carried.unchanged(raw, name, st, lambda: snapshot.extent_rows(entry_id))
         if file is None:
             return None
@@ -259,9 +265,8 @@ class Walker:
                 self.staging.delete(moved_from)
             self.moves.rescanned[st.st_ino] = key
         prev_id = listed[1] if listed is not None else None
-        if kind == Kind.REGULAR and st.st_nlink == 1 and listed is not None \
-                and listed[2] is not None:
-            kept = self.prev.carry(name, listed[1], listed[2], st)
+        if kind == Kind.REGULAR and st.st_nlink == 1 and listed is not None:
+            kept = self.prev.carry(name, listed[1], st)
             if kept is not None:
                 self.carry(key, name, kept)
                 self.carried_bytes += st.st_size

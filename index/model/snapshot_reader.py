@@ -66,9 +66,6 @@ def assemble(pieces: list[Piece], fetch: Callable[[ChunkId, ChunkLocation], byte
     return b"".join(out)
 
 
-_LISTING_BLOCK = 1024
-
-
 class SnapshotReader:
     """Read access to one snapshot index file."""
 
@@ -117,6 +114,11 @@ class SnapshotReader:
             raise
         self.path = path
         self.chunk_store = chunks
+
+    @property
+    def mapped_file(self) -> str:
+        """A path of the very file this reader maps (for mapped_pages)."""
+        return f"/proc/self/fd/{self._fd}"
 
     @property
     def snapshot_meta(self) -> SnapshotMeta:
@@ -193,35 +195,26 @@ class SnapshotReader:
                     continue
                 yield name, decode_id(value, f"{self.path.name}: dirent")
 
-    def listing(self, dir_id: EntryId) -> Iterator[tuple[bytes, EntryId, bytes | None]]:
-        """The names in directory `dir_id`, sorted, each with its entry's id
-        and undecoded record (see index.format.carried; None if missing),
-        read in one transaction."""
+    def listing(self, dir_id: EntryId) -> Iterator[tuple[bytes, EntryId]]:
+        """The names in directory `dir_id`, sorted, with their entries'
+        ids, read in one transaction."""
         prefix = ID_KEY.pack(dir_id)
         what = f"{self.path.name}: dirent"
-        with self._env.begin(buffers=False) as txn:
-            cur = txn.cursor(db=self._dirents)
-            records = txn.cursor(db=self._entries)
+        with self._env.begin(db=self._dirents, buffers=False) as txn:
+            cur = txn.cursor()
             if not cur.set_range(prefix):
                 return
-            block: list[tuple[bytes, bytes]] = []
-            more = True
-            while more:
-                # A block of names at a time, their records in one call.
-                for key, value in cur:
-                    if key[: ID_KEY.size] != prefix:
-                        more = False
-                        break
-                    block.append((key[ID_KEY.size :], value))
-                    if len(block) == _LISTING_BLOCK:
-                        more = cur.next()
-                        break
-                else:
-                    more = False
-                found = dict(records.getmulti([value for _, value in block]))
-                for name, value in block:
-                    yield name, decode_id(value, what), found.get(value)
-                block = []
+            for key, value in cur:
+                if key[: ID_KEY.size] != prefix:
+                    return
+                yield key[ID_KEY.size :], decode_id(value, what)
+
+    def record(self, entry_id: EntryId) -> bytes | None:
+        """The undecoded record of entry `entry_id` (see
+        index.format.carried), if there is one."""
+        with self._env.begin(db=self._entries, buffers=False) as txn:
+            raw = txn.get(id_key(entry_id))
+        return None if raw is None else bytes(raw)
 
     def extent_rows(self, entry_id: EntryId) -> list[tuple[bytes, bytes]]:
         """The undecoded `extents` rows (key, value) of entry `entry_id`, in

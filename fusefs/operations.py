@@ -81,7 +81,9 @@ class Operations(pyfuse3.Operations):
         self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
         self._last_read: dict[int, int] = {}
 
-    def _sync(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+    def _request(self, what: str, *args: Any) -> None:
+        """Every request passes here once: `--debug` logs it as `what(args)`,
+        one line a request, which is what request counts are taken from."""
         if self._after_init is not None:
             after, self._after_init = self._after_init, None
             try:
@@ -90,6 +92,12 @@ class Operations(pyfuse3.Operations):
                 log.exception("setting up the mount after INIT failed")
         if self.debug:
             log.debug("%s%r", what, args)
+
+    def _sync(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        self._request(what, *args)
+        return self._call(what, fn, *args)
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         try:
             return fn(*args)
         except FsError as exc:
@@ -111,6 +119,7 @@ class Operations(pyfuse3.Operations):
         return _entry_attributes(self._sync("getattr", self.vfs.getattr, inode))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        self._request("forget", len(inode_list))
         for inode, count in inode_list:
             self.vfs.forget(inode, count)
 
@@ -121,7 +130,7 @@ class Operations(pyfuse3.Operations):
         attr = self._sync("opendir", self.vfs.getattr, inode)
         if not attr.mode & 0o040000:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        pinned = self._sync("opendir", self.vfs.opendir, inode)
+        pinned = self._call("opendir", self.vfs.opendir, inode)
         fh = next(self._fh)
         self._dirs[fh] = (inode, pinned)
         return fh
@@ -137,12 +146,14 @@ class Operations(pyfuse3.Operations):
                     break
             return out
 
-        batch = self._sync("readdir", entries)
+        self._request("readdir", fh, start_id)
+        batch = self._call("readdir", entries)
         for name, attr, next_id in batch:
             if not pyfuse3.readdir_reply(token, name, _entry_attributes(attr), next_id):
                 break
 
     async def releasedir(self, fh: int) -> None:
+        self._request("releasedir", fh)
         self._dirs.pop(fh, None)
 
     async def open(self, inode: int, flags: int, ctx: Any = None) -> Any:
@@ -159,7 +170,7 @@ class Operations(pyfuse3.Operations):
         f = self._files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        pieces = self._sync("read", self.vfs.read_pieces, f, off, size)
+        pieces = self._call("read", self.vfs.read_pieces, f, off, size)
         try:
             data = self.vfs.read_now(pieces)
             if data is None:
@@ -195,7 +206,14 @@ class Operations(pyfuse3.Operations):
         except Exception:  # a read-ahead failure is reported by the read itself
             return
 
+    async def flush(self, fh: int) -> None:
+        # Nothing to do for a read-only file; ENOSYS tells the kernel not to
+        # send FLUSH again for any file (each would be a round trip).
+        self._request("flush", fh)
+        raise pyfuse3.FUSEError(errno.ENOSYS)
+
     async def release(self, fh: int) -> None:
+        self._request("release", fh)
         self._files.pop(fh, None)
         self._last_read.pop(fh, None)
 
@@ -225,6 +243,7 @@ class Operations(pyfuse3.Operations):
         return self._sync("listxattr", self.vfs.listxattr, inode)
 
     async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
+        self._request("access", inode, mode)
         if mode & os.W_OK:
             raise pyfuse3.FUSEError(errno.EROFS)
         return True

@@ -65,6 +65,11 @@ class Operations(pyfuse3.Operations):
     """Read-only request handlers over a `Vfs`."""
 
     enable_writeback_cache = False
+    # FUSE_POSIX_ACL: under default_permissions the kernel enforces stored
+    # ACLs (what a user of an --allow-other mount may read is what the
+    # source allowed), and keeps an inode's ACLs once asked (a walk asks once
+    # an inode either way; a second query of a listed inode is spared).
+    enable_acl = True
 
     def __init__(self, vfs: Vfs, debug: bool = False,
                  after_init: Callable[[], None] | None = None) -> None:

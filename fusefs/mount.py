@@ -24,7 +24,7 @@ from pathlib import Path
 from index.errors import HistfsError
 
 log = logging.getLogger("histfs.mount")
-READ_AHEAD_KB = 1024
+READ_AHEAD_KB = 4096
 # How often the snapshot index pages that lookups mapped are handed back to
 # the page cache (see fusefs.mapped_pages): often enough that RSS reflects
 # the mount's own memory, rarely enough that the re-faults cost nothing.
@@ -87,7 +87,9 @@ def _bdi_of(target: str) -> str | None:
 
 
 def _raise_read_ahead(target: str) -> None:
-    """Let the kernel send 1 MiB reads instead of 128 KiB ones (root only)."""
+    """Let the kernel send 1 MiB reads instead of 128 KiB ones, and keep
+    several of them in flight for a sequential reader, so that the daemon
+    answers one while the reader copies the previous (root only)."""
     bdi = _bdi_of(target)
     if bdi is None:
         return

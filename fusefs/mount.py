@@ -51,6 +51,9 @@ class MountOptions:
     foreground: bool = False
     log_file: Path | None = None
     pid_file: Path | None = None
+    cache_mb: int = 32
+    """Decoded chunks kept in memory (MiB): what the daemon's memory grows
+    by, beyond its own ~40 MB, after large files were read."""
 
 
 def check_mountpoint(path: Path) -> None:
@@ -127,6 +130,7 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
     from index.repository import Repository
 
     repo = Repository.open(opts.repo)
+    repo.chunk_store.limit_cache(opts.cache_mb * 1024 * 1024)
     vfs = Vfs(repo, opts.host, opts.last_symlink)
     target = os.path.realpath(opts.mountpoint)
     ops = Operations(vfs, opts.debug, after_init=lambda: _raise_read_ahead(target))

@@ -61,6 +61,7 @@ class _Dir:
     opened: set[int] = field(default_factory=set)
     ahead: dict[int, int] = field(default_factory=dict)
     """Pushed (or being pushed) and not opened yet: inode -> size."""
+    ahead_bytes: int = 0
 
 
 Store = Callable[[int, int, bytes], None]
@@ -96,10 +97,14 @@ class Prefill:
         else:
             self._dirs.move_to_end(directory)
         d.opened.add(ino)
-        d.ahead.pop(ino, None)
+        d.ahead_bytes -= d.ahead.pop(ino, 0)
+        if d.ahead_bytes > BUDGET // 2 or len(d.ahead) > MAX_FILES // 2:
+            # Refilled in large batches, not a file at each open: every
+            # batch costs a worker's wake-up and the event loop's.
+            return
         batch: list[Candidate] = []
         size = 0
-        while not d.done and sum(d.ahead.values()) < BUDGET and len(d.ahead) < MAX_FILES:
+        while not d.done and d.ahead_bytes < BUDGET and len(d.ahead) < MAX_FILES:
             c = next(d.files, None)
             if c is None:
                 d.done = True
@@ -107,6 +112,7 @@ class Prefill:
             if c.ino in d.opened or c.ino in d.ahead:
                 continue
             d.ahead[c.ino] = c.size
+            d.ahead_bytes += c.size
             batch.append(c)
             size += c.size
             if size >= BATCH:

@@ -763,6 +763,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         allow_other=args.allow_other, last_symlink=args.last_symlink, debug=args.debug,
         foreground=args.foreground, log_file=Path(args.log_file) if args.log_file else None,
         pid_file=Path(args.pid_file) if args.pid_file else None,
+        cache_mb=max(0, args.cache_mb),
     ))
 
 
@@ -977,6 +978,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="log every request")
     p.add_argument("--log-file", help="log here instead of syslog or stderr")
     p.add_argument("--pid-file", help="write the daemon's pid here")
+    p.add_argument("--cache-mb", type=int, default=32, metavar="MIB",
+                   help="decoded data kept in memory, in MiB (default 32)")
     p.set_defaults(func=cmd_mount)
 
     p = sub.add_parser("umount", help="unmount a histfs mount")

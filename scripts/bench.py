@@ -35,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+BORG: str | None = None
+"""borg's command when given with --borg (it may live in a venv of its own)."""
 PARTS = ("mail", "pgsql", "es")
 
 
@@ -218,7 +220,7 @@ class Borg(Tool):
 
     def __init__(self, work: Path) -> None:
         super().__init__(work)
-        self.exe = str(BIN / "borg") if (BIN / "borg").exists() else "borg"
+        self.exe = BORG or (str(BIN / "borg") if (BIN / "borg").exists() else "borg")
         self.env.update(BORG_BASE_DIR=str(work / "borg-base"),
                         BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
                         BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
@@ -294,6 +296,8 @@ TOOLS: dict[str, type[Tool]] = {"borg": Borg, "restic": Restic}
 def available(name: str) -> bool:
     """Whether a peer's command is installed."""
     if name == "borg":
+        if BORG is not None:
+            return Path(BORG).exists()
         return (BIN / "borg").exists() or shutil.which("borg") is not None
     return shutil.which(name) is not None
 
@@ -308,6 +312,18 @@ def read_file(path: Path) -> float:
         while f.read(1 << 20):
             pass
     return time.perf_counter() - t
+
+
+def make_big_file(path: Path, size: int) -> None:
+    """`size` bytes of dump-like text, no two MiB alike (compresses ~10x)."""
+    line = b"INSERT INTO messages VALUES (%d, 'user%d', 'subject %d of the mailbox', %d);\n"
+    with open(path, "wb") as f:
+        n = 0
+        while f.tell() < size:
+            f.write(b"".join(line % (k, k % 977, k * 7, k * 31 % 100003)
+                             for k in range(n, n + 20000)))
+            n += 20000
+        f.truncate(size)
 
 
 def count_find(path: Path) -> tuple[float, int]:
@@ -400,6 +416,36 @@ class Bench:
         self.mount_steps(size)
         self.request_step()
         self.restore_steps()
+        self.big_file_step()
+
+    def big_file_step(self) -> None:
+        """A file of `--big-mb` MiB in 1 MiB chunks, read cold through the
+        mount (histfs; the tape job's case: one large file end to end)."""
+        mb = self.args.big_mb
+        if mb <= 0:
+            return
+        tool = Histfs(self.work / "big")
+        tool.fresh()
+        src = tool.work / "src"
+        src.mkdir()
+        make_big_file(src / "dump.sql", mb << 20)
+        config = tool.work / "big.toml"
+        config.write_text(f'[[part]]\nname = "dump"\npath = "{src}"\nchunk_size = "1MiB"\n')
+        run_timed([tool.exe, "backup", "--repo", str(tool.repo), "--host", "bench", "--quiet",
+                   "--config", str(config)], env=tool.env)
+        shutil.rmtree(src)
+        rates = []
+        try:
+            tool.mount()
+            path = tool.snapshot_dir() / "dump" / "dump.sql"
+            for _ in range(self.args.repeat):
+                drop_caches()
+                rates.append((mb << 20) / read_file(path) / 1e6)
+            self.record(f"{mb} MiB file of 1 MiB chunks, cold read", "MB/s", tool,
+                        median(rates))
+            self.record("mount peak RSS after it", "MB", tool, tool.mount_rss())
+        finally:
+            tool.unmount()
 
     def request_step(self) -> None:
         """Kernel requests of histfs's mount per reader, over `last/mail`."""
@@ -694,6 +740,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--dir", help="where to work (default: the system's temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--borg", help="borg's command, if not on the PATH or beside python")
+    ap.add_argument("--big-mb", type=int, default=1024,
+                    help="size of the file of 1 MiB chunks read cold (histfs), 0 to skip")
     ap.add_argument("--requests", action="store_true",
                     help="instead: only the table of kernel requests per reader (histfs)")
     ap.add_argument("--scale-test", action="store_true",
@@ -703,6 +752,8 @@ def main() -> int:
     ap.add_argument("--snapshots", type=int, default=100,
                     help="snapshots of a second host in the scale test (default 100)")
     args = ap.parse_args()
+    global BORG
+    BORG = args.borg
     if args.scale_test:
         scale_test(args)
         return 0
@@ -731,9 +782,11 @@ def main() -> int:
     print(f"\nhistfs kernel requests per entry of last/mail, each reader on a fresh "
           f"mount, page cache dropped\n\n{request_table(bench.requests)}")
     if args.json:
+        requests = {reader: [dict(counts), entries]
+                    for reader, (counts, entries) in bench.requests.items()}
         args.json.write_text(json.dumps({"scale": args.scale, "repeat": args.repeat,
-                                         "results": bench.results, "units": bench.units},
-                                        indent=2))
+                                         "results": bench.results, "units": bench.units,
+                                         "requests": requests}, indent=2))
     return 0
 
 

@@ -22,15 +22,21 @@ def test_bench_runs_at_a_tiny_scale(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--scale", "0.005", "--repeat",
-         "1", "--days", "1", "--peers", "", "--json", str(out), "--dir", str(tmp_path)],
+         "1", "--days", "1", "--peers", "", "--big-mb", "8", "--json", str(out),
+         "--dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     for metric in ("first backup", "nothing changed", "daily backup (median)",
                    "repository size", "mount: root lists", "dump read cold",
-                   "tar of Maildir", "restore (own command)", "cp -a out of the mount"):
+                   "tar of Maildir", "restore (own command)", "cp -a out of the mount",
+                   "8 MiB file of 1 MiB chunks, cold read"):
         assert results[metric]["histfs"] > 0, metric
     assert "| first backup | s |" in proc.stdout
+    # The kernel requests of each reader, per entry of last/mail.
+    assert "| requests per entry | tar | cp -a | rsync -aHAX | find |" in proc.stdout
+    requests = json.loads(out.read_text())["requests"]
+    assert requests["tar"][0]["OPEN"] > 0 and requests["find"][0].get("OPEN", 0) == 0
     # It cleaned up after itself: no work directory, no mount left.
     assert not list(tmp_path.glob("histfs-bench-*"))
     assert str(tmp_path) not in Path("/proc/mounts").read_text()

@@ -32,13 +32,18 @@ def small_files(table: SnapshotTable, ref: SnapshotRef, parent_id: EntryId
         names = snap.children(parent_id, after)
         page = list(itertools.islice(names, _PAGE))
         del names  # ends its transaction now (the generator is finalised)
+        # Decoded before the first yield: the reader may be closed (and
+        # another opened) while the caller holds this iterator.
+        found = []
         for name, child_id in page:
             try:
                 e = snap.entry(child_id)
             except HistfsError:  # listing it reports it
                 continue
             if e.kind == Kind.REGULAR and 0 < e.size <= SMALL:
-                yield name, e
+                found.append((name, e))
+        del snap
+        yield from found
         if len(page) < _PAGE:
             return
         after = page[-1][0]

@@ -23,6 +23,11 @@ DEPTH = 4
 """Requests read ahead of a sequential reader (4 MiB with 1 MiB requests)."""
 THREADS = 2
 """Worker threads: one for each core of the machines the mount is made for."""
+MAX_CHUNKS = 8
+"""A file whose requests are made of more chunks than this is not read
+ahead: its small chunks cost more in bookkeeping and wake-ups than their
+decoding, which one thread does for a whole request at once, with neighbours
+read in one system call."""
 
 Chunk = tuple[ChunkId, ChunkLocation]
 Batch = Future[list[bytes]]
@@ -39,6 +44,8 @@ class _Stream:
     chunks: dict[ChunkId, tuple[int, Batch, int]] = field(default_factory=dict)
     """Chunks read ahead: id -> (file offset where its use ends, the batch
     decoding it, its place in the batch)."""
+    small: bool = False
+    """Made of small chunks: not read ahead (see `MAX_CHUNKS`)."""
 
 
 class ReadAhead:
@@ -81,6 +88,8 @@ class ReadAhead:
         stream = self._streams.setdefault(fh, _Stream())
         sequential = off == stream.end
         stream.end = off + size
+        if stream.small:
+            return
         # Chunks wholly behind the reader are not needed again.
         for cid in [c for c, made in stream.chunks.items() if made[0] <= off]:
             del stream.chunks[cid]
@@ -93,7 +102,12 @@ class ReadAhead:
             batch: list[Chunk] = []
             uses: list[tuple[ChunkId, int]] = []
             at = start
-            for p in plan(start, size):
+            pieces = plan(start, size)
+            if len(pieces) > MAX_CHUNKS:
+                stream.small = True
+                self._drop(stream)
+                return
+            for p in pieces:
                 at += p.length
                 if p.chunk is None:
                     continue

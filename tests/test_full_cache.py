@@ -168,7 +168,7 @@ def test_writes_beyond_the_reservation_fail_cleanly(tmp_path: Path,
 
     cache = tmpfs("cache", "1m")
     monkeypatch.setattr(Reservation, "ensure", lambda self, upcoming: None)
-    staging = Staging(cache)
+    staging = Staging(cache / "staging-1-0.lmdb")
     entry = StagedEntry.from_stat(Kind.REGULAR, os.lstat(tmp_path))
     entry.data = b"x" * 200
     with pytest.raises(CacheFull) as failed:

@@ -115,10 +115,14 @@ class IndexDecoder:
     ("snapshot index <relpath>"). `compressed_allowed` is False in a
     repository whose format version has no compressed indexes."""
 
-    def __init__(self, out: ByteSink, name: str, compressed_allowed: bool = True) -> None:
+    def __init__(self, out: ByteSink, name: str, compressed_allowed: bool = True,
+                 stored_size: int | None = None) -> None:
+        """`stored_size`, when known, is the size of the whole stored file:
+        a header that disagrees is refused before anything is decoded."""
         self._out = out
         self._name = name
         self._allowed = compressed_allowed
+        self._stored_size = stored_size
         self._head = b""
         self.compressed: bool | None = None
         self._plain_size = 0
@@ -161,6 +165,9 @@ class IndexDecoder:
         if frame == 0 or plain > frame * MAX_RATIO:
             raise RepositoryCorrupt(f"{self._name}: damaged header (a {frame}-byte "
                                     f"frame cannot hold {plain} bytes)")
+        if self._stored_size is not None and self._stored_size != HEADER.size + frame:
+            raise RepositoryCorrupt(f"{self._name}: truncated or extended ({self._stored_size} "
+                                    f"bytes, not {HEADER.size + frame})")
         self._plain_size = plain
         self._frame_left = frame
 
@@ -211,7 +218,10 @@ class IndexDecoder:
 def decode_file(stored: BinaryIO, out: ByteSink, name: str, compressed_allowed: bool) -> bool:
     """Write the LMDB file held in the stored index `stored` (read to its
     end) to `out`; whether it was compressed."""
-    decoder = IndexDecoder(out, name, compressed_allowed)
+    start = stored.tell()
+    size = stored.seek(0, os.SEEK_END) - start
+    stored.seek(start)
+    decoder = IndexDecoder(out, name, compressed_allowed, size)
     while data := stored.read(_STEP):
         decoder.write(data)
     decoder.finish()

@@ -17,7 +17,12 @@ from typing import BinaryIO
 
 from index.errors import CacheError, EncryptionMismatch
 from index.format.compressed_index import IndexDecoder, compress_index, decode_file, is_compressed
-from index.format.crypto import SEALED_INDEX_MAGIC, Cipher
+from index.format.crypto import (
+    SEALED_INDEX_HEADER,
+    SEALED_INDEX_MAGIC,
+    Cipher,
+    read_index_header,
+)
 from index.model.cache import LocalCache
 from index.store.local_space import cache_full, is_full, reporting_full
 from index.store.private import open_private
@@ -104,7 +109,11 @@ class IndexFiles:
                                 self._check_clear(stored, relpath)
                                 decode_file(stored, out, name, self._compress)
                             else:
-                                decoder = IndexDecoder(out, name, self._compress)
+                                # The sealed header says how much comes out.
+                                size, _ = read_index_header(
+                                    stored.read(SEALED_INDEX_HEADER.size), relpath)
+                                stored.seek(0)
+                                decoder = IndexDecoder(out, name, self._compress, size)
                                 self._cipher.open_index(stored, decoder, relpath)
                                 decoder.finish()
                 finally:

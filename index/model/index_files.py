@@ -74,10 +74,7 @@ class IndexFiles:
             try:
                 head = os.pread(fd, len(SEALED_INDEX_MAGIC), 0)
                 if head == SEALED_INDEX_MAGIC:
-                    raise EncryptionMismatch(
-                        f"snapshot index {relpath} is encrypted, but the config of "
-                        f"{self._root} says the repository is not: refusing (the config "
-                        "may have been replaced)")
+                    raise self._sealed_in_clear(relpath)
             except BaseException:
                 os.close(fd)
                 raise
@@ -137,10 +134,13 @@ class IndexFiles:
     def _check_clear(self, stored: BinaryIO, relpath: str) -> None:
         """Refuse a sealed index in a repository whose config says it is clear."""
         if stored.read(len(SEALED_INDEX_MAGIC)) == SEALED_INDEX_MAGIC:
-            raise EncryptionMismatch(
-                f"snapshot index {relpath} is encrypted, but the config of {self._root} "
-                "says the repository is not: refusing (the config may have been replaced)")
+            raise self._sealed_in_clear(relpath)
         stored.seek(0)
+
+    def _sealed_in_clear(self, relpath: str) -> EncryptionMismatch:
+        return EncryptionMismatch(
+            f"snapshot index {relpath} is encrypted, but the config of {self._root} "
+            "says the repository is not: refusing (the config may have been replaced)")
 
     def publish(self, relpath: str, write_plain: Callable[[int], None]) -> None:
         """Publish a snapshot index at `relpath` (tmp/, fsync, rename):

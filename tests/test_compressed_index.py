@@ -15,6 +15,7 @@ import random
 import shutil
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from index.format.config import FORMAT_VERSION
 from index.format.crypto import SEALED_INDEX_MAGIC
 from index.format.lmdb_file import check_whole
 from index.model.repository import Repository, SnapshotRef
+from tests.conftest import Mount
 from tests.trees import snapshot_state, source_state
 from writer.backup import run_backup
 from writer.copy import copy_snapshots
@@ -115,6 +117,29 @@ def test_new_repository_round_trips_through_compressed_indexes(
             assert snapshot_state(snap, "mail") == expected
     assert len(list((tmp_path / "other-cache").rglob("indexes/mx1/*.idx"))) == 2
     again.close()
+
+
+@pytest.mark.timeout(240)
+def test_mount_reads_through_compressed_indexes(
+        tmp_path: Path, mount_repo: Callable[..., Mount]) -> None:
+    """The mount opens each snapshot's decompressed copy; a relocated or
+    replaced index (a new identity) is decompressed again."""
+    src = _mail(tmp_path / "src", count=60)
+    repo = _new_repo(tmp_path, "none")
+    run_backup(repo, "mx1", [Part("mail", src)])
+    (ref,) = repo.snapshots("mx1")
+    assert repo.storage.read(ref.relpath).startswith(MAGIC)
+    # The writer's own copy is not what the mount reads: an empty cache.
+    shutil.rmtree(repo.cache.indexes)
+    m = mount_repo(Path(repo.root))
+    for path in sorted(src.rglob("*")):
+        inside = m.path / "mx1" / ref.name / "mail" / path.relative_to(src)
+        if path.is_file():
+            assert inside.read_bytes() == path.read_bytes()
+        else:
+            assert sorted(os.listdir(inside)) == sorted(os.listdir(path))
+    assert len(list(repo.cache.indexes.glob("mx1/*.idx"))) == 1
+    repo.close()
 
 
 def _cuts_and_flips(stored: bytes) -> dict[str, bytes]:

@@ -33,7 +33,13 @@ from index.errors import (
 from index.format import keys
 from index.format.blob import ENCRYPTION_AES_256_GCM
 from index.format.blob import ENCRYPTION_NONE as ENCRYPTION_NONE_BLOB
-from index.format.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
+from index.format.config import (
+    COMPRESSED_INDEX_VERSION,
+    CONFIG_FILE,
+    ENCRYPTION_NONE,
+    ENCRYPTION_REPOKEY,
+    RepoConfig,
+)
 from index.format.crypto import Cipher
 from index.format.names import (
     LAST,
@@ -102,7 +108,8 @@ class Repository:
             self.cipher = repo_secrets.cipher
         self.config = config
         self.cache = LocalCache(config.repo_id)
-        self.indexes = IndexFiles(root, self.storage, self.cipher, self.cache, self.local_root)
+        self.indexes = IndexFiles(root, self.storage, self.cipher, self.cache, self.local_root,
+                                  compress=config.version >= COMPRESSED_INDEX_VERSION)
         self._chunk_store: ChunkStore | None = None
 
     @classmethod

@@ -171,6 +171,25 @@ class LastView:
         # they were read from.
         content = snap.content_key(entry)
         with self._lock:
-            same = node.content == content
+            # No content noted yet: the kernel has no page of this inode
+            # (its pages go when it forgets the inode, and so does the node).
+            same = node.content is None or node.content == content
             node.content = content
         return OpenFile(ref, entry, node.path, keep_cache=same)
+
+    def keep(self, ino: int, content: tuple[object, ...]) -> bool:
+        """Whether the kernel may be given `content` as the pages of `ino`
+        (the content noted for it, or none yet: then this one is noted)."""
+        with self._lock:
+            node = self._nodes.get(Inode(ino))
+            if node is None:
+                return False
+            if node.content is None:
+                node.content = content
+            return node.content == content
+
+    def kept(self, ino: int, content: tuple[object, ...]) -> bool:
+        """Whether `content` is still what the kernel may keep for `ino`."""
+        with self._lock:
+            node = self._nodes.get(Inode(ino))
+            return node is not None and node.content == content

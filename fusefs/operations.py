@@ -11,22 +11,26 @@ readers do not wait for each other.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import pyfuse3
 import trio
 
+from fusefs.prefill import Prefill
+from fusefs.readahead import ReadAhead
 from fusefs.vfs import Vfs
 from fusefs.view import Attr, FsError, OpenFile
 from index.errors import HistfsError, PathNotFound, RepositoryCorrupt, SnapshotNotFound
 from index.model.repository import SnapshotRef
-from index.model.snapshot_reader import Piece
+from index.model.snapshot_reader import assemble
 
 log = logging.getLogger("histfs.mount")
 READ_THREADS = 4
@@ -62,6 +66,11 @@ class Operations(pyfuse3.Operations):
     """Read-only request handlers over a `Vfs`."""
 
     enable_writeback_cache = False
+    # FUSE_POSIX_ACL: under default_permissions the kernel enforces stored
+    # ACLs (what a user of an --allow-other mount may read is what the
+    # source allowed), and keeps an inode's ACLs once asked (a walk asks once
+    # an inode either way; a second query of a listed inode is spared).
+    enable_acl = True
 
     def __init__(self, vfs: Vfs, debug: bool = False,
                  after_init: Callable[[], None] | None = None) -> None:
@@ -75,10 +84,18 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, tuple[int, SnapshotRef | None]] = {}
         self._fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(READ_THREADS)
-        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
-        self._last_read: dict[int, int] = {}
+        self._ahead = ReadAhead()
+        self._prefill = Prefill(vfs.repo.chunk_store.read_many, self._store,
+                                self._call_soon)
+        self._inode_of: dict[int, int] = {}
+        self._open_inodes: Counter[int] = Counter()
+        self._token: trio.lowlevel.TrioToken | None = None
 
-    def _sync(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+    def _request(self, what: str, *args: Any) -> None:
+        """Every request passes here once: `--debug` logs it as `what(args)`,
+        one line a request, which is what request counts are taken from."""
+        if self._token is None:
+            self._token = trio.lowlevel.current_trio_token()
         if self._after_init is not None:
             after, self._after_init = self._after_init, None
             try:
@@ -87,6 +104,25 @@ class Operations(pyfuse3.Operations):
                 log.exception("setting up the mount after INIT failed")
         if self.debug:
             log.debug("%s%r", what, args)
+
+    def _store(self, ino: int, offset: int, data: bytes) -> None:
+        """Put file content into the kernel's page cache (on the event loop).
+        Never for an open inode: a read of it may hold the pages locked
+        until this loop answers it, and the store would wait for them."""
+        if self._open_inodes[ino]:
+            raise OSError(errno.EBUSY, "open")
+        pyfuse3.notify_store(ino, offset, data)
+
+    def _call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the event loop (from a worker thread)."""
+        if self._token is not None:
+            self._token.run_sync_soon(fn)
+
+    def _sync(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        self._request(what, *args)
+        return self._call(what, fn, *args)
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         try:
             return fn(*args)
         except FsError as exc:
@@ -108,6 +144,7 @@ class Operations(pyfuse3.Operations):
         return _entry_attributes(self._sync("getattr", self.vfs.getattr, inode))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        self._request("forget", len(inode_list))
         for inode, count in inode_list:
             self.vfs.forget(inode, count)
 
@@ -118,7 +155,7 @@ class Operations(pyfuse3.Operations):
         attr = self._sync("opendir", self.vfs.getattr, inode)
         if not attr.mode & 0o040000:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        pinned = self._sync("opendir", self.vfs.opendir, inode)
+        pinned = self._call("opendir", self.vfs.opendir, inode)
         fh = next(self._fh)
         self._dirs[fh] = (inode, pinned)
         return fh
@@ -134,12 +171,14 @@ class Operations(pyfuse3.Operations):
                     break
             return out
 
-        batch = self._sync("readdir", entries)
+        self._request("readdir", fh, start_id)
+        batch = self._call("readdir", entries)
         for name, attr, next_id in batch:
             if not pyfuse3.readdir_reply(token, name, _entry_attributes(attr), next_id):
                 break
 
     async def releasedir(self, fh: int) -> None:
+        self._request("releasedir", fh)
         self._dirs.pop(fh, None)
 
     async def open(self, inode: int, flags: int, ctx: Any = None) -> Any:
@@ -148,6 +187,14 @@ class Operations(pyfuse3.Operations):
         f = self._sync("open", self.vfs.open, inode)
         fh = next(self._fh)
         self._files[fh] = f
+        self._inode_of[fh] = inode
+        self._open_inodes[inode] += 1
+        try:
+            found = self.vfs.neighbours(inode, f)
+            if found is not None:
+                self._prefill.opened(inode, found[0], lambda: found[1])
+        except Exception:  # only a read-ahead: the reads report what is wrong
+            log.debug("prefill beside %d failed", inode, exc_info=True)
         return pyfuse3.FileInfo(fh=fh, keep_cache=f.keep_cache, direct_io=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -156,12 +203,17 @@ class Operations(pyfuse3.Operations):
         f = self._files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        pieces = self._sync("read", self.vfs.read_pieces, f, off, size)
         try:
-            data = self.vfs.read_now(pieces)
-            if data is None:
-                data = await trio.to_thread.run_sync(self.vfs.read, pieces,
-                                                     limiter=self._limiter)
+            pieces = self._call("read", self.vfs.read_pieces, f, off, size)
+            for batch in self._ahead.pending(fh, pieces):
+                await _result(batch)
+            store = self.vfs.repo.chunk_store
+            now = assemble(pieces, lambda cid, loc: self._ahead.decoded(fh, cid)
+                           or store.read_cached(cid, loc))
+            data = now if now is not None else await trio.to_thread.run_sync(
+                self.vfs.read, pieces, limiter=self._limiter)
+        except pyfuse3.FUSEError:
+            raise
         except RepositoryCorrupt as exc:
             log.error("read of %s/%s/%s: %s", f.ref.host, f.ref.name,
                       self.vfs.file_path(f).decode("utf-8", "backslashreplace"), exc)
@@ -169,32 +221,29 @@ class Operations(pyfuse3.Operations):
         except Exception:
             log.exception("unexpected error reading %s", self.vfs.file_path(f))
             raise pyfuse3.FUSEError(errno.EIO) from None
-        if self._last_read.get(fh) == off:
-            self._read_ahead(f, off + len(data))
-        self._last_read[fh] = off + len(data)
+        try:
+            self._ahead.served(fh, off, size, f.entry.size,
+                               lambda at, n: self.vfs.read_pieces(f, at, n),
+                               self.vfs.repo.chunk_store.read_many)
+        except Exception:  # the read that needs it will report it
+            log.debug("read-ahead of %s failed", self.vfs.file_path(f), exc_info=True)
         return data
 
-    def _read_ahead(self, f: OpenFile, offset: int) -> None:
-        """Sequential reader: decode the next chunk on the other core now."""
-        try:
-            pieces = self.vfs.read_pieces(f, offset, 1)
-        except Exception:  # the real read will report it
-            return
-        chunks: list[Piece] = [p for p in pieces if p.chunk is not None]
-        if chunks:
-            self._prefetch.submit(self._warm, chunks)
-
-    def _warm(self, pieces: list[Piece]) -> None:
-        try:
-            for p in pieces:
-                assert p.chunk is not None
-                self.vfs.repo.chunk_store.read(*p.chunk)
-        except Exception:  # a read-ahead failure is reported by the read itself
-            return
+    async def flush(self, fh: int) -> None:
+        # Nothing to do for a read-only file; ENOSYS tells the kernel not to
+        # send FLUSH again for any file (each would be a round trip).
+        self._request("flush", fh)
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     async def release(self, fh: int) -> None:
+        self._request("release", fh)
         self._files.pop(fh, None)
-        self._last_read.pop(fh, None)
+        self._ahead.release(fh)
+        inode = self._inode_of.pop(fh, None)
+        if inode is not None:
+            self._open_inodes[inode] -= 1
+            if self._open_inodes[inode] <= 0:
+                del self._open_inodes[inode]
 
     async def statfs(self, ctx: Any = None) -> Any:
         st = self._sync("statfs", self.vfs.statfs)
@@ -222,11 +271,28 @@ class Operations(pyfuse3.Operations):
         return self._sync("listxattr", self.vfs.listxattr, inode)
 
     async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
+        self._request("access", inode, mode)
         if mode & os.W_OK:
             raise pyfuse3.FUSEError(errno.EROFS)
         return True
 
     def close(self) -> None:
-        """Stop the read-ahead thread."""
-        self._prefetch.shutdown(wait=True, cancel_futures=True)
+        """Stop the read-ahead threads."""
+        self._ahead.close()
+        self._prefill.close()
+
+
+async def _result(made: Future[T]) -> None:
+    """Wait on the event loop for work started in a worker (its callback
+    wakes the loop: one cross-thread wake-up, where a thread hop costs two)."""
+    if not made.done():
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def wake(_: Future[T]) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        made.add_done_callback(wake)
+        await done.wait()
 

@@ -17,10 +17,12 @@ import errno
 import os
 from collections.abc import Iterator
 
+from fusefs import neighbours
 from fusefs.dated import DatedEntry, DatedView
 from fusefs.dirs import DirNode, DirsView, HostDir, HostsDir
 from fusefs.inodes import ROOT_INODE, Inode, host_inode, is_virtual
 from fusefs.last import LastNode, LastView
+from fusefs.prefill import Candidate
 from fusefs.snapshot_table import SnapshotTable
 from fusefs.view import Attr, FsError, OpenFile, Resolved
 from index.model.repository import Repository, SnapshotRef
@@ -110,6 +112,16 @@ class Vfs:
     def open(self, ino: int) -> OpenFile:
         """Open a regular file for reading."""
         return self.resolve(ino).open()
+
+    def neighbours(self, ino: int, f: OpenFile) -> tuple[object, Iterator[Candidate]] | None:
+        """The directory of file `ino` (just opened as `f`) as a key, and the
+        small files beside it (see `fusefs.prefill`)."""
+        r = self.resolve(ino)
+        if isinstance(r.node, DatedEntry):
+            return neighbours.dated(self.table, r.node, f)
+        if isinstance(r.node, LastNode) and r.node.path:
+            return neighbours.last(self.last, r.node, f)
+        return None
 
     def file_path(self, f: OpenFile) -> bytes:
         """The path of an open file inside its snapshot (for messages)."""

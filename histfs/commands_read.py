@@ -171,8 +171,15 @@ def cmd_mount(args: argparse.Namespace) -> int:
         allow_other=args.allow_other, last_symlink=args.last_symlink, debug=args.debug,
         foreground=args.foreground, log_file=Path(args.log_file) if args.log_file else None,
         pid_file=Path(args.pid_file) if args.pid_file else None,
+        cache_mb=_cache_mb(args.cache_mb),
         passphrase=asked_for(location),
     ))
+
+
+def _cache_mb(value: int) -> int:
+    if value < 0:
+        raise ConfigError(f"--cache-mb: expected MiB, 0 or more, got {value}")
+    return value
 
 
 def cmd_umount(args: argparse.Namespace) -> int:

@@ -267,6 +267,8 @@ def _mount(sub: Subparsers) -> None:
     p.add_argument("--debug", action="store_true", help="log every request")
     p.add_argument("--log-file", help="log here instead of syslog or stderr")
     p.add_argument("--pid-file", help="write the daemon's pid here")
+    p.add_argument("--cache-mb", type=int, default=32, metavar="MIB",
+                   help="decoded data kept in memory, in MiB (default 32)")
     p.set_defaults(func=cmd_mount)
 
 

@@ -21,17 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+BORG: str | None = None
+"""borg's command when given with --borg (it may live in a venv of its own)."""
 PARTS = ("mail", "pgsql", "es")
 
 
@@ -215,7 +220,7 @@ class Borg(Tool):
 
     def __init__(self, work: Path) -> None:
         super().__init__(work)
-        self.exe = str(BIN / "borg") if (BIN / "borg").exists() else "borg"
+        self.exe = BORG or (str(BIN / "borg") if (BIN / "borg").exists() else "borg")
         self.env.update(BORG_BASE_DIR=str(work / "borg-base"),
                         BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
                         BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
@@ -291,6 +296,8 @@ TOOLS: dict[str, type[Tool]] = {"borg": Borg, "restic": Restic}
 def available(name: str) -> bool:
     """Whether a peer's command is installed."""
     if name == "borg":
+        if BORG is not None:
+            return Path(BORG).exists()
         return (BIN / "borg").exists() or shutil.which("borg") is not None
     return shutil.which(name) is not None
 
@@ -305,6 +312,18 @@ def read_file(path: Path) -> float:
         while f.read(1 << 20):
             pass
     return time.perf_counter() - t
+
+
+def make_big_file(path: Path, size: int) -> None:
+    """`size` bytes of dump-like text, no two MiB alike (compresses ~10x)."""
+    line = b"INSERT INTO messages VALUES (%d, 'user%d', 'subject %d of the mailbox', %d);\n"
+    with open(path, "wb") as f:
+        n = 0
+        while f.tell() < size:
+            f.write(b"".join(line % (k, k % 977, k * 7, k * 31 % 100003)
+                             for k in range(n, n + 20000)))
+            n += 20000
+        f.truncate(size)
 
 
 def count_find(path: Path) -> tuple[float, int]:
@@ -340,6 +359,7 @@ class Bench:
                                   for n in names]
         self.results: dict[str, dict[str, float]] = {}
         self.units: dict[str, str] = {}
+        self.requests: dict[str, tuple[Counter[str], int]] = {}
 
     def record(self, metric: str, unit: str, tool: Tool, value: float) -> None:
         self.results.setdefault(metric, {})[tool.name] = value
@@ -394,7 +414,46 @@ class Bench:
                 self.record("daily backup (median)", "s", tool, median(daily[tool.name]))
             self.record("repository size", "MB", tool, tree_size(tool.repo) / 1e6)
         self.mount_steps(size)
+        self.request_step()
         self.restore_steps()
+        self.big_file_step()
+
+    def big_file_step(self) -> None:
+        """A file of `--big-mb` MiB in 1 MiB chunks, read cold through the
+        mount (histfs; the tape job's case: one large file end to end)."""
+        mb = self.args.big_mb
+        if mb <= 0:
+            return
+        tool = Histfs(self.work / "big")
+        tool.fresh()
+        src = tool.work / "src"
+        src.mkdir()
+        make_big_file(src / "dump.sql", mb << 20)
+        config = tool.work / "big.toml"
+        config.write_text(f'[[part]]\nname = "dump"\npath = "{src}"\nchunk_size = "1MiB"\n')
+        run_timed([tool.exe, "backup", "--repo", str(tool.repo), "--host", "bench", "--quiet",
+                   "--config", str(config)], env=tool.env)
+        shutil.rmtree(src)
+        rates = []
+        try:
+            tool.mount()
+            path = tool.snapshot_dir() / "dump" / "dump.sql"
+            for _ in range(self.args.repeat):
+                drop_caches()
+                rates.append((mb << 20) / read_file(path) / 1e6)
+            self.record(f"{mb} MiB file of 1 MiB chunks, cold read", "MB/s", tool,
+                        median(rates))
+            self.record("mount peak RSS after it", "MB", tool, tool.mount_rss())
+        finally:
+            tool.unmount()
+
+    def request_step(self) -> None:
+        """Kernel requests of histfs's mount per reader, over `last/mail`."""
+        tool = next(t for t in self.tools if isinstance(t, Histfs))
+        tool.unmount()
+        self.requests = count_requests([tool.exe], tool.env, tool.repo, "bench", "last/mail",
+                                       tool.work)
+        print(request_table(self.requests), file=sys.stderr)
 
     def mount_steps(self, size: int) -> None:
         a = self.args
@@ -466,6 +525,116 @@ class Bench:
             tool.unmount()
         if not self.args.keep:
             shutil.rmtree(self.work, ignore_errors=True)
+
+
+# -- kernel requests ------------------------------------------------------
+
+OPCODES = {"lookup": "LOOKUP", "getattr": "GETATTR", "open": "OPEN", "read": "READ",
+           "flush": "FLUSH", "release": "RELEASE", "getxattr": "GETXATTR",
+           "listxattr": "LISTXATTR", "opendir": "OPENDIR", "readdir": "READDIRPLUS",
+           "releasedir": "RELEASEDIR", "readlink": "READLINK", "forget": "FORGET",
+           "statfs": "STATFS", "access": "ACCESS"}
+"""The handlers that `histfs mount --debug` logs, one line a request, by the
+name of the kernel's request (readdir answers READDIRPLUS; one FORGET line
+may carry a batch)."""
+
+# A request line ends with its arguments; the line logged when it fails
+# ends with the error's text instead.
+_REQUEST_LINE = re.compile(rb" DEBUG ([a-z]+)\(.*\)$")
+
+WALKS: dict[str, str] = {
+    "tar": "tar -cf - -C {parent} {name} | cat >/dev/null",
+    "cp -a": "cp -a {src} {dst}",
+    "rsync -aHAX": "rsync -aHAX {src} {dst}",
+    "find": "find {src} >/dev/null",
+}
+"""The readers the request table is made with, as shell commands."""
+
+
+def request_counts(log: bytes) -> Counter[str]:
+    """Kernel requests per opcode in (part of) a `histfs mount --debug` log."""
+    counts: Counter[str] = Counter()
+    for line in log.splitlines():
+        m = _REQUEST_LINE.search(line)
+        if m is not None:
+            opcode = OPCODES.get(m.group(1).decode())
+            if opcode is not None:
+                counts[opcode] += 1
+    return counts
+
+
+def _settled(log: Path, quiet: float = 0.3, limit: float = 10.0) -> bytes:
+    """The log once it stopped growing (RELEASE and FORGET are not waited
+    for by the reader)."""
+    deadline = time.monotonic() + limit
+    size = -1
+    while time.monotonic() < deadline:
+        now = log.stat().st_size
+        if now == size:
+            break
+        size = now
+        time.sleep(quiet)
+    return log.read_bytes()
+
+
+def count_requests(exe: list[str], env: dict[str, str], repo: Path, host: str | None,
+                   subtree: str, work: Path, walks: dict[str, str] | None = None
+                   ) -> dict[str, tuple[Counter[str], int]]:
+    """For each reader of `walks` (default `WALKS`): mount `repo` afresh with
+    --debug, drop the page cache, let the reader walk `subtree` (a path
+    below the mount point) and count the requests it caused. The result
+    maps each reader to (requests per opcode, entries walked)."""
+    out: dict[str, tuple[Counter[str], int]] = {}
+    mnt = work / "requests-mnt"
+    for label, template in (walks or WALKS).items():
+        mnt.mkdir(parents=True, exist_ok=True)
+        log = work / "requests.log"
+        log.write_bytes(b"")
+        proc = subprocess.Popen(
+            [*exe, "mount", "--foreground", "--debug", "--log-file", str(log),
+             "--repo", str(repo), *(["--host", host] if host else []), str(mnt)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.ismount(mnt):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the mount did not come up: {log.read_text()}")
+                time.sleep(0.02)
+            drop_caches()
+            src = mnt / subtree
+            dst = work / "requests-copy"
+            shutil.rmtree(dst, ignore_errors=True)
+            dst.mkdir()
+            before = len(_settled(log))
+            cmd = template.format(parent=shlex.quote(str(src.parent)),
+                                  name=shlex.quote(src.name), src=shlex.quote(str(src)),
+                                  dst=shlex.quote(str(dst)))
+            subprocess.run(cmd, shell=True, check=True, stderr=subprocess.DEVNULL)
+            counts = request_counts(_settled(log)[before:])
+            entries = int(subprocess.run(f"find {shlex.quote(str(src))} | wc -l", shell=True,
+                                         capture_output=True, check=True).stdout)
+            out[label] = (counts, entries)
+            shutil.rmtree(dst, ignore_errors=True)
+        finally:
+            if os.path.ismount(mnt):
+                subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return out
+
+
+def request_table(counts: dict[str, tuple[Counter[str], int]]) -> str:
+    """Requests per entry walked, an opcode a row, a reader a column."""
+    opcodes = [op for op in OPCODES.values() if any(c[op] for c, _ in counts.values())]
+    rows = [["requests per entry", *counts], ["---"] * (len(counts) + 1)]
+    for op in opcodes:
+        rows.append([op, *(f"{c[op] / max(n, 1):.2f}" for c, n in counts.values())])
+    rows.append(["all", *(f"{sum(c.values()) / max(n, 1):.2f}" for c, n in counts.values())])
+    rows.append(["entries walked", *(str(n) for _, n in counts.values())])
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
 # -- scale test -------------------------------------------------------------
@@ -571,6 +740,11 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--dir", help="where to work (default: the system's temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--borg", help="borg's command, if not on the PATH or beside python")
+    ap.add_argument("--big-mb", type=int, default=1024,
+                    help="size of the file of 1 MiB chunks read cold (histfs), 0 to skip")
+    ap.add_argument("--requests", action="store_true",
+                    help="instead: only the table of kernel requests per reader (histfs)")
     ap.add_argument("--scale-test", action="store_true",
                     help="instead: how histfs's costs grow with files and snapshots")
     ap.add_argument("--scale-files", type=int, default=1_000_000,
@@ -578,23 +752,41 @@ def main() -> int:
     ap.add_argument("--snapshots", type=int, default=100,
                     help="snapshots of a second host in the scale test (default 100)")
     args = ap.parse_args()
+    global BORG
+    BORG = args.borg
     if args.scale_test:
         scale_test(args)
         return 0
     args.peers = [p for p in args.peers.split(",") if p]
+    if args.requests:
+        args.peers = []
     bench = Bench(args)
     try:
-        bench.run()
+        if args.requests:
+            bench.gen(0)
+            bench.tools[0].fresh()
+            bench.tools[0].backup(bench.corpus)
+            bench.request_step()
+        else:
+            bench.run()
     finally:
         bench.cleanup()
+    if args.requests:
+        print(f"\nhistfs kernel requests, scale {args.scale}, {time.strftime('%Y-%m-%d')}\n")
+        print(request_table(bench.requests))
+        return 0
     print(f"\nhistfs benchmark, scale {args.scale}, {args.repeat} repeats, "
           f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores\n")
     print(bench.table())
     print("\nratios: histfs/peer; below 1 is better for s and MB, above 1 for rates.")
+    print(f"\nhistfs kernel requests per entry of last/mail, each reader on a fresh "
+          f"mount, page cache dropped\n\n{request_table(bench.requests)}")
     if args.json:
+        requests = {reader: [dict(counts), entries]
+                    for reader, (counts, entries) in bench.requests.items()}
         args.json.write_text(json.dumps({"scale": args.scale, "repeat": args.repeat,
-                                         "results": bench.results, "units": bench.units},
-                                        indent=2))
+                                         "results": bench.results, "units": bench.units,
+                                         "requests": requests}, indent=2))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import lmdb
 import pytest
 
 from index.format import codec
+from index.format.compressed_index import MAGIC as COMPRESSED_MAGIC
+from index.format.compressed_index import compress_index, decode_file, is_compressed
 from index.format.snapshot_format import DB_META, META_KEY
 from index.model.repository import Repository
 
@@ -108,17 +111,42 @@ def copy_snapshot_index(source: Path, target: Path) -> None:
     set_snapshot_place(target, target.parent.name, target.name.removesuffix(".idx"))
 
 
+@contextlib.contextmanager
+def plain_index(index: Path, write: bool = False) -> Iterator[Path]:
+    """The LMDB file of an unencrypted stored index: the file itself when it
+    is plain (format 1), else a decompressed copy beside it. `write`: the
+    copy is compressed back into the stored file's place when the block
+    ends (by a rename, as histfs publishes)."""
+    with open(index, "rb") as f:
+        if not is_compressed(f.read(len(COMPRESSED_MAGIC))):
+            yield index
+            return
+    plain = index.with_name(f".{index.name}.plain")
+    try:
+        with open(index, "rb") as stored, open(plain, "wb") as out:
+            decode_file(stored, out, str(index), compressed_allowed=True)
+        yield plain
+        if write:
+            packed = index.with_name(f".{index.name}.packed")
+            with open(plain, "rb") as f, open(packed, "wb") as out:
+                compress_index(f, out)
+            os.replace(packed, index)
+    finally:
+        plain.unlink(missing_ok=True)
+
+
 def set_snapshot_place(index: Path, host: str, name: str) -> None:
     """Rewrite the host and name in the metadata of an unencrypted index."""
-    env = lmdb.open(str(index), subdir=False, max_dbs=8, lock=False)
-    try:
-        with env.begin(write=True) as txn:
-            db = env.open_db(DB_META, txn=txn, create=False)
-            meta = codec.unpack(txn.get(META_KEY, db=db))
-            meta["host"], meta["name"] = host, name
-            txn.put(META_KEY, codec.pack(meta), db=db)
-    finally:
-        env.close()
+    with plain_index(index, write=True) as plain:
+        env = lmdb.open(str(plain), subdir=False, max_dbs=8, lock=False)
+        try:
+            with env.begin(write=True) as txn:
+                db = env.open_db(DB_META, txn=txn, create=False)
+                meta = codec.unpack(txn.get(META_KEY, db=db))
+                meta["host"], meta["name"] = host, name
+                txn.put(META_KEY, codec.pack(meta), db=db)
+        finally:
+            env.close()
 
 
 class Mount:

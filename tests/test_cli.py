@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from index.errors import PathNotFound
+from index.format.config import FORMAT_VERSION
 from index.format.types import Kind
 from index.model.repository import Repository, SnapshotRef
 from index.model.snapshot_reader import SnapshotReader
@@ -166,12 +167,12 @@ def test_repository_of_a_newer_format(command: str, tmp_path: Path, src: Path) -
     Repository.init(tmp_path / "repo").close()
     config_file = tmp_path / "repo" / "config"
     doc = json.loads(config_file.read_text())
-    assert doc["version"] == 1
-    doc["version"] = 3
+    assert doc["version"] == FORMAT_VERSION
+    doc["version"] = FORMAT_VERSION + 1
     config_file.write_text(json.dumps(doc))
     extra = ["--host", "mx1", f"mail={src}"] if command == "backup" else []
     proc = histfs(command, "--repo", str(tmp_path / "repo"), *extra)
-    assert_error(proc, "format 3", "newer", "upgrade")
+    assert_error(proc, f"format {FORMAT_VERSION + 1}", "newer", "upgrade")
     assert not (tmp_path / "repo" / "snapshots" / "mx1").exists()
 
 

@@ -55,16 +55,20 @@ class RandomKiller:
     """Runs a command and SIGKILLs it at a random moment of its run: the
     delay is drawn up to the duration of its last uninterrupted run (prune
     and gc of a small repository take a few tenths of a second, most of it
-    starting Python), so kills land in every phase, and some runs finish."""
+    starting Python), so kills land in every phase, and some runs finish.
+    Until one has finished, each kill makes the guess longer: on a loaded
+    machine starting Python alone can take longer than the first guess."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.duration: dict[str, float] = {}
+        self.guess: dict[str, float] = {}
         self.killed: dict[str, int] = {}
 
     def run(self, *args: str) -> None:
         command = args[0]
-        delay = self.rng.uniform(0.05, self.duration.get(command, 0.3) * 1.1)
+        longest = self.duration.get(command) or self.guess.get(command, 0.3)
+        delay = self.rng.uniform(0.05, longest * 1.1)
         start = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "histfs", *args],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -78,6 +82,7 @@ class RandomKiller:
             self.duration[command] = time.monotonic() - start
         else:
             self.killed[command] = self.killed.get(command, 0) + 1
+            self.guess[command] = longest * 1.5
 
 
 def _trials(tmp_path: Path, trials: int, seed: int, figures) -> None:
@@ -106,9 +111,10 @@ def _trials(tmp_path: Path, trials: int, seed: int, figures) -> None:
     assert _verify(repo, states) == 4
     killed = killer.killed
     assert killed.get("gc", 0) > 0 and killed.get("prune", 0) > 0, killed
+    finished = (f"finished the others, up to {max(killer.duration.values()):.2f} s"
+                if killer.duration else "none finished")
     figures(f"{trials} trials: prune killed {killed['prune']} times, gc killed "
-            f"{killed['gc']} times (finished the others, up to "
-            f"{max(killer.duration.values()):.2f} s); check and exact reads "
+            f"{killed['gc']} times ({finished}); check and exact reads "
             "of every listed snapshot after each")
 
 

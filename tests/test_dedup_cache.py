@@ -32,7 +32,7 @@ from index.model.repository import Repository
 from index.model.snapshot_reader import SnapshotReader
 from index.store.local_storage import LocalStorage
 from index.store.packs import list_packs
-from tests.conftest import histfs, reap
+from tests.conftest import histfs, plain_index, reap
 
 HOST = "mx1"
 BIG = os.urandom(400_000)
@@ -66,7 +66,7 @@ def _pack_of_big(repo: Path, snapshot: str) -> Path:
 
 def _packs_named_by(repo: Path, snapshot: str) -> set[str]:
     path = repo / "snapshots" / HOST / f"{snapshot}.idx"
-    with SnapshotReader(path) as snap:
+    with plain_index(path) as plain, SnapshotReader(plain) as snap:
         return {loc.pack_id.hex() for _, loc in snap.chunk_ids()}
 
 

@@ -96,7 +96,7 @@ def test_round_trip_through_restore_mount_and_check(
         mount_repo: Callable[..., Mount]) -> None:
     repo, src = encrypted
     config = json.loads((repo / "config").read_text())
-    assert config["encryption"] == "repokey-aes-256-gcm" and config["version"] == 2
+    assert config["encryption"] == "repokey-aes-256-gcm" and config["version"] == 3
     assert "chunk_id_key" not in config and "seed" not in config["chunker"]
     histfs("check", "--repo", str(repo), "--read-data", check=0)
     target = tmp_path / "restored"
@@ -440,7 +440,7 @@ def test_unencrypted_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     src = make_source(tmp_path / "src")
     repo = tmp_path / "repo"
     histfs("init", "--encryption", "none", str(repo), check=0)
-    assert json.loads((repo / "config").read_text())["version"] == 1
+    assert json.loads((repo / "config").read_text())["version"] == 3
     assert not (repo / KEY_FILE).exists()
     histfs("backup", "--repo", str(repo), "--host", HOST, "--compression", "0", f"mail={src}",
            check=0)

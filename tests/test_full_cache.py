@@ -129,7 +129,9 @@ def test_cache_fills_during_the_backup(tmp_path: Path, tmpfs: Callable[[str, str
     env = {"HISTFS_CACHE_DIR": str(cache)}
     histfs("init", "--encryption", "none", str(repo), check=0)
     histfs("backup", "--repo", str(repo), "--host", "mx1", f"mail={src}", env=env, check=0)
-    index_size = sum(p.stat().st_size for p in (repo / "snapshots" / "mx1").iterdir())
+    # The index's LMDB file, as the cache keeps it (stored compressed).
+    (copy,) = cache.rglob("indexes/mx1/*.idx")
+    index_size = copy.stat().st_size
     assert index_size > 256 * 1024, index_size
 
     # Staging takes about half an index's size; then the index is built
@@ -168,7 +170,7 @@ def test_writes_beyond_the_reservation_fail_cleanly(tmp_path: Path,
 
     cache = tmpfs("cache", "1m")
     monkeypatch.setattr(Reservation, "ensure", lambda self, upcoming: None)
-    staging = Staging(cache / "staging.lmdb")
+    staging = Staging(cache / "staging-1-0.lmdb")
     entry = StagedEntry.from_stat(Kind.REGULAR, os.lstat(tmp_path))
     entry.data = b"x" * 200
     with pytest.raises(CacheFull) as failed:

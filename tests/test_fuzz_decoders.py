@@ -17,6 +17,7 @@ what histfs can validate; the records stored in them are fuzzed instead.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -36,7 +37,8 @@ from hypothesis import strategies as st
 
 from histfs.config import FileConfig, load_config
 from index.errors import HistfsError
-from index.format import blob, codec
+from index.format import blob, codec, compressed_index
+from index.format.compressed_index import compress_index
 from index.format.config import RepoConfig
 from index.format.names import is_snapshot_name, snapshot_sort_key, snapshot_time
 from index.format.pack import PACK_TRAILER, PackedChunk, read_pack_table, read_table
@@ -546,6 +548,83 @@ def test_snapshot_index_of_random_bytes(tmp_path):
         path.write_bytes(os.urandom(i * 409))
         reader = feed("SnapshotReader", SnapshotReader, path)
         assert reader is None
+
+
+# --- compressed snapshot indexes --------------------------------------------
+
+class _Counted:
+    """A sink that only counts what a decoder writes."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes) -> int:
+        self.n += len(data)
+        return len(data)
+
+
+@pytest.fixture(scope="module")
+def compressed_seeds(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[bytes, int]]:
+    """The kept v1 indexes compressed, each with its plain size."""
+    found = []
+    for idx in sorted(V1.glob("snapshots/*/*.idx")):
+        out = io.BytesIO()
+        with open(idx, "rb") as f:
+            compress_index(f, out)
+        found.append((out.getvalue(), idx.stat().st_size))
+    return found
+
+
+def check_compressed(data: bytes, plain_size: int | None = None) -> None:
+    """Decode `data` as a stored index; what comes out is bounded by what the
+    input can hold, and a whole (compressed) decode gives `plain_size`."""
+    sink = _Counted()
+    decoder = compressed_index.IndexDecoder(sink, "snapshot index fuzz.idx")
+
+    def decode() -> bool:
+        decoder.write(data)
+        decoder.finish()
+        return True
+
+    if feed("compressed_index.IndexDecoder", decode) and decoder.compressed \
+            and plain_size is not None:
+        assert sink.n == plain_size
+    assert sink.n <= max(len(data), len(data) * compressed_index.MAX_RATIO)
+
+
+@pytest.mark.timeout(60)
+@fuzz(300)
+@given(raw=st.binary(max_size=300), magic=st.booleans())
+def test_compressed_index_random_bytes(raw, magic):
+    check_compressed(compressed_index.MAGIC + raw if magic else raw)
+
+
+@pytest.mark.timeout(120)
+@fuzz(300)
+@given(data=st.data())
+def test_compressed_index_mutated(compressed_seeds, data):
+    valid, plain_size = data.draw(st.sampled_from(compressed_seeds))
+    mutant = data.draw(mutated([valid]))
+    check_compressed(mutant, plain_size if mutant == valid else None)
+
+
+@pytest.mark.timeout(60)
+@fuzz(100)
+@given(claim=st.one_of(st.sampled_from(EXTREMES), st.integers(0, (1 << 64) - 1)),
+       frame_claim=st.one_of(st.sampled_from(EXTREMES), st.integers(0, (1 << 64) - 1)))
+def test_compressed_index_size_claims_are_bounded(compressed_seeds, claim, frame_claim):
+    """Any declared sizes, in the header or the zstd frame: memory stays
+    within the decoder's window and nothing is written past the claim."""
+    valid, _ = compressed_seeds[0]
+    header = bytearray(valid[: compressed_index.HEADER.size])
+    header[16:32] = struct.pack("<QQ", claim, frame_claim)
+    tracemalloc.start()
+    try:
+        check_compressed(bytes(header) + valid[compressed_index.HEADER.size :])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= compressed_index.MAX_WINDOW + (4 << 20)
 
 
 # --- repository config ----------------------------------------------------

@@ -53,7 +53,7 @@ from index.format.snapshot_format import (
 )
 from index.format.types import ROOT_ID, Kind
 from index.model.repository import Repository, SnapshotRef
-from tests.conftest import backup_json, histfs, set_snapshot_place
+from tests.conftest import backup_json, histfs, plain_index, set_snapshot_place
 from tests.trees import GIB, make_awkward_tree, source_state, without_ctime
 
 HOSTILE_NAME = "2030-01-01T000000Z"
@@ -78,7 +78,8 @@ def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
 
 def tree_listing(root: Path, *skip: Path) -> dict[str, tuple[int, int, int]]:
     """Every path below `root` (not below any of `skip`) with type, size and
-    mtime."""
+    mtime. (Tests skip the local cache: histfs keeps copies of the indexes
+    it reads there.)"""
     found: dict[str, tuple[int, int, int]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if Path(dirpath, d) not in skip]
@@ -141,14 +142,15 @@ def craft_snapshot(repo: Repository, edit: Callable[[lmdb.Transaction, Any, Any]
     source = repo.root / ref.relpath
     copy = source.with_name(f"{HOSTILE_NAME}.idx")
     shutil.copyfile(source, copy)
-    env = lmdb.open(str(copy), subdir=False, max_dbs=8, lock=False)
-    try:
-        with env.begin(write=True) as txn:
-            entries = env.open_db(DB_ENTRIES, txn=txn, create=False)
-            dirents = env.open_db(DB_DIRENTS, txn=txn, create=False)
-            edit(txn, entries, dirents)
-    finally:
-        env.close()
+    with plain_index(copy, write=True) as plain:
+        env = lmdb.open(str(plain), subdir=False, max_dbs=8, lock=False)
+        try:
+            with env.begin(write=True) as txn:
+                entries = env.open_db(DB_ENTRIES, txn=txn, create=False)
+                dirents = env.open_db(DB_DIRENTS, txn=txn, create=False)
+                edit(txn, entries, dirents)
+        finally:
+            env.close()
     set_snapshot_place(copy, "mx1", HOSTILE_NAME)
     return HOSTILE_NAME
 
@@ -502,7 +504,7 @@ def test_hostile_index_cannot_escape_the_target(tmp_path: Path, repo: Repository
     (box / "sentinel").write_bytes(b"sentinel\n")
     # ../../.. from target/mail is `box`: watch it, and everything else here.
     assert (target / "mail" / os.fsdecode(relative_up)).resolve() == box.resolve()
-    before = tree_listing(tmp_path, target, fresh)
+    before = tree_listing(tmp_path, tmp_path / "cache", target, fresh)
 
     proc = restore(repo.root, name, "--target", str(target))
     assert proc.returncode == 2, proc.stderr
@@ -511,7 +513,7 @@ def test_hostile_index_cannot_escape_the_target(tmp_path: Path, repo: Repository
     assert len(error_lines(proc)) == len(unsafe), proc.stderr
 
     # Nothing outside the target changed or appeared.
-    assert tree_listing(tmp_path, target, fresh) == before
+    assert tree_listing(tmp_path, tmp_path / "cache", target, fresh) == before
     assert not os.path.lexists(outside)
     # Inside: exactly the safe names; the symlinks are just symlinks.
     assert os.listdir(target) == ["mail"]
@@ -529,7 +531,7 @@ def test_hostile_index_cannot_escape_the_target(tmp_path: Path, repo: Repository
         proc = restore(repo.root, name, path, "--target", str(target), "--overwrite", check=2)
         (line,) = error_lines(proc)
         assert link in line and "not a directory" in line
-        assert tree_listing(tmp_path, target, fresh) == before
+        assert tree_listing(tmp_path, tmp_path / "cache", target, fresh) == before
         assert not os.path.lexists(outside)
         assert os.path.islink(mail / link)
 
@@ -538,7 +540,7 @@ def test_hostile_index_cannot_escape_the_target(tmp_path: Path, repo: Repository
     assert not os.path.lexists(outside)
     assert not os.path.islink(fresh / "mail/dir") and (fresh / "mail/dir").is_dir()
     assert (fresh / "mail/dir/planted").read_bytes() == b"plain\n"
-    assert tree_listing(tmp_path, target, fresh) == before
+    assert tree_listing(tmp_path, tmp_path / "cache", target, fresh) == before
 
 
 def test_directory_that_contains_itself_is_an_error_not_a_crash(tmp_path: Path,
@@ -553,9 +555,9 @@ def test_directory_that_contains_itself_is_an_error_not_a_crash(tmp_path: Path,
     name = craft_snapshot(repo, edit)
     target = tmp_path / "box" / "target"
     target.mkdir(parents=True)
-    before = tree_listing(tmp_path, target)
+    before = tree_listing(tmp_path, tmp_path / "cache", target)
     proc = histfs("restore", "--repo", str(repo.root), name, "--target", str(target))
-    assert tree_listing(tmp_path, target) == before
+    assert tree_listing(tmp_path, tmp_path / "cache", target) == before
     assert proc.returncode == 2, proc.stderr[-300:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert any("mail/dir/again" in line for line in error_lines(proc)), proc.stderr

@@ -13,13 +13,16 @@ from index.errors import FormatTooNew, RepositoryCorrupt, shown
 from index.format.blob import MAX_RAW_SIZE
 
 FORMAT_NAME = "histfs-repository"
-FORMAT_VERSION = 2
-"""Version 2 adds encryption; unencrypted repositories are still written as
-version 1 (docs/FORMAT.md, sections 1 and 14)."""
-UNENCRYPTED_VERSION = 1
+FORMAT_VERSION = 3
+"""The newest repository format this histfs reads and the one it writes
+(docs/FORMAT.md, section 1)."""
+ENCRYPTION_VERSION = 2
+"""The first version with encryption (section 14)."""
+COMPRESSED_INDEX_VERSION = 3
+"""The first version whose snapshot indexes are stored compressed
+(section 8); a repository of an earlier version keeps plain ones."""
 ENCRYPTION_NONE = "none"
 ENCRYPTION_REPOKEY = "repokey-aes-256-gcm"
-"""The newest repository format this histfs reads and the one it writes."""
 
 CONFIG_FILE = "config"
 
@@ -62,7 +65,7 @@ class RepoConfig:
         here, filled in by `with_secrets`)."""
         encrypted = encryption != ENCRYPTION_NONE
         return cls(
-            version=FORMAT_VERSION if encrypted else UNENCRYPTED_VERSION,
+            version=FORMAT_VERSION,
             repo_id=secrets.token_hex(16),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             chunk_id_key=b"" if encrypted else secrets.token_bytes(32),
@@ -134,7 +137,7 @@ class RepoConfig:
                 "which this histfs does not support; upgrade histfs"
             )
         encrypted = encryption != ENCRYPTION_NONE
-        if encrypted and version < FORMAT_VERSION:
+        if encrypted and version < ENCRYPTION_VERSION:
             raise RepositoryCorrupt(f"damaged repository config: encryption in version {version}")
         repo_id = _field(doc, "id", str)
         # The id names a directory of the local cache: nothing but hex.

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from index.errors import RepositoryCorrupt
+from index.format.types import ByteSink
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -110,7 +111,7 @@ class Cipher:
             out.write(aead.encrypt(_SEGMENT_NONCE.pack(prefix, i), data, aad))
         return prefix
 
-    def open_index(self, sealed: BinaryIO, out: BinaryIO, identity: str) -> None:
+    def open_index(self, sealed: BinaryIO, out: ByteSink, identity: str) -> None:
         """Write the plain index sealed in `sealed` to `out`; any damage,
         truncation, or a file sealed for another place raises
         `RepositoryCorrupt`."""

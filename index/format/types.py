@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NewType
+from typing import NewType, Protocol
 
 ChunkId = NewType("ChunkId", bytes)
 """32-byte keyed BLAKE3 hash of a chunk's plaintext."""
@@ -17,6 +17,13 @@ EntryId = NewType("EntryId", int)
 
 ROOT_ID = EntryId(1)
 """The entry id of a snapshot's root directory (its children are parts)."""
+
+
+class ByteSink(Protocol):
+    """Where a stream of bytes goes: a file, or a decoder taking them."""
+
+    def write(self, data: bytes, /) -> int:
+        """Take `data`; returns its length."""
 
 
 class Kind(enum.IntEnum):

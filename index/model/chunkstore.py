@@ -76,6 +76,14 @@ class ChunkStore:
         self._lock = threading.Lock()
         self.stats = ChunkStoreStats()
 
+    def limit_cache(self, cache_bytes: int) -> None:
+        """Keep at most `cache_bytes` of decoded chunks from now on."""
+        with self._lock:
+            self._cache_limit = cache_bytes
+            while self._cache_bytes > self._cache_limit and self._cache:
+                _, old = self._cache.popitem(last=False)
+                self._cache_bytes -= len(old)
+
     def _acquire(self, pack_id: PackId) -> _OpenPack:
         with self._lock:
             op = self._fds.get(pack_id)

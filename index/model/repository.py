@@ -33,7 +33,13 @@ from index.errors import (
 from index.format import keys
 from index.format.blob import ENCRYPTION_AES_256_GCM
 from index.format.blob import ENCRYPTION_NONE as ENCRYPTION_NONE_BLOB
-from index.format.config import CONFIG_FILE, ENCRYPTION_NONE, ENCRYPTION_REPOKEY, RepoConfig
+from index.format.config import (
+    COMPRESSED_INDEX_VERSION,
+    CONFIG_FILE,
+    ENCRYPTION_NONE,
+    ENCRYPTION_REPOKEY,
+    RepoConfig,
+)
 from index.format.crypto import Cipher
 from index.format.names import (
     LAST,
@@ -43,7 +49,6 @@ from index.format.names import (
     snapshot_sort_key,
     snapshot_time,
 )
-from index.format.pack import PACKS_DIR
 from index.format.snapshot_format import (
     SNAPSHOT_SUFFIX,
     SNAPSHOTS_DIR,
@@ -56,8 +61,8 @@ from index.model.index_files import IndexFiles
 from index.model.location import is_remote, open_storage
 from index.model.snapshot_reader import SnapshotReader
 from index.store.local_storage import LocalStorage
-from index.store.lock import LOCKS_DIR, RepositoryLock
-from index.store.storage import TMP_DIR, Storage
+from index.store.lock import RepositoryLock
+from index.store.storage import Storage
 
 README_TEXT = b"""This directory is a histfs backup repository.
 
@@ -103,7 +108,8 @@ class Repository:
             self.cipher = repo_secrets.cipher
         self.config = config
         self.cache = LocalCache(config.repo_id)
-        self.indexes = IndexFiles(root, self.storage, self.cipher, self.cache, self.local_root)
+        self.indexes = IndexFiles(root, self.storage, self.cipher, self.cache, self.local_root,
+                                  compress=config.version >= COMPRESSED_INDEX_VERSION)
         self._chunk_store: ChunkStore | None = None
 
     @classmethod
@@ -137,7 +143,7 @@ class Repository:
             wrapped = keys.wrap(repo_secrets, phrase, config.repo_id)
         if isinstance(storage, LocalStorage):
             Path(root).mkdir(parents=True, exist_ok=True)
-            _make_layout(storage)
+            storage.make_layout()
         storage.write_atomic("README", README_TEXT)
         if wrapped:
             storage.write_atomic(keys.KEY_FILE, wrapped)
@@ -350,30 +356,6 @@ class Repository:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _make_layout(storage: LocalStorage) -> None:
-    """The directories of a new repository, in its empty directory: each one
-    new (nothing put there meanwhile, such as a link, is used), made durable
-    once."""
-    top = storage.open_dir("")
-    try:
-        try:
-            for sub in (TMP_DIR, LOCKS_DIR, SNAPSHOTS_DIR, PACKS_DIR):
-                os.mkdir(sub, dir_fd=top)
-            packs = storage.open_dir(PACKS_DIR)
-            try:
-                for i in range(256):
-                    os.mkdir(f"{i:02x}", dir_fd=packs)
-                os.fsync(packs)
-            finally:
-                os.close(packs)
-        except FileExistsError as exc:
-            raise RepositoryExists(f"{storage.root} was not empty: {exc.filename} "
-                                   "appeared while it was being created") from None
-        os.fsync(top)
-    finally:
-        os.close(top)
 
 
 def _reason(exc: Exception) -> str:

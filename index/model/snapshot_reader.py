@@ -54,7 +54,7 @@ def assemble(pieces: list[Piece], fetch: Callable[[ChunkId, ChunkLocation], byte
     """The bytes of a read from its pieces, with `fetch` giving each chunk
     decoded; None as soon as `fetch` does (a chunk its reader would have to
     wait for)."""
-    out: list[bytes] = []
+    out: list[bytes | memoryview] = []
     for p in pieces:
         if p.chunk is None:
             out.append(bytes(p.length))
@@ -62,7 +62,10 @@ def assemble(pieces: list[Piece], fetch: Callable[[ChunkId, ChunkLocation], byte
         data = fetch(*p.chunk)
         if data is None:
             return None
-        out.append(data[p.lo : p.lo + p.length])
+        # A view: the join below is then the only copy of a partial chunk
+        # (a whole chunk alone is returned as it is).
+        whole = p.lo == 0 and p.length == len(data)
+        out.append(data if whole else memoryview(data)[p.lo : p.lo + p.length])
     return b"".join(out)
 
 

@@ -20,29 +20,16 @@ import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
-from index.errors import RepositoryCorrupt
+from index.errors import RepositoryCorrupt, RepositoryExists
 from index.format import layout
-from index.format.layout import Expect
-from index.store.safe_dir import NEW_FILE_FLAGS, SafeDirectory
+from index.format.layout import TMP_DIR, Expect
+from index.format.pack import PACKS_DIR
+from index.format.snapshot_format import SNAPSHOTS_DIR
+from index.store.local_files import LocalRangeReader, PendingFile
+from index.store.lock import LOCKS_DIR
+from index.store.safe_dir import SafeDirectory
 from index.store.storage import WriteFailed, copy_all, replacing
-
-
-class LocalRangeReader:
-    """Byte ranges of a local file, through one descriptor (which it owns)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def pread(self, size: int, offset: int) -> bytes:
-        """`size` bytes at `offset` (fewer at the end of the file)."""
-        return os.pread(self.fd, size, offset)
-
-    def close(self) -> None:
-        """Close the descriptor."""
-        os.close(self.fd)
-
 
 MAX_READ = 64 * 1024 * 1024
 """Largest file `read` returns whole: configs, keys, holds, garbage lists
@@ -50,58 +37,31 @@ and locks are far smaller; a larger one is damaged, not a reason to run out
 of memory."""
 
 
-class PendingFile:
-    """A file being written under a temporary name in `tmp/`; `commit`
-    publishes it."""
-
-    def __init__(self, storage: LocalStorage, mode: int = 0o666) -> None:
-        self._storage = storage
-        self._name = f".{secrets.token_hex(12)}.tmp"
-        self.tmp_path = storage.root / layout.TMP_DIR / self._name
-        # Held open until the end: the file is renamed from this very
-        # directory, whatever happens to the name tmp/ meanwhile.
-        self._dir = storage.open_dir(layout.TMP_DIR, create=True)
-        try:
-            fd = os.open(self._name, NEW_FILE_FLAGS, mode, dir_fd=self._dir)
-            if mode != 0o666:
-                os.fchmod(fd, mode)
-            self.file: BinaryIO = os.fdopen(fd, "w+b")
-        except BaseException:
-            os.close(self._dir)
-            raise
-
-    def sync(self) -> None:
-        """Make the data written so far durable."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def commit(self, relpath: str) -> None:
-        """fsync the data, rename it to `relpath`, fsync the directory."""
-        self.sync()
-        self.file.close()
-        self._storage.check_name(relpath, Expect.FILE)
-        parent, name = self._storage.open_parent(relpath, create=True)
-        try:
-            os.rename(self._name, name, src_dir_fd=self._dir, dst_dir_fd=parent)
-            os.fsync(parent)
-        finally:
-            os.close(parent)
-        os.close(self._dir)
-        self._dir = -1
-
-    def abort(self) -> None:
-        """Drop the temporary file."""
-        if not self.file.closed:
-            self.file.close()
-        if self._dir >= 0:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._name, dir_fd=self._dir)
-            os.close(self._dir)
-            self._dir = -1
-
-
 class LocalStorage(SafeDirectory):
     """A repository directory on a local disk or an NFS share."""
+
+    def make_layout(self) -> None:
+        """The directories of a new repository, in its empty directory: each one
+        new (nothing put there meanwhile, such as a link, is used), made durable
+        once."""
+        top = self.open_dir("")
+        try:
+            try:
+                for sub in (TMP_DIR, LOCKS_DIR, SNAPSHOTS_DIR, PACKS_DIR):
+                    os.mkdir(sub, dir_fd=top)
+                packs = self.open_dir(PACKS_DIR)
+                try:
+                    for i in range(256):
+                        os.mkdir(f"{i:02x}", dir_fd=packs)
+                    os.fsync(packs)
+                finally:
+                    os.close(packs)
+            except FileExistsError as exc:
+                raise RepositoryExists(f"{self.root} was not empty: {exc.filename} "
+                                       "appeared while it was being created") from None
+            os.fsync(top)
+        finally:
+            os.close(top)
 
     # -- the storage interface ------------------------------------------------
 

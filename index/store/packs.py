@@ -25,7 +25,7 @@ from index.format.pack import (
     read_table_with,
 )
 from index.format.types import ChunkId, PackId
-from index.store.local_storage import LocalRangeReader
+from index.store.local_files import LocalRangeReader
 from index.store.storage import PendingWrite, RangeReader, Storage
 
 

@@ -22,7 +22,7 @@ from index.store.mapped_pages import drop_pages, mapped_ranges
 _PERIOD = 0.01
 """Seconds between looks at the mapped pages: the compacting copy of an
 index maps a few hundred MB a second."""
-_BOUND = 8 << 20
+_BOUND = 32 << 20
 """Bytes of mapped file pages above the program's own at which the pages
 of the watched files are handed back."""
 

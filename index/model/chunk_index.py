@@ -33,7 +33,7 @@ _WHAT = "the deduplication index"
 # bytes, in pages that splits leave half full.
 _ROW_BYTES = 2 * 64
 _SPARE = 1 << 16
-_ROWS_PER_TXN = 2048
+_ROWS_PER_TXN = 256
 # The record of a pack whose chunks are being added: no size (see add_pack).
 _ADDING = b"adding"
 

@@ -31,8 +31,10 @@ from writer.staging import SEP, Carried, StagedEntry, Staging
 from writer.stats import BackupStats
 
 _RESCAN_ROUNDS = 10
-# Unchanged files staged as one record at most (CarriedRun).
+# Unchanged files staged as one record at most (Carried.encode_run).
 _RUN_FILES = 1000
+# Chunk ids looked up in the chunk index at a time.
+_CHUNK_BATCH = 4096
 # File systems stamp mtimes from a coarse clock (one tick is 1-10 ms): a
 # directory changed in the tick in which it was listed keeps its mtime.
 _RACY_NS = 50_000_000
@@ -110,15 +112,24 @@ class Previous:
         return file
 
     def _lost_chunks(self) -> set[ChunkId]:
-        """Chunks the snapshot names in packs the chunk index no longer
-        knows, and that it does not know elsewhere either: one pass over
-        the snapshot's chunk table instead of a lookup per file."""
+        """Chunks of the snapshot that the chunk index does not hold (any
+        more): one pass over the snapshot's chunk table, looked up a few
+        thousand at a time in key order, instead of lookups per file."""
         if self._lost is None:
             assert self.snapshot is not None
-            elsewhere = carried.chunks_outside(self.snapshot.chunk_rows(),
-                                               self.chunk_index.known_packs())
-            self._lost = {cid for cid in elsewhere if self.chunk_index.get(cid) is None}
+            self._lost = set()
+            batch: list[ChunkId] = []
+            for cid, _ in self.snapshot.chunk_rows():
+                batch.append(ChunkId(cid))
+                if len(batch) == _CHUNK_BATCH:
+                    self._lost.update(self._not_held(batch))
+                    batch = []
+            self._lost.update(self._not_held(batch))
         return self._lost
+
+    def _not_held(self, cids: list[ChunkId]) -> list[ChunkId]:
+        held = self.chunk_index.get_many_raw(cids)
+        return [cid for cid in cids if cid not in held]
 
     def lookup(self, parent_id: EntryId | None, name: bytes) -> EntryId | None:
         """The id of `name` in directory `parent_id` of the previous snapshot."""

@@ -14,8 +14,7 @@ caller then decodes it as usual.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable
 from typing import NamedTuple
 
 import msgpack
@@ -181,12 +180,3 @@ def extent_chunk(value: bytes) -> ChunkId | None:
 def location_pack(value: bytes) -> PackId | None:
     """The pack a `chunks` value places its chunk in (None: not a location)."""
     return PackId(value[:_PACK_ID_LEN]) if len(value) == CHUNK_LOCATION.size else None
-
-
-def chunks_outside(rows: Iterable[tuple[bytes, bytes]], packs: AbstractSet[bytes]
-                   ) -> list[ChunkId]:
-    """The chunks of `chunks` rows (id, location) that are not placed in
-    one of `packs`."""
-    size = CHUNK_LOCATION.size
-    return [ChunkId(cid) for cid, value in rows
-            if len(value) != size or value[:_PACK_ID_LEN] not in packs]

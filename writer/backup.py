@@ -33,10 +33,11 @@ from writer.index_builder import BuildResult, IndexBuilder, publish
 from writer.mapped_memory import MappedMemory
 from writer.packer import ChunkSink
 from writer.parts import Part, check_part_sizes, check_parts
+from writer.previous import Previous
 from writer.staging import SEP, StagedEntry, Staging
 from writer.stats import BackupStats
 from writer.testpoints import crash_point, pause_point
-from writer.walk import Previous, Walker
+from writer.walk import Walker
 
 VERSION = "0.1.0"
 

@@ -1,5 +1,5 @@
 """What the commands read from their arguments alike: the configuration
-file, the repository (and its passphrase), the host, seconds."""
+file, the repository (and its passphrase), the host, amounts."""
 
 from __future__ import annotations
 
@@ -49,8 +49,13 @@ def only_host(repo: Repository) -> str:
 
 
 def seconds(value: float, option: str) -> float:
-    """A time in seconds from the command line: finite and not negative
-    (float() also reads "nan", "inf" and "-1")."""
+    """A time in seconds from the command line (see `not_negative`)."""
+    return not_negative(value, option, "seconds")
+
+
+def not_negative(value: float, option: str, unit: str) -> float:
+    """An amount from the command line: finite and not negative (float()
+    also reads "nan", "inf" and "-1")."""
     if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{option}: expected seconds, 0 or more, got {value}")
+        raise ConfigError(f"{option}: expected {unit}, 0 or more, got {value}")
     return value

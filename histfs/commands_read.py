@@ -13,7 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from histfs import log
-from histfs.arguments import file_config, only_host, open_repository, repo_location
+from histfs.arguments import (
+    file_config,
+    not_negative,
+    only_host,
+    open_repository,
+    repo_location,
+)
 from histfs.exit_status import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS
 from histfs.output import Progress, human_bytes
 from index.errors import ConfigError, SnapshotDamaged
@@ -171,15 +177,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         allow_other=args.allow_other, last_symlink=args.last_symlink, debug=args.debug,
         foreground=args.foreground, log_file=Path(args.log_file) if args.log_file else None,
         pid_file=Path(args.pid_file) if args.pid_file else None,
-        cache_mb=_cache_mb(args.cache_mb),
+        cache_mb=int(not_negative(args.cache_mb, "--cache-mb", "MiB")),
         passphrase=asked_for(location),
     ))
-
-
-def _cache_mb(value: int) -> int:
-    if value < 0:
-        raise ConfigError(f"--cache-mb: expected MiB, 0 or more, got {value}")
-    return value
 
 
 def cmd_umount(args: argparse.Namespace) -> int:

@@ -567,6 +567,14 @@ def test_durations_must_be_finite_and_not_negative(args: list[str], repo: Reposi
     assert repo.snapshots() == []
 
 
+def test_a_negative_mount_cache_is_refused(repo: Repository, tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = histfs("mount", "--repo", str(repo.root), "--cache-mb", "-1", str(mnt))
+    assert_error(proc, "--cache-mb: expected MiB, 0 or more, got -1")
+    assert not os.path.ismount(mnt)
+
+
 def test_hook_timeout_of_zero_is_refused(repo: Repository, src: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "histfs.toml", f'repository = "{repo.root}"\n'
                        '[hooks]\nbefore = "true"\ntimeout = "0s"\n')

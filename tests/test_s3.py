@@ -169,6 +169,35 @@ def test_bucket_problems_are_one_line_errors(bucket: str, tmp_path: Path) -> Non
     assert proc.returncode == 2 and "no histfs repository" in proc.stderr, proc.stderr
 
 
+@pytest.mark.timeout(120)
+def test_a_sealed_index_in_a_bucket_said_to_be_clear_is_refused(
+        bucket: str, tmp_path: Path, s3_server: str) -> None:
+    """The config object replaced by a clear one and the key object deleted:
+    the snapshot index, downloaded into an empty cache, is still sealed,
+    and restore refuses it rather than reading it as plain data."""
+    from index.format.config import RepoConfig
+    from index.format.keys import KEY_FILE
+
+    url = f"s3://{bucket}/repo"
+    src = make_tree(tmp_path / "src")
+    histfs("init", "--encryption", "repokey", url, check=0)
+    histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
+    client = boto3.client("s3", endpoint_url=s3_server)
+    real = json.loads(client.get_object(Bucket=bucket, Key="repo/config")["Body"].read())
+    fake = json.loads(RepoConfig.new().to_json())
+    fake["id"] = real["id"]
+    client.put_object(Bucket=bucket, Key="repo/config", Body=json.dumps(fake).encode())
+    client.delete_object(Bucket=bucket, Key=f"repo/{KEY_FILE}")
+    fresh = tmp_path / "fresh-cache"
+    fresh.mkdir()
+    proc = histfs("restore", "--repo", url, "last", "--target", str(tmp_path / "out"),
+                  env={"HISTFS_CACHE_DIR": str(fresh)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    error = proc.stderr.splitlines()[-1]
+    assert "snapshot index" in error and "is encrypted" in error, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # -- faults between histfs and the bucket ----------------------------------------
 
 

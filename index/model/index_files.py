@@ -103,7 +103,8 @@ class IndexFiles:
                         stored_fd = None
                         with os.fdopen(open_private(tmp), "wb") as out:
                             if self._cipher is None:
-                                self._check_clear(stored, relpath)
+                                if spool is not None:  # open() checked a local one
+                                    self._check_clear(stored, relpath)
                                 decode_file(stored, out, name, self._compress)
                             else:
                                 # The sealed header says how much comes out.

@@ -18,8 +18,9 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from index.errors import RepositoryCorrupt, RepositoryExists
 from index.format import layout
@@ -30,6 +31,8 @@ from index.store.local_files import LocalRangeReader, PendingFile
 from index.store.lock import LOCKS_DIR
 from index.store.safe_dir import SafeDirectory
 from index.store.storage import WriteFailed, copy_all, replacing
+
+T = TypeVar("T")
 
 MAX_READ = 64 * 1024 * 1024
 """Largest file `read` returns whole: configs, keys, holds, garbage lists
@@ -251,11 +254,44 @@ class LocalStorage(SafeDirectory):
         """The names of the format in a directory, each checked to be of its
         type (`UnexpectedFile` if not); none if the directory is absent.
         Hidden names (temporary files) are left out."""
+        def named(fd: int, entry: os.DirEntry[str], child: str, want: Expect) -> str:
+            ok = (entry.is_dir(follow_symlinks=False) if want is Expect.DIRECTORY
+                  else entry.is_file(follow_symlinks=False))
+            if not ok:
+                raise self._unexpected(fd, entry.name, child, want)
+            return entry.name
+
+        yield from self._scan(relpath, named)
+
+    def list_sizes(self, relpath: str) -> Iterator[tuple[str, int]]:
+        """The files of the format in a directory and their sizes, each
+        checked to be a regular file (`UnexpectedFile` if not); none if the
+        directory is absent."""
+        def sized(fd: int, entry: os.DirEntry[str], child: str,
+                  want: Expect) -> tuple[str, int] | None:
+            if want is not Expect.FILE:
+                return None
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+            if not stat.S_ISREG(st.st_mode):
+                raise self._unexpected(fd, entry.name, child, Expect.FILE)
+            return entry.name, st.st_size
+
+        yield from self._scan(relpath, sized)
+
+    def _scan(self, relpath: str,
+              take: Callable[[int, os.DirEntry[str], str, Expect], T | None]) -> list[T]:
+        """What `take(dir_fd, entry, relpath of entry, what the format has
+        there)` gives for each name the format defines in directory
+        `relpath`, hidden names left out (None: skipped); [] if it is absent.
+        Collected before the directory is closed."""
         try:
             fd = self.open_dir(relpath)
         except FileNotFoundError:
-            return
-        names = []
+            return []
+        found = []
         try:
             with os.scandir(fd) as it:
                 for entry in it:
@@ -265,42 +301,12 @@ class LocalStorage(SafeDirectory):
                     want = layout.expected(child)
                     if want is None:
                         continue
-                    ok = (entry.is_dir(follow_symlinks=False) if want is Expect.DIRECTORY
-                          else entry.is_file(follow_symlinks=False))
-                    if not ok:
-                        raise self._unexpected(fd, entry.name, child, want)
-                    names.append(entry.name)
+                    item = take(fd, entry, child, want)
+                    if item is not None:
+                        found.append(item)
         finally:
             os.close(fd)
-        yield from names
-
-    def list_sizes(self, relpath: str) -> Iterator[tuple[str, int]]:
-        """The files of the format in a directory and their sizes, each
-        checked to be a regular file (`UnexpectedFile` if not); none if the
-        directory is absent."""
-        try:
-            fd = self.open_dir(relpath)
-        except FileNotFoundError:
-            return
-        found = []
-        try:
-            with os.scandir(fd) as it:
-                for entry in it:
-                    if entry.name.startswith("."):
-                        continue
-                    child = f"{relpath}/{entry.name}" if relpath else entry.name
-                    if layout.expected(child) is not Expect.FILE:
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if not stat.S_ISREG(st.st_mode):
-                        raise self._unexpected(fd, entry.name, child, Expect.FILE)
-                    found.append((entry.name, st.st_size))
-        finally:
-            os.close(fd)
-        yield from found
+        return found
 
     def delete(self, relpath: str) -> None:
         """Remove a file durably (used by prune, gc and locks)."""

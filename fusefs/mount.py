@@ -28,7 +28,7 @@ from index.errors import HistfsError
 log = logging.getLogger("histfs.mount")
 READ_AHEAD_KB = 4096
 # How often the snapshot index pages that lookups mapped are handed back to
-# the page cache (see fusefs.mapped_pages): often enough that RSS reflects
+# the page cache (see index.store.mapped_pages): often enough that RSS reflects
 # the mount's own memory, rarely enough that the re-faults cost nothing.
 _DROP_PAGES_EVERY = 1.0
 # Every this many of those ticks, idle pack descriptors are closed, so that

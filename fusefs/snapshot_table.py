@@ -10,10 +10,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from fusefs.inodes import next_key, snapshot_key
-from fusefs.mapped_pages import drop_pages, mapped_ranges
 from index.errors import CacheError, HistfsError
 from index.model.repository import Repository, SnapshotRef
 from index.model.snapshot_reader import SnapshotReader
+from index.store.mapped_pages import drop_pages, mapped_ranges
 
 
 @dataclass

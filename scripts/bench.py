@@ -652,6 +652,14 @@ def make_flat_tree(root: Path, files: int, per_dir: int = 1000) -> None:
             os.close(fd)
 
 
+def change_one_percent(root: Path, files: int, round_no: int) -> None:
+    """Append a line to one file in a hundred of a `make_flat_tree` tree
+    (another hundredth each round)."""
+    for i in range(round_no % 100, files, 100):
+        with open(root / f"d{i // 1000:05d}" / f"message-{i:07d}.eml", "ab") as f:
+            f.write(b"changed %d\n" % round_no)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -668,6 +676,7 @@ def scale_test(args: argparse.Namespace) -> None:
     lines: list[tuple[str, str]] = []
     try:
         unchanged: dict[int, float] = {}
+        first_rss: dict[int, float] = {}
         for n, host in ((small, "small"), (big, "big")):
             t = time.perf_counter()
             make_flat_tree(work / host, n)
@@ -675,16 +684,27 @@ def scale_test(args: argparse.Namespace) -> None:
             backup = [exe, "backup", "--repo", repo, "--host", host, "--quiet",
                       f"mail={work / host}"]
             first = run_timed(backup, env=env)
-            unchanged[n] = median([run_timed(backup, env=env)[0] for _ in range(args.repeat)])
-            lines.append((f"first backup, {n} files", f"{first[0]:.1f} s, peak RSS "
-                          f"{first[1]:.0f} MB"))
-            lines.append((f"unchanged backup, {n} files", f"{unchanged[n]:.1f} s "
-                          f"({unchanged[n] / n * 1e6:.0f} µs a file)"))
+            first_rss[n] = first[1]
+            same = [run_timed(backup, env=env) for _ in range(args.repeat)]
+            changed = []
+            for r in range(args.repeat):
+                change_one_percent(work / host, n, r)
+                changed.append(run_timed(backup, env=env))
+            unchanged[n] = median([wall for wall, _ in same])
+            for what, runs in (("first", [first]), ("unchanged", same),
+                               ("1%-changed", changed)):
+                wall = median([w for w, _ in runs])
+                lines.append((f"{what} backup, {n} files",
+                              f"{wall:.1f} s ({wall / n * 1e6:.0f} µs a file), peak RSS "
+                              f"{max(rss for _, rss in runs):.0f} MB"))
         growth = unchanged[big] / unchanged[small]
         verdict = ("O(n): every file is lstat'ed and every entry written to the new "
                    "index, changed or not" if growth > big / small / 2 else "sublinear")
         lines.append((f"unchanged backup, {big} vs {small} files",
                       f"{growth:.1f}x the time for {big / small:.0f}x the files; {verdict}"))
+        lines.append((f"first backup's peak RSS, {big} vs {small} files",
+                      f"{first_rss[big] / first_rss[small]:.2f}x for {big / small:.0f}x the "
+                      "files"))
         # A host with 100 snapshots next to the big one.
         few = work / "few"
         few.mkdir()
@@ -694,7 +714,7 @@ def scale_test(args: argparse.Namespace) -> None:
                        f"etc={few}"], env=env)
         drop_caches()
         start = tool.mount(host=None)
-        lines.append((f"mount with {args.snapshots + 2 + 2 * args.repeat} snapshots: "
+        lines.append((f"mount with {args.snapshots + 2 * (1 + 2 * args.repeat)} snapshots: "
                       "root lists", f"{start:.2f} s"))
         t = time.perf_counter()
         listed = os.listdir(tool.mnt / "many")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +53,11 @@ def test_scale_test_runs_small(tmp_path: Path) -> None:
     rows = {cells[0].strip(): cells[1].strip()
             for cells in (line.strip("|").split(" | ", 1) for line in proc.stdout.splitlines()
                           if line.startswith("| ") and " | " in line)}
-    assert rows["unchanged backup, 2000 files"].endswith("a file)")
-    assert "unchanged backup, 200 files" in rows
+    for what in ("first", "unchanged", "1%-changed"):
+        for n in (200, 2000):
+            assert re.fullmatch(r"[\d.]+ s \(\d+ µs a file\), peak RSS \d+ MB",
+                                rows[f"{what} backup, {n} files"]), rows
+    assert rows["first backup's peak RSS, 2000 vs 200 files"].endswith("x for 10x the files")
     assert "list a host of 3 snapshots" in rows
     # 2,000 files, their 2 directories, the part and the snapshot directory itself.
     assert rows["find of the 2004-entry snapshot"].endswith("entries/s)")

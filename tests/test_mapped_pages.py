@@ -13,7 +13,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from fusefs.mapped_pages import drop_pages, mapped_ranges
+from index.store.mapped_pages import drop_pages, mapped_ranges
 from tests.conftest import Mount, backup_json, histfs
 
 

@@ -18,9 +18,11 @@ from types import TracebackType
 from typing import Any
 
 from index.errors import SnapshotDamaged, SnapshotNotFound
+from index.format import carried
 from index.format.blob import DEFAULT_LEVEL
 from index.format.names import check_host, show_path, snapshot_name, snapshot_sort_key
-from index.format.types import ChunkId, ChunkLocation, Kind
+from index.format.snapshot_format import decode_location
+from index.format.types import ChunkId, Kind, PackId
 from index.model.chunk_index import ChunkIndex
 from index.model.repository import Repository, SnapshotRef
 from index.model.snapshot_reader import SnapshotReader
@@ -28,12 +30,14 @@ from index.model.snapshot_writer import SnapshotWriter
 from index.store import garbage
 from writer.file_reading import FileReading
 from writer.index_builder import BuildResult, IndexBuilder, publish
+from writer.mapped_memory import MappedMemory
 from writer.packer import ChunkSink
 from writer.parts import Part, check_part_sizes, check_parts
+from writer.previous import Previous
 from writer.staging import SEP, StagedEntry, Staging
 from writer.stats import BackupStats
 from writer.testpoints import crash_point, pause_point
-from writer.walk import Previous, Walker
+from writer.walk import Walker
 
 VERSION = "0.1.0"
 
@@ -75,6 +79,7 @@ class BackupRun:
             self.files = opened.enter_context(
                 FileReading(self.sink, repo.config.chunker, stats, threads))
             self._opened = opened.pop_all()
+        self._doomed: set[PackId] | None = None
 
     def __enter__(self) -> BackupRun:
         return self
@@ -85,17 +90,28 @@ class BackupRun:
 
     def run(self, started: datetime) -> BackupResult:
         """Walk the parts, store their new content and publish the snapshot."""
-        repo, stats = self.repo, self.stats
+        repo = self.repo
         self.chunk_index.sync(repo.storage, repo.blob_encryption)
         # A sealed index is read from a plain copy in the local cache, which may
         # not fit (CacheFull).
-        prev = _previous(repo, self.host, stats)
+        prev = _previous(repo, self.host, self.stats)
         if prev is not None:
             self._opened.callback(prev.close)
-        root_st = repo.root_stat()
+        with MappedMemory() as mapped:
+            for path in (self.staging.path, self.chunk_index.path):
+                mapped.watch(path)
+            if prev is not None:
+                mapped.watch(prev.mapped_file)
+            self._walk(prev)
+            return self._publish(started, prev, mapped)
+
+    def _walk(self, prev: SnapshotReader | None) -> None:
+        """Stage every entry of the parts and store their new content."""
+        stats = self.stats
+        root_st = self.repo.root_stat()
         # A repository inside a source tree is not backed up into itself.
         walker = Walker(self.staging, self.files, stats, Previous(prev, self.chunk_index),
-                        (root_st.st_dev, root_st.st_ino) if repo.local_root else (-1, -1))
+                        (root_st.st_dev, root_st.st_ino) if self.repo.local_root else (-1, -1))
         applied = [(part, walker.walk_part(part)) for part in self.parts]
         for message in walker.rescan_changed_dirs():
             stats.warn(message)
@@ -106,14 +122,20 @@ class BackupRun:
                            "the path inside the part, not the source's absolute path")
         self.sink.flush()
         crash_point("after-packs")
+
+    def _publish(self, started: datetime, prev: SnapshotReader | None,
+                 mapped: MappedMemory) -> BackupResult:
+        """Build the snapshot index from the staging area and publish it."""
+        repo, stats = self.repo, self.stats
         ref = self._free_name(started)
         stats.finished = None
-        root = StagedEntry.from_stat(Kind.DIRECTORY, root_st)
+        root = StagedEntry.from_stat(Kind.DIRECTORY, repo.root_stat())
         root.mode, root.uid, root.gid, root.source_ino = 0o755, 0, 0, 0
         root.mtime_ns = root.ctime_ns = root.atime_ns = int(started.timestamp() * 1e9)
         pause_point("before-index")
-        with SnapshotWriter(repo.cache.work_file("index"), self.staging.used_bytes()) as writer:
-            builder = IndexBuilder(writer, root, walker.links.count)
+        with SnapshotWriter(repo.cache.work_file("index"), self.staging.used_bytes()) as writer, \
+                mapped.watching(writer.path):
+            builder = IndexBuilder(writer, root)
             write = builder.build(self.staging, self.locate, self._meta(ref, started),
                                   lambda result: self._complete(result, prev))
             crash_point("before-publish")
@@ -174,30 +196,40 @@ class BackupRun:
             "warnings": len(stats.warnings),
         }
 
-    def locate(self, cids: list[ChunkId]) -> dict[ChunkId, ChunkLocation]:
-        """Where the chunks of the new snapshot are, moving any that live
-        only in a pack a garbage collection listed since this backup began
-        (gc deletes such a pack once this backup has ended, unless the
-        snapshot uses it; see writer/gc.py)."""
-        found = self.chunk_index.get_many(cids)
-        storage = self.repo.storage
-        new_lists = garbage.list_names(storage) - self.chunk_index.garbage_seen
-        if not new_lists:
+    def locate(self, cids: list[ChunkId]) -> dict[ChunkId, bytes]:
+        """Where the chunks of the new snapshot are (as the chunk index
+        holds their places), moving any that live only in a pack a garbage
+        collection listed since this backup began (gc deletes such a pack
+        once this backup has ended, unless the snapshot uses it; see
+        writer/gc.py)."""
+        found = self.chunk_index.get_many_raw(cids)
+        doomed = self._doomed_packs()
+        if not doomed:
             return found
-        doomed = garbage.doomed_packs(storage, new_lists)
-        endangered = {cid: loc for cid, loc in found.items() if loc.pack_id in doomed}
+        endangered = {cid: decode_location(raw) for cid, raw in found.items()
+                      if carried.location_pack(raw) in doomed}
         if not endangered:
             return found
         # The sync forgets listed packs and learns gc's copies of their chunks.
-        self.chunk_index.sync(storage, self.repo.blob_encryption)
+        self.chunk_index.sync(self.repo.storage, self.repo.blob_encryption)
         elsewhere = self.chunk_index.get_many(list(endangered))
         for cid, loc in endangered.items():
             if cid not in elsewhere:
                 self.sink.store_again(cid, self.repo.chunk_store.read(cid, loc))
         self.sink.flush()
         self.stats.add(chunks_rescued=len(endangered))
-        found.update(self.chunk_index.get_many(list(endangered)))
+        found.update(self.chunk_index.get_many_raw(list(endangered)))
         return found
+
+    def _doomed_packs(self) -> set[PackId]:
+        """The packs named by garbage lists that appeared since this backup
+        began, looked for once per index build (`locate` is called for a
+        few thousand chunks at a time)."""
+        if self._doomed is None:
+            storage = self.repo.storage
+            new_lists = garbage.list_names(storage) - self.chunk_index.garbage_seen
+            self._doomed = garbage.doomed_packs(storage, new_lists) if new_lists else set()
+        return self._doomed
 
 
 def _previous(repo: Repository, host: str, stats: BackupStats) -> SnapshotReader | None:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from index.format.snapshot_format import SNAPSHOTS_DIR
-from index.format.types import ROOT_ID, ChunkId, ChunkLocation, Entry, EntryId, Kind
+from index.format.types import ROOT_ID, Entry, EntryId, Kind
 from index.model.repository import Repository, SnapshotRef
-from index.model.snapshot_writer import SnapshotWriter, WriteIndex
-from writer.staging import SEP, StagedEntry, StagedItems, Staging
+from index.model.snapshot_writer import Locate, SnapshotWriter, WriteIndex
+from writer.staging import SEP, Carried, StagedEntry, StagedItems, Staging, link_key
 
 
 @dataclass
@@ -53,17 +53,12 @@ def _entry(eid: EntryId, parent: EntryId, name: bytes, s: StagedEntry, nlink: in
 class IndexBuilder:
     """Writes one snapshot's index from a staging area."""
 
-    def __init__(self, writer: SnapshotWriter, root: StagedEntry,
-                 link_counts: dict[tuple[int, int], int]) -> None:
-        """`root` is the snapshot's root directory; `link_counts` the
-        names of each file with hard links."""
+    def __init__(self, writer: SnapshotWriter, root: StagedEntry) -> None:
+        """`root` is the snapshot's root directory."""
         self._out = writer
         self._root = root
-        self._link_counts = link_counts
 
-    def build(self, staging: Staging,
-              locate: Callable[[list[ChunkId]], dict[ChunkId, ChunkLocation]],
-              meta: dict[str, Any],
+    def build(self, staging: Staging, locate: Locate, meta: dict[str, Any],
               complete: Callable[[BuildResult], dict[str, Any]] | None = None
               ) -> WriteIndex:
         """Write every staged record, its chunks' places (found by `locate`)
@@ -78,7 +73,6 @@ class IndexBuilder:
 
     def _entries(self, src: StagedItems, result: BuildResult) -> None:
         out = self._out
-        link_first: dict[tuple[int, int], EntryId] = {}
         next_id = ROOT_ID + 1
         stack = [_OpenDir(b"", ROOT_ID, EntryId(0), b"", self._root)]
         for raw_key, raw in src.cursor():
@@ -89,6 +83,16 @@ class IndexBuilder:
             parent = stack[-1]
             if len(stack) != len(comps) or parent.key != key.rpartition(SEP)[0]:
                 result.orphans.append(key)
+                continue
+            if Carried.is_carried(raw):
+                # Unchanged since the previous snapshot: records as they were.
+                files = Carried.decode(raw, comps[-1])
+                for name, file in files:
+                    eid = EntryId(next_id)
+                    next_id += 1
+                    out.put_dirent(parent.entry_id, name, eid)
+                    out.put_carried(eid, parent.entry_id, file)
+                result.part_files[comps[0]] = result.part_files.get(comps[0], 0) + len(files)
                 continue
             s = StagedEntry.decode(raw)
             if s.link_owner is not None:
@@ -111,8 +115,8 @@ class IndexBuilder:
             result.part_files[comps[0]] = result.part_files.get(comps[0], 0) + 1
             nlink, inode_id = 1, eid
             if s.link_group is not None:
-                nlink = self._link_counts.get(s.link_group, 1)
-                inode_id = link_first.setdefault(s.link_group, eid)
+                nlink = src.link_count(s.link_group)
+                inode_id = out.link_inode(link_key(s.link_group), eid)
             data: bytes | int | None = None
             if s.kind == Kind.SYMLINK:
                 data = s.data

@@ -11,6 +11,14 @@ from collections.abc import Iterator
 _LONG_PATH = 3072
 
 
+def lstat(path: bytes) -> os.stat_result:
+    """`os.lstat` of `path`, however long (see `reachable`)."""
+    if len(path) < _LONG_PATH:
+        return os.lstat(path)
+    with reachable(path) as p:
+        return os.lstat(p)
+
+
 @contextlib.contextmanager
 def reachable(path: bytes) -> Iterator[bytes]:
     """`path`, or if it is too long for a system call the same file as

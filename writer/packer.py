@@ -22,6 +22,12 @@ from index.store.storage import Storage, WriteFailed
 from writer.stats import BackupStats
 from writer.testpoints import crash_point
 
+PACK_BLOBS = 16384
+"""Blobs a pack holds at most, whatever their size: what a pack holds is
+in memory until it is published (its table, the chunks claimed for it) and
+its rows go into the chunk index in one transaction, so a backup's memory
+does not grow with the number of small files."""
+
 
 class ChunkSink:
     """Accepts chunks for one backup; `flush` publishes the last pack."""
@@ -95,7 +101,8 @@ class ChunkSink:
                             if self._pack is None:
                                 self._pack = PackWriter(self._storage)
                             self._pack.add(one)
-                            if self._pack.size >= self._pack_size:
+                            if self._pack.size >= self._pack_size \
+                                    or len(self._pack) >= PACK_BLOBS:
                                 full.append(self._pack)
                                 self._pack = None
                 except BaseException as exc:
@@ -132,6 +139,9 @@ class ChunkSink:
         self._index.add_pack(pack_id, rows, pack.size)
         with self._pack_lock:
             self.packs_written += 1
+        # The chunk index answers for them now.
+        with self._claim_lock:
+            self._claimed.difference_update(row.chunk_id for row in rows)
 
     def flush(self) -> None:
         """Publish the pack being filled, if any."""

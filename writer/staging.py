@@ -23,7 +23,8 @@ from types import TracebackType
 
 import lmdb
 
-from index.format import codec
+from index.format import carried, codec
+from index.format.carried import CarriedFile
 from index.format.types import ChunkId, Extent, Kind
 from index.store.local_space import Reservation, reporting_full
 from index.store.private import FILE_MODE
@@ -31,12 +32,27 @@ from index.store.private import FILE_MODE
 SEP = b"\0"
 _MAP_SIZE = 1 << 38
 _BATCH = 2000
+_BATCH_BYTES = 256 << 10
 _WHAT = "the backup's staging database"
 # Bytes of a record besides its key and value (LMDB's node header, the
 # page's slot).
 _RECORD_OVERHEAD = 16
 _COMMIT_PAGES = 16
 _TOKEN = struct.Struct(">Q")
+# First byte of a carried record and of a run of them (Carried): bytes
+# msgpack never begins with, whereas a StagedEntry is a msgpack array.
+_CARRIED = 0xC1
+_RUN = 0xC2
+
+
+Link = tuple[int, int]
+"""(device, inode) of a file with more than one name."""
+_LINK = struct.Struct(">QQ")
+
+
+def link_key(link: Link) -> bytes:
+    """The key of a file with hard links in the staging database."""
+    return _LINK.pack(*link)
 
 
 @dataclass(slots=True)
@@ -85,7 +101,10 @@ class StagedEntry:
 
     @classmethod
     def decode(cls, raw: bytes | memoryview) -> StagedEntry:
-        """Inverse of `encode`."""
+        """Inverse of `encode`; a carried record (Carried) decoded."""
+        if Carried.is_carried(raw):
+            [(_, file)] = Carried.decode(raw, b"")
+            return Carried.staged(file)
         r = codec.unpack(raw, "staged entry")
         return cls(
             kind=Kind(r[0]), mode=r[1], uid=r[2], gid=r[3], size=r[4], mtime_ns=r[5],
@@ -94,6 +113,51 @@ class StagedEntry:
             xattrs=[(k, v) for k, v in r[12]], source_ino=r[13],
             link_group=(r[14][0], r[14][1]) if r[14] else None, link_owner=r[15],
         )
+
+
+class Carried:
+    """How files unchanged since the previous snapshot are staged: one
+    carried record (index.format.carried) alone, or a run of them."""
+
+    @staticmethod
+    def encode_one(file: CarriedFile) -> bytes:
+        """Bytes for the staging database: one file."""
+        return bytes((_CARRIED,)) + codec.pack(file)
+
+    @staticmethod
+    def encode_run(files: list[tuple[bytes, CarriedFile]]) -> bytes:
+        """Bytes for the staging database: unchanged files of one directory
+        whose names follow each other in its listing, staged under the
+        first name (what each would cost as a record of its own was a good
+        part of an unchanged file's cost). No other name of the directory
+        may be staged between the first and the last: `Staging.split_runs`
+        stages them one by one before a directory is listed again."""
+        return bytes((_RUN,)) + codec.pack(files)
+
+    @staticmethod
+    def is_carried(raw: bytes | memoryview) -> bool:
+        """Whether the staged bytes `raw` are a carried record or a run."""
+        return raw[0] in (_CARRIED, _RUN)
+
+    @staticmethod
+    def decode(raw: bytes | memoryview, name: bytes) -> list[tuple[bytes, CarriedFile]]:
+        """The files staged in `raw` (that of `name`, or a run) as (name,
+        file). msgpack gives their tuples back as lists: read them by
+        unpacking, or make them CarriedFile."""
+        if raw[0] == _CARRIED:
+            return [(name, codec.unpack(raw[1:], "staged carried file"))]
+        files: list[tuple[bytes, CarriedFile]] = codec.unpack(raw[1:], "staged run")
+        return files
+
+    @staticmethod
+    def staged(file: CarriedFile) -> StagedEntry:
+        """A carried file as a StagedEntry."""
+        e, extents = carried.as_entry(CarriedFile(*file))
+        return StagedEntry(
+            kind=e.kind, mode=e.mode, uid=e.uid, gid=e.gid, size=e.size, mtime_ns=e.mtime_ns,
+            ctime_ns=e.ctime_ns, atime_ns=e.atime_ns, rdev=e.rdev,
+            stored_bytes=e.stored_bytes, data=None, extents=extents, xattrs=list(e.xattrs),
+            source_ino=e.source_ino)
 
 
 class Staging:
@@ -108,9 +172,13 @@ class Staging:
         with reporting_full(path.parent, _WHAT):
             self._env = lmdb.open(
                 str(self.path), subdir=False, map_size=_MAP_SIZE, sync=False,
-                metasync=False, writemap=False, lock=False, mode=FILE_MODE,
+                metasync=False, writemap=False, lock=False, mode=FILE_MODE, max_dbs=2,
             )
         try:
+            self._records = self._env.open_db(b"records")
+            # (device, inode) of a file with hard links -> its names so far,
+            # the key of the first and the counter it adds to.
+            self._links = self._env.open_db(b"links")
             self._room = Reservation(self._env, self.path, _WHAT)
         except BaseException:
             self._env.close()
@@ -137,29 +205,51 @@ class Staging:
         token = self._token(parent, create)
         return None if token is None else token + name
 
-    def put(self, key: bytes, entry: StagedEntry) -> None:
-        """Store or replace the record of `key` (writer thread only)."""
-        if self._txn is None:
-            self._txn = self._env.begin(write=True)
+    def put(self, key: bytes, entry: StagedEntry | bytes) -> None:
+        """Store or replace the record of `key` (writer thread only): an
+        entry, or a carried record or run encoded by `Carried`."""
+        txn = self._write()
         db_key = self._db_key(key, create=True)
         assert db_key is not None
-        if entry.kind == Kind.DIRECTORY:
+        if isinstance(entry, StagedEntry) and entry.kind == Kind.DIRECTORY:
             token = self._token(key, create=True)
             assert token is not None
             self._live_dirs.add(token)
         else:
             self._forget_dir(key)
-        value = entry.encode()
+        value = entry if isinstance(entry, bytes) else entry.encode()
         try:
-            self._txn.put(db_key, value)
+            txn.put(db_key, value)
         except lmdb.Error as exc:
             # A transaction too big for memory writes pages out early.
             self._room.raise_if_full(exc)
             raise
         self._pending += 1
         self._pending_bytes += len(db_key) + len(value) + _RECORD_OVERHEAD
-        if self._pending >= _BATCH:
+        if self._pending >= _BATCH or self._pending_bytes >= _BATCH_BYTES:
             self.commit()
+
+    def _write(self) -> lmdb.Transaction:
+        if self._txn is None:
+            self._txn = self._env.begin(write=True, db=self._records)
+        return self._txn
+
+    def link_name(self, link: Link, key: bytes) -> tuple[bytes, str | None]:
+        """Count `key` as one more name of the file `link` (with hard
+        links); returns the key of its first name and the counter that one
+        added to (None: not yet known)."""
+        txn = self._write()
+        raw = txn.get(link_key(link), db=self._links)
+        count, first, category = (0, key, None) if raw is None else codec.unpack(raw, "link")
+        txn.put(link_key(link), codec.pack([count + 1, first, category]), db=self._links)
+        return first, category
+
+    def link_counted(self, link: Link, category: str) -> None:
+        """Remember the counter the first name of `link` added to."""
+        txn = self._write()
+        raw = txn.get(link_key(link), db=self._links)
+        count, first, _ = (0, b"", None) if raw is None else codec.unpack(raw, "link")
+        txn.put(link_key(link), codec.pack([count, first, category]), db=self._links)
 
     def _forget_dir(self, key: bytes) -> None:
         # Records below a key that is no longer a directory stay, and are
@@ -173,27 +263,46 @@ class Staging:
         db_key = self._db_key(key)
         if db_key is None:
             return
-        if self._txn is None:
-            self._txn = self._env.begin(write=True)
         self._forget_dir(key)
-        self._txn.delete(db_key)
+        self._write().delete(db_key)
 
     def children(self, prefix: bytes) -> list[tuple[bytes, StagedEntry]]:
-        """Staged records directly below `prefix` (a key followed by SEP)."""
-        self.commit()
+        """Staged records directly below `prefix` (a key followed by SEP),
+        those of runs one by one."""
         found: list[tuple[bytes, StagedEntry]] = []
-        token = self._tokens.get(prefix[:-1])
+        for name, raw in self._raw_children(prefix[:-1]):
+            if Carried.is_carried(raw):
+                found.extend((prefix + n, Carried.staged(f)) for n, f in Carried.decode(raw, name))
+            else:
+                found.append((prefix + name, StagedEntry.decode(raw)))
+        return found
+
+    def _raw_children(self, dir_key: bytes) -> list[tuple[bytes, bytes]]:
+        """(name, encoded record) of what is staged directly below `dir_key`."""
+        self.commit()
+        found: list[tuple[bytes, bytes]] = []
+        token = self._tokens.get(dir_key)
         if token is None:
             return found
-        with self._env.begin() as txn:
+        with self._env.begin(db=self._records, buffers=False) as txn:
             cur = txn.cursor()
             if not cur.set_range(token):
                 return found
             for key, raw in cur:
                 if key[:_TOKEN.size] != token:
                     break
-                found.append((prefix + bytes(key[_TOKEN.size:]), StagedEntry.decode(raw)))
+                found.append((key[_TOKEN.size:], raw))
         return found
+
+    def split_runs(self, dir_key: bytes) -> None:
+        """Stage the files of the runs below `dir_key` one by one, so that
+        each name can be looked for, replaced and deleted."""
+        prefix = dir_key + SEP
+        for name, raw in self._raw_children(dir_key):
+            if raw[0] == _RUN:
+                self.delete(prefix + name)
+                for n, f in Carried.decode(raw, name):
+                    self.put(prefix + n, Carried.encode_one(f))
 
     def contains(self, key: bytes) -> bool:
         """Whether `key` is staged."""
@@ -201,7 +310,7 @@ class Staging:
         db_key = self._db_key(key)
         if db_key is None:
             return False
-        with self._env.begin() as txn:
+        with self._env.begin(db=self._records) as txn:
             return txn.get(db_key) is not None
 
     def commit(self) -> None:
@@ -223,7 +332,7 @@ class Staging:
     def items(self) -> StagedItems:
         """All records; iterate `.cursor()` for (key, record) in key order."""
         self.commit()
-        return StagedItems(self, self._env.begin(buffers=False))
+        return StagedItems(self, self._env.begin(db=self._records, buffers=False))
 
     def close(self) -> None:
         """Discard the staging area."""
@@ -249,6 +358,11 @@ class StagedItems:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._txn.abort()
+
+    def link_count(self, link: Link) -> int:
+        """How many names the file `link` (with hard links) has."""
+        raw = self._txn.get(link_key(link), db=self._staging._links)
+        return 1 if raw is None else int(codec.unpack(raw, "link")[0])
 
     def get(self, key: bytes) -> bytes | None:
         """The encoded record of `key`, or None."""

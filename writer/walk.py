@@ -15,19 +15,21 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from index.format.carried import CarriedFile
 from index.format.names import show_path
-from index.format.types import ROOT_ID, ChunkId, Entry, EntryId, Extent, Kind
-from index.model.chunk_index import ChunkIndex
-from index.model.snapshot_reader import SnapshotReader
+from index.format.types import ROOT_ID, EntryId, Kind
 from writer.excludes import Excludes
 from writer.file_reading import FileReading, PendingFile, Read, Unread
-from writer.long_paths import reachable
+from writer.long_paths import lstat, reachable
 from writer.metadata import kind_of, read_xattrs
 from writer.parts import Part
-from writer.staging import SEP, StagedEntry, Staging
+from writer.previous import Listed, Previous
+from writer.staging import SEP, Carried, StagedEntry, Staging
 from writer.stats import BackupStats
 
 _RESCAN_ROUNDS = 10
+# Unchanged files staged as one record at most (Carried.encode_run).
+_RUN_FILES = 1000
 # File systems stamp mtimes from a coarse clock (one tick is 1-10 ms): a
 # directory changed in the tick in which it was listed keeps its mtime.
 _RACY_NS = 50_000_000
@@ -36,9 +38,6 @@ _RACY_NS = 50_000_000
 # change moves it. Treating those as racy too relisted them in each of the
 # rescan rounds: 20,000 files in a directory dated 2200 took 3 times as long.
 _AHEAD_NS = 24 * 3600 * 1_000_000_000
-
-Link = tuple[int, int]
-"""(device, inode) of a file with more than one name."""
 
 
 @dataclass
@@ -51,17 +50,6 @@ class _Dir:
     racy: bool = False
     """Modified so shortly before it was listed that a later change could
     leave its mtime unchanged (timestamps come from a coarse clock)."""
-
-
-@dataclass
-class Links:
-    """The hard links met: how many names each has in the snapshot, the
-    first name of each regular file (whose content the others share), and
-    which counter its names add to."""
-
-    count: dict[Link, int] = field(default_factory=dict)
-    owner: dict[Link, bytes] = field(default_factory=dict)
-    category: dict[Link, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,36 +66,6 @@ class _Moves:
     rescanning: bool = False
 
 
-@dataclass
-class Previous:
-    """The host's previous snapshot, if any: a file it holds unchanged is
-    not read again, as long as the chunk index still holds its chunks."""
-
-    snapshot: SnapshotReader | None
-    chunk_index: ChunkIndex
-
-    def lookup(self, parent_id: EntryId | None, name: bytes) -> EntryId | None:
-        """The id of `name` in directory `parent_id` of the previous snapshot."""
-        if self.snapshot is None or parent_id is None:
-            return None
-        return self.snapshot.lookup(parent_id, name)
-
-    def entry(self, entry_id: EntryId | None) -> Entry | None:
-        """The entry `entry_id` of the previous snapshot."""
-        return self.snapshot.entry(entry_id) if self.snapshot is not None and entry_id else None
-
-    def unchanged(self, prev: Entry, st: os.stat_result) -> list[Extent] | None:
-        """The extents of `prev` if it is the regular file `st` describes,
-        unchanged, and the chunk index still holds every chunk of it."""
-        if self.snapshot is None or prev.kind != Kind.REGULAR or (
-            prev.size, prev.mtime_ns, prev.ctime_ns, prev.source_ino
-        ) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
-            return None
-        extents = self.snapshot.extents(prev)
-        cids = [ChunkId(e.chunk_id) for e in extents if e.chunk_id is not None]
-        return extents if len(self.chunk_index.get_many(cids)) == len(set(cids)) else None
-
-
 class Walker:
     """Stages the entries of the parts of one backup."""
 
@@ -120,10 +78,15 @@ class Walker:
         self.stats = stats
         self.prev = prev
         self.skip_dir = skip_dir
-        self.links = Links()
         self.moves = _Moves()
         self.failed: set[bytes] = set()
         self.dirs: list[_Dir] = []
+        # Unchanged files carried over: the run being gathered (staged under
+        # the key of its first name), and counts added per directory.
+        self.run: list[tuple[bytes, CarriedFile]] = []
+        self.run_key = b""
+        self.carried = 0
+        self.carried_bytes = 0
 
     def walk_part(self, part: Part) -> Excludes:
         """Stage every entry of one part; its exclude patterns, as applied."""
@@ -178,24 +141,34 @@ class Walker:
         else:
             self.dirs.append(d)
         subdirs: list[_Dir] = []
+        # The previous snapshot's names come sorted too: one pass over both.
+        before = self.prev.listing(d.prev_id)
+        at = next(before, None)
         for name, ino in listing:
+            while at is not None and at[0] < name:
+                at = next(before, None)
             key = d.key + SEP + name
             if only_new and (key in self.failed or self.staging.contains(key)):
                 continue
-            sub = self.visit(key, d.path + b"/" + name, name, ino, d)
+            sub = self.visit(key, d.path + b"/" + name, name, ino, d,
+                             at if at is not None and at[0] == name else None)
             if sub is not None:
                 subdirs.append(sub)
+        self.end_run()
         self.stage_reads(self.files.read_small())
+        self.flush_counts()
         return subdirs
 
     def visit(self, key: bytes, path: bytes, name: bytes, ino: int,
-              parent: _Dir) -> _Dir | None:
-        """Stage one entry; returns a directory still to be walked."""
+              parent: _Dir, listed: Listed | None) -> _Dir | None:
+        """Stage one entry (`listed`: its name in the previous snapshot);
+        returns a directory still to be walked."""
         if parent.excludes.excluded(key, name, path):
             return None
         try:
-            with reachable(path) as p:
-                st = os.lstat(p)
+            # By its whole path: a directory renamed while it is visited
+            # loses its files here, and the rescan finds them where it went.
+            st = lstat(path)
         except FileNotFoundError:
             self.warn_vanished(path, ino)
             return None
@@ -215,7 +188,15 @@ class Walker:
                 # Staged under its old name, now found under a new one: keep one.
                 self.staging.delete(moved_from)
             self.moves.rescanned[st.st_ino] = key
-        prev_id = self.prev.lookup(parent.prev_id, name)
+        prev_id = listed[1] if listed is not None else None
+        if kind == Kind.REGULAR and st.st_nlink == 1 and listed is not None:
+            kept = self.prev.carry(name, listed[1], st)
+            if kept is not None:
+                self.carry(key, name, kept)
+                self.carried_bytes += st.st_size
+                return None
+        # Whatever else is staged here must not fall inside a run.
+        self.end_run()
         try:
             if kind == Kind.DIRECTORY:
                 if (st.st_dev, st.st_ino) == self.skip_dir:
@@ -234,7 +215,7 @@ class Walker:
                 # Symlinks, fifos and device nodes can be hard-linked too:
                 # the index gives the links one inode (they share no content).
                 link = (st.st_dev, st.st_ino)
-                self.links.count[link] = self.links.count.get(link, 0) + 1
+                self.staging.link_name(link, key)
                 entry.link_group = link
         except FileNotFoundError:
             self.warn_vanished(path, st.st_ino)
@@ -253,15 +234,16 @@ class Walker:
         links, unchanged from the previous snapshot, or read."""
         if st.st_nlink > 1:
             link = (st.st_dev, st.st_ino)
-            self.links.count[link] = self.links.count.get(link, 0) + 1
-            owner = self.links.owner.setdefault(link, key)
+            # The hard links met are counted in the staging database: a
+            # mail server may have millions.
+            owner, owner_category = self.staging.link_name(link, key)
             if owner != key:
                 entry = StagedEntry.from_stat(Kind.REGULAR, st)
                 with reachable(path) as p:
                     entry.xattrs = read_xattrs(p)
                 entry.link_group, entry.link_owner = link, owner
                 self.staging.put(key, entry)
-                self.stats.add(**{self.links.category.get(link, "files_unchanged"): 1})
+                self.stats.add(**{owner_category or "files_unchanged": 1})
                 return
         prev = self.prev.entry(prev_id)
         extents = self.prev.unchanged(prev, st) if prev is not None else None
@@ -274,14 +256,39 @@ class Walker:
             self.staging.put(key, entry)
             self.stats.add(files_unchanged=1, logical_bytes=st.st_size)
             if st.st_nlink > 1:
-                self.links.category[(st.st_dev, st.st_ino)] = "files_unchanged"
+                self.staging.link_counted((st.st_dev, st.st_ino), "files_unchanged")
             return
         category = "files_changed" if prev is not None else "files_new"
         group = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
         if group is not None:
-            self.links.category[group] = category
+            self.staging.link_counted(group, category)
         self.stage_reads(self.files.add(
             PendingFile(key, path, st.st_ino, category, group, st.st_size)))
+
+    def carry(self, key: bytes, name: bytes, kept: CarriedFile) -> None:
+        """Stage an unchanged file: in the run being gathered, or alone in
+        a directory listed again (whose names must stay apart)."""
+        self.carried += 1
+        if self.moves.rescanning:
+            self.staging.put(key, Carried.encode_one(kept))
+            return
+        if not self.run:
+            self.run_key = key
+        self.run.append((name, kept))
+        if len(self.run) >= _RUN_FILES:
+            self.end_run()
+
+    def end_run(self) -> None:
+        """Stage the run of unchanged files gathered so far."""
+        if self.run:
+            self.staging.put(self.run_key, Carried.encode_run(self.run))
+            self.run = []
+
+    def flush_counts(self) -> None:
+        """Add the unchanged files carried over to the run's counters."""
+        if self.carried:
+            self.stats.add(files_unchanged=self.carried, logical_bytes=self.carried_bytes)
+            self.carried = self.carried_bytes = 0
 
     def stage_reads(self, reads: list[Read]) -> None:
         """Stage what reading files gave."""
@@ -339,10 +346,12 @@ class Walker:
                 break
             if round_no == _RESCAN_ROUNDS:
                 for d in changed:
+                    self.staging.split_runs(d.key)
                     with contextlib.suppress(OSError), reachable(d.path) as p:
                         self.find_gone(d, set(os.listdir(p)))
                 break
             for d in changed:
+                self.staging.split_runs(d.key)
                 for sub in self.scan_dir(d, only_new=True):
                     self.walk_dir(sub)
         self.stage_reads(self.files.drain())

@@ -19,7 +19,7 @@ import lmdb
 from index.errors import EncryptionMismatch, RepositoryCorrupt
 from index.format.blob import ENCRYPTION_NONE
 from index.format.pack import PackedChunk, location
-from index.format.snapshot_format import decode_location, encode_location
+from index.format.snapshot_format import CHUNK_LOCATION, decode_location, encode_location
 from index.format.types import ChunkId, ChunkLocation, PackId
 from index.store import garbage
 from index.store.local_space import Reservation, make_lock_file, reporting_full
@@ -33,12 +33,16 @@ _WHAT = "the deduplication index"
 # bytes, in pages that splits leave half full.
 _ROW_BYTES = 2 * 64
 _SPARE = 1 << 16
+_ROWS_PER_TXN = 256
+# The record of a pack whose chunks are being added: no size (see add_pack).
+_ADDING = b"adding"
 
 
 class ChunkIndex:
     """chunk id -> location, for every chunk in a published pack."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         private_dir(path.parent)
         make_lock_file(Path(f"{path}-lock"))
         with reporting_full(path.parent, _WHAT):
@@ -81,14 +85,33 @@ class ChunkIndex:
                     found[cid] = loc
         return found
 
+    def get_many_raw(self, cids: list[ChunkId]) -> dict[ChunkId, bytes]:
+        """Those of `cids` the repository stores, each with its location as
+        this index holds it: the bytes of a snapshot's `chunks` value."""
+        with self._env.begin(db=self._chunks, buffers=False) as txn:
+            return {ChunkId(key): value for key, value in txn.cursor().getmulti(cids)
+                    if len(value) == CHUNK_LOCATION.size}
+
     def add_pack(self, pack_id: PackId, rows: list[PackedChunk], size: int) -> None:
-        """Record the chunks of a durable pack of `size` bytes."""
+        """Record the chunks of a durable pack of `size` bytes.
+
+        A transaction keeps every page it changes in memory (and LMDB keeps
+        that memory for the next ones), and thousands of chunk ids change
+        as many pages: the rows go in a few thousand at a time. Until the
+        last, the pack is recorded without a size, which `sync` takes for
+        a pack to read again (after a crash in between)."""
         self._room.ensure(len(rows) * _ROW_BYTES + _SPARE)
-        with self._room.writing(), self._env.begin(write=True) as txn:
-            cur = txn.cursor(db=self._chunks)
-            for row in rows:
-                cur.put(row.chunk_id, encode_location(location(pack_id, row)), overwrite=False)
-            txn.put(pack_id, f"{len(rows)} {size}".encode(), db=self._packs)
+        with self._room.writing():
+            if len(rows) > _ROWS_PER_TXN:
+                with self._env.begin(write=True) as txn:
+                    txn.put(pack_id, _ADDING, db=self._packs)
+            for start in range(0, max(len(rows), 1), _ROWS_PER_TXN):
+                with self._env.begin(write=True) as txn:
+                    txn.cursor(db=self._chunks).putmulti(
+                        [(row.chunk_id, encode_location(location(pack_id, row)))
+                         for row in rows[start : start + _ROWS_PER_TXN]], overwrite=False)
+                    if start + _ROWS_PER_TXN >= len(rows):
+                        txn.put(pack_id, f"{len(rows)} {size}".encode(), db=self._packs)
 
     def known_packs(self) -> set[PackId]:
         """Packs whose chunks are recorded."""

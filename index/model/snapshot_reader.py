@@ -119,6 +119,11 @@ class SnapshotReader:
         self.chunk_store = chunks
 
     @property
+    def mapped_file(self) -> str:
+        """A path of the very file this reader maps (for mapped_pages)."""
+        return f"/proc/self/fd/{self._fd}"
+
+    @property
     def snapshot_meta(self) -> SnapshotMeta:
         """What the metadata says of the snapshot, typed."""
         return SnapshotMeta.from_meta(self.meta)
@@ -192,6 +197,47 @@ class SnapshotReader:
                 if after is not None and name == after:
                     continue
                 yield name, decode_id(value, f"{self.path.name}: dirent")
+
+    def listing(self, dir_id: EntryId) -> Iterator[tuple[bytes, EntryId]]:
+        """The names in directory `dir_id`, sorted, with their entries'
+        ids, read in one transaction."""
+        prefix = ID_KEY.pack(dir_id)
+        what = f"{self.path.name}: dirent"
+        with self._env.begin(db=self._dirents, buffers=False) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(prefix):
+                return
+            for key, value in cur:
+                if key[: ID_KEY.size] != prefix:
+                    return
+                yield key[ID_KEY.size :], decode_id(value, what)
+
+    def record(self, entry_id: EntryId) -> bytes | None:
+        """The undecoded record of entry `entry_id` (see
+        index.format.carried), if there is one."""
+        with self._env.begin(db=self._entries, buffers=False) as txn:
+            raw = txn.get(id_key(entry_id))
+        return None if raw is None else bytes(raw)
+
+    def extent_rows(self, entry_id: EntryId) -> list[tuple[bytes, bytes]]:
+        """The undecoded `extents` rows (key, value) of entry `entry_id`, in
+        offset order."""
+        prefix = id_key(entry_id)
+        rows: list[tuple[bytes, bytes]] = []
+        with self._env.begin(db=self._extents, buffers=False) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(prefix):
+                return rows
+            for key, value in cur:
+                if key[: ID_KEY.size] != prefix:
+                    break
+                rows.append((key, value))
+        return rows
+
+    def chunk_rows(self) -> Iterator[tuple[bytes, bytes]]:
+        """The undecoded `chunks` rows (chunk id, location), in id order."""
+        with self._env.begin(db=self._chunks, buffers=False) as txn:
+            yield from txn.cursor()
 
     def extents(self, entry: Entry, offset: int = 0, size: int | None = None) -> list[Extent]:
         """The extents of a regular file that overlap [offset, offset+size)."""

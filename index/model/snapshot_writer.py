@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,7 +19,8 @@ from typing import Any
 import lmdb
 
 from index.errors import MissingChunk
-from index.format import codec
+from index.format import carried, codec
+from index.format.carried import CarriedFile
 from index.format.snapshot_format import (
     ALL_DBS,
     DB_CHUNKS,
@@ -28,8 +29,10 @@ from index.format.snapshot_format import (
     DB_EXTENTS,
     DB_META,
     EXTENT_KEY,
+    ID_KEY,
     INDEX_VERSION,
     META_KEY,
+    decode_id,
     dirent_key,
     encode_entry,
     encode_extent,
@@ -38,18 +41,27 @@ from index.format.snapshot_format import (
     id_key,
 )
 from index.format.types import ChunkId, ChunkLocation, Entry, EntryId, Extent, Kind
+from index.model.chunk_id_runs import ChunkIdRuns
 from index.store.local_space import Reservation, reporting_full
 from index.store.private import FILE_MODE
 
 _MAP_SIZE = 1 << 38
 _WHAT = "building the snapshot index"
 _SPARE = 1 << 16
-_BATCH_BYTES = 8 << 20
+_BATCH_BYTES = 2 << 20
+# Chunk ids looked up at a time.
+_LOCATE_BATCH = 4096
+# The build's table of the first name of each file with hard links.
+_LINK_GROUPS = b"link groups"
 # LMDB's header of a record in a page.
 _NODE = 8
 
 WriteIndex = Callable[[int], None]
 """Writes a finished index file to a descriptor (what `IndexFiles.publish` takes)."""
+
+Locate = Callable[[list[ChunkId]], Mapping[ChunkId, ChunkLocation | bytes]]
+"""Finds where chunks are: each as a location, or as the bytes of a
+`chunks` value (as the chunk index holds them); those not found are left out."""
 
 
 def copy_compact(env: lmdb.Environment, fd: int) -> None:
@@ -71,58 +83,67 @@ def remove_lmdb_file(path: Path) -> None:
 
 
 class _Batches:
-    """The write transactions of a build, each committed after about
-    `budget` bytes of records: without writemap LMDB keeps the pages a
-    transaction changes in memory until it ends, and a whole index of a
-    million files in one would be hundreds of MB. Each is given room on the
-    disk before it begins."""
+    """The write transactions of a build, each of about `budget` bytes of
+    records: without writemap LMDB keeps the pages a transaction changes in
+    memory until it ends, and a whole index of a million files in one would
+    be hundreds of MB. Records wait in lists until a transaction's worth is
+    there, then go in together (LMDB's putmulti: no Python call per
+    record). Each transaction is given room on the disk before it begins."""
 
     def __init__(self, env: lmdb.Environment, room: Reservation, budget: int) -> None:
         self._env = env
         self._dbs = {name: env.open_db(name) for name in ALL_DBS}
         self._room = room
         self._budget = max(budget, 1)
+        self._waiting: dict[bytes, list[tuple[bytes, bytes]]] = {name: [] for name in ALL_DBS}
+        self._pending = 0
         self._txn: lmdb.Transaction | None = None
-        self._cursors: dict[bytes, lmdb.Cursor] = {}
-        self._pending = 0
 
-    def put(self, db: bytes, key: bytes, value: bytes, append: bool = False) -> None:
-        """Write one record into table `db`."""
-        try:
-            if self._txn is None:
-                self._begin()
-            self._cursors[db].put(key, value, append=append)
-            self._pending += len(key) + len(value) + _NODE
-            if self._pending >= self._budget:
-                self.commit()
-        except (OSError, lmdb.Error) as exc:
-            self._room.raise_if_full(exc)
-            raise
+    def put(self, db: bytes, key: bytes, value: bytes) -> None:
+        """Write one record into table `db` (keys of `chunks` in order)."""
+        self._waiting[db].append((key, value))
+        self.count(len(key) + len(value))
 
-    def _begin(self) -> None:
-        # Pages split half full: twice the records' bytes, and some.
-        self._room.ensure(2 * self._budget + _SPARE)
-        txn = self._txn = self._env.begin(write=True)
-        self._cursors = {name: txn.cursor(db) for name, db in self._dbs.items()}
-        self._pending = 0
+    def count(self, written: int) -> None:
+        """Count `written` bytes of records (also those written by `txn`)."""
+        self._pending += written + _NODE
+        if self._pending >= self._budget:
+            self.commit()
+
+    def txn(self) -> lmdb.Transaction:
+        """The write transaction under way (begun if there is none), for
+        records that are read back before the build ends."""
+        if self._txn is None:
+            # Pages split half full: twice the records' bytes, and some.
+            self._room.ensure(2 * self._budget + _SPARE)
+            self._txn = self._env.begin(write=True)
+        return self._txn
 
     def commit(self) -> None:
-        """Commit what was written since the last commit."""
-        txn, self._txn = self._txn, None
-        self._cursors = {}
-        if txn is not None:
-            try:
-                txn.commit()
-            except (OSError, lmdb.Error) as exc:
-                self._room.raise_if_full(exc)
-                raise
+        """Write and commit what was put since the last commit."""
+        if not self._pending and self._txn is None:
+            return
+        try:
+            txn = self.txn()
+            for name, rows in self._waiting.items():
+                if rows:
+                    # `chunks` comes sorted: appended, as a bulk load should be.
+                    txn.cursor(self._dbs[name]).putmulti(rows, append=name == DB_CHUNKS)
+            self._txn = None
+            txn.commit()
+        except (OSError, lmdb.Error) as exc:
+            self.abort()
+            self._room.raise_if_full(exc)
+            raise
+        self.abort()
 
     def abort(self) -> None:
-        """Drop what was written since the last commit."""
+        """Drop what was put since the last commit."""
         txn, self._txn = self._txn, None
-        self._cursors = {}
         if txn is not None:
             txn.abort()
+        self._waiting = {name: [] for name in ALL_DBS}
+        self._pending = 0
 
 
 class SnapshotWriter:
@@ -142,11 +163,15 @@ class SnapshotWriter:
         self.path = path
         self._entries = 0
         self._logical_bytes = 0
-        self._chunk_ids: set[ChunkId] = set()
+        self._chunks = 0
+        # The beginning of the records of carried files in one directory.
+        self._head_of, self._head = EntryId(0), b""
+        self._link_groups: lmdb._Database | None = None
+        self._chunk_ids = ChunkIdRuns(Path(f"{path}-ids"))
         # No writemap: see index/store/local_space.py.
         with reporting_full(self.path.parent, _WHAT):
             self._env = lmdb.open(
-                str(self.path), subdir=False, map_size=_MAP_SIZE, max_dbs=len(ALL_DBS) + 1,
+                str(self.path), subdir=False, map_size=_MAP_SIZE, max_dbs=len(ALL_DBS) + 2,
                 sync=False, metasync=False, writemap=False, lock=False, mode=FILE_MODE,
             )
             try:
@@ -190,26 +215,74 @@ class SnapshotWriter:
                               encode_extent(ext.length, ext.chunk_id))
         return data
 
-    def put_locations(self, locate: Callable[[list[ChunkId]], dict[ChunkId, ChunkLocation]]
-                      ) -> int:
+    def put_carried(self, entry_id: EntryId, parent_id: EntryId, file: CarriedFile) -> None:
+        """Write an unchanged file carried from the previous snapshot
+        (index.format.carried) as entry `entry_id` in directory `parent_id`,
+        its record and `extents` rows as they were. `file` may be a list of
+        the same fields (as msgpack gives it back)."""
+        body, tail, size, chunk_id, extent_rows = file
+        if parent_id != self._head_of:
+            self._head_of, self._head = parent_id, carried.head(parent_id)
+        self._logical_bytes += size
+        if chunk_id is not None:
+            self._chunk_ids.add(ChunkId(chunk_id))
+        for offset, value in extent_rows:
+            row_chunk = carried.extent_chunk(value)
+            if row_chunk is not None:
+                self._chunk_ids.add(row_chunk)
+            self._out.put(DB_EXTENTS, EXTENT_KEY.pack(entry_id, offset), value)
+        self._out.put(DB_ENTRIES, id_key(entry_id),
+                      carried.place(self._head, body, tail, entry_id))
+
+    def link_inode(self, group: bytes, entry_id: EntryId) -> EntryId:
+        """The inode id of the file with hard links `group` (any bytes that
+        name it) of which `entry_id` is a name: the id of its first name."""
+        txn = self._out.txn()
+        if self._link_groups is None:
+            # A table of the build only, dropped by `finish`.
+            self._link_groups = self._env.open_db(_LINK_GROUPS, txn=txn)
+        first = txn.get(group, db=self._link_groups)
+        if first is not None:
+            return decode_id(bytes(first), "link group")
+        txn.put(group, id_key(entry_id), db=self._link_groups)
+        self._out.count(len(group) + ID_KEY.size)
+        return entry_id
+
+    def put_locations(self, locate: Locate) -> int:
         """Write where each chunk the extents named is (`locate` finds the
-        places of a list of ids); returns how many chunks. A chunk it does
-        not find raises `MissingChunk`."""
-        ordered = sorted(self._chunk_ids)
+        places of a list of ids, and is called for a few thousand at a
+        time); returns how many chunks. A chunk it does not find raises
+        `MissingChunk`."""
+        batch: list[ChunkId] = []
+        for cid in self._chunk_ids.sorted():
+            batch.append(cid)
+            if len(batch) >= _LOCATE_BATCH:
+                self._put_located(batch, locate)
+                batch = []
+        self._put_located(batch, locate)
+        self._chunk_ids.close()
+        return self._chunks
+
+    def _put_located(self, ordered: list[ChunkId], locate: Locate) -> None:
+        if not ordered:
+            return
         found = locate(ordered)
         for cid in ordered:
             loc = found.get(cid)
             if loc is None:
                 raise MissingChunk(f"chunk {cid.hex()} was not stored")
-            self._out.put(DB_CHUNKS, cid, encode_location(loc), append=True)
-        return len(ordered)
+            self._out.put(DB_CHUNKS, cid, loc if isinstance(loc, bytes) else encode_location(loc))
+        self._chunks += len(ordered)
 
     def finish(self, meta: dict[str, Any]) -> WriteIndex:
         """Write the metadata, `meta` and the counts of what was put, and
         commit; returns what writes the finished index into a file."""
         meta = {**meta, "version": INDEX_VERSION, "entries": self._entries,
-                "chunks": len(self._chunk_ids), "logical_bytes": self._logical_bytes}
+                "chunks": self._chunks, "logical_bytes": self._logical_bytes}
         self._out.put(DB_META, META_KEY, codec.pack(meta))
+        if self._link_groups is not None:
+            self._out.txn().drop(self._link_groups, delete=True)
+            self._link_groups = None
         self._out.commit()
         return self._write_to
 
@@ -219,6 +292,7 @@ class SnapshotWriter:
     def close(self) -> None:
         """Drop the local file (and whatever was not finished)."""
         self._out.abort()
+        self._chunk_ids.close()
         self._room.close()
         self._env.close()
         remove_lmdb_file(self.path)

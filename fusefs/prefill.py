@@ -155,14 +155,20 @@ class Prefill:
             return  # damaged data is reported by the read that meets it
 
         def push() -> None:
+            stored = skipped = 0
             for c, data in fut.result():
                 if not c.still():
+                    skipped += 1
                     continue
                 try:
                     self._store(c.ino, 0, data)
                     self.pushed += 1
-                except OSError:  # the kernel forgot the inode, or cannot
-                    continue
+                    stored += 1
+                except OSError as exc:  # the kernel forgot the inode, or cannot
+                    log.debug("prefill: inode %d not stored: %s", c.ino, exc)
+                    skipped += 1
+            # The --debug log says when a batch is in the page cache.
+            log.debug("prefill: stored %d files, %d skipped", stored, skipped)
 
         try:
             self._call_soon(push)

@@ -40,6 +40,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -313,7 +314,9 @@ def test_a_walked_directory_is_read_from_pushed_pages_and_last_still_moves(
     last = m.path / "mx1" / "last" / "data" / "d"
     assert sorted(os.listdir(last)) == names  # as a walker does: the kernel knows them
     assert (last / names[0]).read_bytes() == b"v1-m00" * 700
-    time.sleep(1.0)  # the neighbours are pushed meanwhile
+    _wait_for(lambda: sum(int(n) for n in re.findall(r"prefill: stored (\d+) files",
+                                                     m.log.read_text())) == len(names) - 1,
+              "the neighbours pushed into the page cache", timeout=30)
     reads = m.log.read_text().count("read(fh=")
     for name in names[1:]:
         assert (last / name).read_bytes() == (b"v1-" + name.encode()) * 700

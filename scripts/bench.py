@@ -83,6 +83,12 @@ def corpus_stats(path: Path) -> tuple[int, int]:
     return files, size
 
 
+def corpus_entries(path: Path) -> int:
+    """Files, directories and symbolic links of the corpus."""
+    return sum(len(dirs) + len([n for n in names if not n.startswith(".corpus")])
+               for _, dirs, names in os.walk(path))
+
+
 class Tool:
     """One backup program driven through its command line."""
 
@@ -359,6 +365,7 @@ class Bench:
                                   for n in names]
         self.results: dict[str, dict[str, float]] = {}
         self.units: dict[str, str] = {}
+        self.daily: dict[str, list[float]] = {}
         self.requests: dict[str, tuple[Counter[str], int]] = {}
 
     def record(self, metric: str, unit: str, tool: Tool, value: float) -> None:
@@ -396,23 +403,33 @@ class Bench:
             self.record("first backup rate", "MB/s", tool, size / t / 1e6)
             self.record("first backup files/s", "files/s", tool, files / t)
             self.record("first backup peak RSS", "MB", tool, max(rss[tool.name]))
-        # 2. Nothing changed.
+        # 2. Nothing changed; as a nightly job finds it, with the page
+        # cache dropped before every backup.
+        entries = corpus_entries(self.corpus)
         same: dict[str, list[float]] = {t.name: [] for t in self.tools}
+        before = {t.name: tree_size(t.repo) for t in self.tools}
         for _ in range(a.repeat):
             for tool in self.tools:
+                drop_caches()
                 same[tool.name].append(tool.backup(self.corpus)[0])
         for tool in self.tools:
             self.record("nothing changed", "s", tool, median(same[tool.name]))
+            growth = (tree_size(tool.repo) - before[tool.name]) / a.repeat
+            self.record("growth when nothing changed", "B/entry", tool, growth / entries)
         # 3. One incremental per day.
         daily: dict[str, list[float]] = {t.name: [] for t in self.tools}
         for day in range(1, a.days + 1):
             self.gen(day)
             for tool in self.tools:
+                drop_caches()
                 daily[tool.name].append(tool.backup(self.corpus)[0])
         for tool in self.tools:
             if daily[tool.name]:
                 self.record("daily backup (median)", "s", tool, median(daily[tool.name]))
             self.record("repository size", "MB", tool, tree_size(tool.repo) / 1e6)
+        self.daily = daily
+        if a.backups_only:
+            return
         self.mount_steps(size)
         self.request_step()
         self.restore_steps()
@@ -508,6 +525,13 @@ class Bench:
             self.record("restore (own command)", "s", tool, median(own))
             self.record("cp -a out of the mount", "s", tool, median(cps))
             tool.unmount()
+
+    def worst_days(self) -> str:
+        """histfs's time over each peer's on the day that ratio is highest."""
+        mine = self.daily.get("histfs", [])
+        return ", ".join(
+            f"histfs/{name} {max(h / p for h, p in zip(mine, theirs, strict=True)):.2f}"
+            for name, theirs in self.daily.items() if name != "histfs" and theirs and mine)
 
     def table(self) -> str:
         peers = [t.name for t in self.tools if t.name != "histfs"]
@@ -691,6 +715,11 @@ def scale_test(args: argparse.Namespace) -> None:
                 change_one_percent(work / host, n, r)
                 changed.append(run_timed(backup, env=env))
             unchanged[n] = median([wall for wall, _ in same])
+            newest = max((tool.repo / "snapshots" / host).glob("*.idx"),
+                         key=lambda p: p.name)
+            lines.append((f"stored index of the last snapshot, {n} files",
+                          f"{newest.stat().st_size / 1e6:.1f} MB "
+                          f"({newest.stat().st_size / n:.0f} B a file)"))
             for what, runs in (("first", [first]), ("unchanged", same),
                                ("1%-changed", changed)):
                 wall = median([w for w, _ in runs])
@@ -763,6 +792,8 @@ def main() -> int:
     ap.add_argument("--borg", help="borg's command, if not on the PATH or beside python")
     ap.add_argument("--big-mb", type=int, default=1024,
                     help="size of the file of 1 MiB chunks read cold (histfs), 0 to skip")
+    ap.add_argument("--backups-only", action="store_true",
+                    help="only the backup steps (first, nothing changed, daily), no mount")
     ap.add_argument("--requests", action="store_true",
                     help="instead: only the table of kernel requests per reader (histfs)")
     ap.add_argument("--scale-test", action="store_true",
@@ -798,6 +829,9 @@ def main() -> int:
     print(f"\nhistfs benchmark, scale {args.scale}, {args.repeat} repeats, "
           f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores\n")
     print(bench.table())
+    worst = bench.worst_days()
+    if worst:
+        print(f"\ndaily backups, worst day's ratio: {worst}")
     print("\nratios: histfs/peer; below 1 is better for s and MB, above 1 for rates.")
     print(f"\nhistfs kernel requests per entry of last/mail, each reader on a fresh "
           f"mount, page cache dropped\n\n{request_table(bench.requests)}")

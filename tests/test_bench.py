@@ -28,6 +28,7 @@ def test_bench_runs_at_a_tiny_scale(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
+    assert results["growth when nothing changed"]["histfs"] > 0
     for metric in ("first backup", "nothing changed", "daily backup (median)",
                    "repository size", "mount: root lists", "dump read cold",
                    "tar of Maildir", "restore (own command)", "cp -a out of the mount",
@@ -58,6 +59,8 @@ def test_scale_test_runs_small(tmp_path: Path) -> None:
             assert re.fullmatch(r"[\d.]+ s \(\d+ µs a file\), peak RSS \d+ MB",
                                 rows[f"{what} backup, {n} files"]), rows
     assert rows["first backup's peak RSS, 2000 vs 200 files"].endswith("x for 10x the files")
+    assert re.fullmatch(r"[\d.]+ MB \(\d+ B a file\)",
+                        rows["stored index of the last snapshot, 2000 files"]), rows
     assert "list a host of 3 snapshots" in rows
     # 2,000 files, their 2 directories, the part and the snapshot directory itself.
     assert rows["find of the 2004-entry snapshot"].endswith("entries/s)")

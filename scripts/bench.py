@@ -833,8 +833,9 @@ def main() -> int:
     if worst:
         print(f"\ndaily backups, worst day's ratio: {worst}")
     print("\nratios: histfs/peer; below 1 is better for s and MB, above 1 for rates.")
-    print(f"\nhistfs kernel requests per entry of last/mail, each reader on a fresh "
-          f"mount, page cache dropped\n\n{request_table(bench.requests)}")
+    if bench.requests:
+        print(f"\nhistfs kernel requests per entry of last/mail, each reader on a fresh "
+              f"mount, page cache dropped\n\n{request_table(bench.requests)}")
     if args.json:
         requests = {reader: [dict(counts), entries]
                     for reader, (counts, entries) in bench.requests.items()}

@@ -10,7 +10,6 @@ directory that a mirroring job would copy as "everything deleted".
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import logging.handlers
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from index.errors import HistfsError
+from index.store.malloc_arenas import limit_malloc_arenas
 
 log = logging.getLogger("histfs.mount")
 READ_AHEAD_KB = 4096
@@ -104,18 +104,6 @@ def _raise_read_ahead(target: str) -> None:
         Path(f"/sys/class/bdi/{bdi}/read_ahead_kb").write_text(str(READ_AHEAD_KB))
 
 
-_M_ARENA_MAX = -8
-MALLOC_ARENAS = 2
-"""glibc gives each thread that allocates its own heap ("arena"), and each
-keeps what it freed: the decoding threads' arenas made a third of the
-daemon's memory. Two arenas cost no measurable speed."""
-
-
-def _limit_malloc_arenas() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-
-
 def _setup_logging(opts: MountOptions) -> None:
     root = logging.getLogger("histfs")
     root.setLevel(logging.DEBUG if opts.debug else logging.INFO)
@@ -145,9 +133,8 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
     from fusefs.vfs import Vfs
     from index.model.repository import Repository
 
+    limit_malloc_arenas()
     repo = Repository.open(opts.repo, passphrase=opts.passphrase)
-    _limit_malloc_arenas()
-    repo = Repository.open(opts.repo)
     repo.chunk_store.limit_cache(opts.cache_mb * 1024 * 1024)
     vfs = Vfs(repo, opts.host, opts.last_symlink)
     target = os.path.realpath(opts.mountpoint)

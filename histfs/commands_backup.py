@@ -18,6 +18,7 @@ from histfs.exit_status import EXIT_OK
 from histfs.output import Progress, human_bytes
 from index.errors import ConfigError
 from index.model.repository import Repository
+from index.store.malloc_arenas import limit_malloc_arenas
 from writer.backup import BackupResult
 from writer.parts import Part
 from writer.stats import BackupStats
@@ -29,6 +30,7 @@ _WARNINGS_SHOWN = 50
 def cmd_backup(args: argparse.Namespace) -> int:
     """`histfs backup`. Every run that got as far as reading its options
     writes its metrics file, whatever stops it."""
+    limit_malloc_arenas()  # before the reading threads start
     with RunRecord(Path(args.metrics_file) if args.metrics_file else None,
                    args.host) as record:
         cfg = file_config(args)

@@ -6,6 +6,12 @@ in whichever snapshot is newest at each request. The mount remembers, per
 inode the kernel knows, the path and what it last resolved to: while that
 snapshot is still the newest, a request reuses the entry instead of walking
 the path again.
+
+`last` shows, per host, the snapshot it moved to last: it moves when the
+mount follows the snapshot list (`follow`), which also says what the kernel
+must forget of the snapshot shown before (`fusefs.last_moves`). So the
+kernel may keep what it learns under `last` as long as in the dated
+directories.
 """
 
 from __future__ import annotations
@@ -13,16 +19,18 @@ from __future__ import annotations
 import errno
 import stat
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from fusefs import entries
 from fusefs.inodes import Inode, last_inode
-from fusefs.snapshot_table import SnapshotTable
-from fusefs.view import SHORT_TIMEOUT, Attr, FsError, Listed, OpenFile
-from index.errors import PathNotFound
+from fusefs.last_moves import Forget, ForgetInode, Held, forgets
+from fusefs.snapshot_table import Listing, SnapshotTable
+from fusefs.view import LONG_TIMEOUT, SHORT_TIMEOUT, Attr, FsError, Listed, OpenFile
+from index.errors import HistfsError, PathNotFound
 from index.format.names import snapshot_time
-from index.format.types import Entry, EntryId
+from index.format.types import Entry, EntryId, Kind
 from index.model.repository import SnapshotRef
 from index.model.snapshot_reader import SnapshotReader
 
@@ -53,6 +61,10 @@ class LastView:
         """Whether `last` is a symlink to the newest dated directory."""
         self._nodes: dict[Inode, LastNode] = {}
         self._lock = threading.Lock()
+        self._shown: dict[str, SnapshotRef] = {}
+        """The snapshot `last` shows, per host."""
+        self._paths: Counter[str] = Counter()
+        """Nodes below `last` (not `last` itself) the kernel holds, per host."""
 
     def root_inode(self, host: str) -> Inode:
         """The inode of `host`'s `last`."""
@@ -71,6 +83,8 @@ class LastView:
             node = self._nodes.get(ino)
             if node is None:
                 node = self._nodes[ino] = LastNode(host, path)
+                if path:
+                    self._paths[host] += 1
             # Hard links share a number: the path is the one seen last.
             node.path, node.ref, node.entry_id = path, ref, entry_id
             node.lookups += 1
@@ -83,15 +97,84 @@ class LastView:
                 node.lookups -= count
                 if node.lookups <= 0:
                     del self._nodes[Inode(ino)]
+                    if node.path:
+                        self._paths[node.host] -= 1
+
+    def holds_paths(self) -> bool:
+        """Whether the kernel holds any path below a `last`."""
+        return any(self._paths.values())
 
     def __len__(self) -> int:
         return len(self._nodes)
 
     def _latest(self, host: str) -> SnapshotRef:
-        ref = self.table.listing().latest(host)
-        if ref is None:
-            raise FsError(errno.ENOENT, f"no snapshot of {host}")
-        return ref
+        """The snapshot `last` shows: the newest, except while the kernel
+        holds paths under it that `follow` has not yet checked against the
+        newest."""
+        shown = self._shown.get(host)
+        if shown is None or not self._paths[host]:
+            newest = self.table.listing().latest(host)
+            if newest is None:
+                raise FsError(errno.ENOENT, f"no snapshot of {host}")
+            shown = self._shown[host] = newest
+        return shown
+
+    def moved(self, listing: Listing) -> bool:
+        """Whether `last` of some host shows another snapshot than the newest
+        of `listing` (a dictionary lookup a host)."""
+        return any(listing.latest(host) != ref for host, ref in self._shown.items())
+
+    def follow(self) -> list[Forget]:
+        """Move `last` of every host to its newest snapshot; what the kernel
+        must forget for that, before anything under `last` is trusted again
+        (see `fusefs.last_moves`)."""
+        listing = self.table.listing()
+        out: list[Forget] = []
+        for host, shown in list(self._shown.items()):
+            newest = listing.latest(host)
+            if newest == shown:
+                continue
+            if newest is None:
+                # `last` itself is looked up again within SHORT_TIMEOUT and
+                # gone: nothing under it can be reached.
+                del self._shown[host]
+                continue
+            with self._lock:
+                nodes = [(ino, node) for ino, node in self._nodes.items()
+                         if node.host == host and node.path]
+            if not nodes:
+                self._shown[host] = newest
+                continue
+            held = [Held(ino, node.path, self._given(node)) for ino, node in nodes]
+            forget, found = forgets(host, self.table.reader(newest), held)
+            with self._lock:
+                for ino, node in nodes:
+                    e = found.get(ino)
+                    node.ref, node.entry_id = (newest, e.entry_id) if e else (None, None)
+            out += forget
+            if not self.symlink:  # its times are the newest snapshot's
+                out.append(ForgetInode(self.root_inode(host), False))
+            self._shown[host] = newest
+        return out
+
+    def _given(self, node: LastNode) -> tuple[SnapshotReader, Entry] | None:
+        """The entry the kernel was last given for `node`, if known."""
+        if node.ref is None or node.entry_id is None:
+            return None
+        try:
+            snap = self.table.reader(node.ref)
+            return snap, snap.entry(node.entry_id)
+        except HistfsError:  # pruned meanwhile
+            return None
+
+    def _timeout(self, host: str, ref: SnapshotRef, e: Entry) -> float:
+        """How long the kernel may keep an entry under `last`: long, as the
+        mount tells it when it changes; short for a hard link (the mount
+        knows one of its names only) and for an answer from a snapshot `last`
+        no longer shows (a listing begun before it moved)."""
+        if e.nlink > 1 and e.kind != Kind.DIRECTORY:
+            return SHORT_TIMEOUT
+        return LONG_TIMEOUT if self._shown.get(host) == ref else SHORT_TIMEOUT
 
     def _resolve(self, node: LastNode, pinned: SnapshotRef | None = None
                  ) -> tuple[SnapshotRef, SnapshotReader, Entry]:
@@ -118,13 +201,14 @@ class LastView:
         numbered = path if e.inode_id == e.entry_id else snap.path_of(e.inode_id)
         ino = last_inode(node.host, numbered, entries.TYPE_BITS[e.kind])
         self.remember(ino, node.host, path, ref, e.entry_id)
-        return entries.attr(ino, e, SHORT_TIMEOUT)
+        return entries.attr(ino, e, self._timeout(node.host, ref, e))
 
     def attr(self, ino: Inode, node: LastNode) -> Attr:
         """Attributes as in the newest snapshot; `last` itself looks like
         the dated directory it shows (or is a symlink to it)."""
         if node.path:
-            return entries.attr(ino, self._resolve(node)[2], SHORT_TIMEOUT)
+            ref, _, e = self._resolve(node)
+            return entries.attr(ino, e, self._timeout(node.host, ref, e))
         newest = self._latest(node.host)
         if not self.symlink:
             # It opens no snapshot, so a host listing never does.

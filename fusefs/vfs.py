@@ -22,6 +22,7 @@ from fusefs.dated import DatedEntry, DatedView
 from fusefs.dirs import DirNode, DirsView, HostDir, HostsDir
 from fusefs.inodes import ROOT_INODE, Inode, host_inode, is_virtual
 from fusefs.last import LastNode, LastView
+from fusefs.last_moves import Forget
 from fusefs.prefill import Candidate
 from fusefs.snapshot_table import SnapshotTable
 from fusefs.view import Attr, FsError, OpenFile, Resolved
@@ -76,6 +77,17 @@ class Vfs:
     def forget(self, ino: int, count: int) -> None:
         """The kernel dropped `count` references to `ino`."""
         self.last.forget(ino, count)
+
+    def last_moved(self) -> bool:
+        """Whether the snapshot list has a newer snapshot than `last` shows."""
+        return self.last.moved(self.table.listing())
+
+    def follow_last(self) -> list[Forget]:
+        """Move `last` to the newest snapshots; what the kernel must forget
+        for that. Reads the snapshot list (when older than its TTL) only
+        while the kernel holds paths under `last`: otherwise `last` moves
+        at the next request."""
+        return self.last.follow() if self.last.holds_paths() else []
 
     def opendir(self, ino: int) -> SnapshotRef | None:
         """The snapshot a listing of `ino` must stick to: under `last`, the

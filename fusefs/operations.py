@@ -156,7 +156,10 @@ class Operations(pyfuse3.Operations):
         async with self._following:
             try:
                 forget = self.vfs.follow_last()
-            except Exception:  # the next call tries again
+            except HistfsError as exc:  # `last` stays; the next call tries again
+                log.warning("last cannot move to the newest snapshot yet: %s", exc)
+                return
+            except Exception:
                 log.exception("following the newest snapshots failed")
                 return
             if forget:

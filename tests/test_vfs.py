@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from fusefs.inodes import (
 )
 from fusefs.last_moves import ForgetEntry, ForgetInode
 from fusefs.vfs import FsError, Vfs
+from fusefs.view import LONG_TIMEOUT, SHORT_TIMEOUT
 from index.model.repository import Repository
 from tests.conftest import backup_json
 from writer.backup import run_backup
@@ -373,6 +375,33 @@ def test_a_path_under_last_follows_the_newest_snapshot(repo: Repository,
     with pytest.raises(FsError) as info:
         vfs.getattr(f)
     assert info.value.errno == errno.ENOENT
+    vfs.close()
+
+
+def test_under_last_the_kernel_keeps_long_except_hard_links_and_a_moved_listing(
+        repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src, {f"d/{i:03d}": b"x" for i in range(10)})
+    os.link(src / "d" / "000", src / "d" / "linked")
+    backup_json(repo.root, f"mail={src}")
+    vfs = Vfs(repo, list_ttl=0.0)
+    d = _under_last(vfs, b"mail", b"d")
+    pinned = vfs.opendir(d)
+    listed = {n: a for n, a, _ in vfs.readdir(d, 0, pinned)}
+    # A hard link's number follows its first name, of which the mount knows
+    # one: it is asked again soon.
+    assert listed[b"linked"].timeout == listed[b"000"].timeout == SHORT_TIMEOUT
+    assert listed[b"001"].timeout == LONG_TIMEOUT
+    offset = next(off for n, _, off in vfs.readdir(d, 0, pinned) if n == b"004")
+    (src / "d" / "009").write_bytes(b"changed")
+    backup_json(repo.root, f"mail={src}")
+    assert vfs.follow_last()
+    # A listing begun before `last` moved goes on from its snapshot, and what
+    # it answers from there is not kept long (nothing will say it changed).
+    rest = {n: a for n, a, _ in vfs.readdir(d, offset, pinned)}
+    assert rest[b"009"].size == 1 and rest[b"009"].timeout == SHORT_TIMEOUT
+    assert vfs.getattr(rest[b"009"].ino).size == len(b"changed")
+    assert vfs.getattr(rest[b"009"].ino).timeout == LONG_TIMEOUT
     vfs.close()
 
 

@@ -17,6 +17,7 @@ directories.
 from __future__ import annotations
 
 import errno
+import itertools
 import stat
 import threading
 from collections import Counter
@@ -25,10 +26,10 @@ from dataclasses import dataclass
 
 from fusefs import entries
 from fusefs.inodes import Inode, last_inode
-from fusefs.last_moves import Forget, ForgetInode, Held, forgets
+from fusefs.last_moves import Forget, ForgetInode, Paths, check, fingerprint
 from fusefs.snapshot_table import Listing, SnapshotTable
 from fusefs.view import LONG_TIMEOUT, SHORT_TIMEOUT, Attr, FsError, Listed, OpenFile
-from index.errors import HistfsError, PathNotFound
+from index.errors import PathNotFound
 from index.format.names import snapshot_time
 from index.format.types import Entry, EntryId, Kind
 from index.model.repository import SnapshotRef
@@ -50,6 +51,22 @@ class LastNode:
     """References the kernel holds (lookups and listings less forgets)."""
     content: tuple[object, ...] | None = None
     """What the file held when last opened (`SnapshotReader.content_key`)."""
+    given: int | None = None
+    """What the kernel was told of the entry (`last_moves.fingerprint`)."""
+
+
+_Held = tuple[LastNode, bytes, int | None, tuple[object, ...] | None]
+"""A node as checked: itself, its path, what the kernel was told, its pages."""
+
+
+def _same_held(prev: tuple[_Held, object, object] | None, node: LastNode) -> bool:
+    """Whether `node` is still as it was checked (`prev`)."""
+    return prev is not None and prev[0][0] is node \
+        and prev[0][1:] == (node.path, node.given, node.content)
+
+
+_BATCH = 1000
+"""Paths checked at a time when `last` moves (some 30 ms)."""
 
 
 class LastView:
@@ -76,9 +93,10 @@ class LastView:
         return self._nodes.get(Inode(ino))
 
     def remember(self, ino: Inode, host: str, path: bytes,
-                 ref: SnapshotRef | None = None, entry_id: EntryId | None = None) -> None:
+                 ref: SnapshotRef | None = None, e: Entry | None = None) -> None:
         """The kernel got `ino` (a lookup or a listing): it stands for `path`,
-        found as `entry_id` in `ref`, until it is forgotten as often."""
+        found as `e` in `ref`, until it is forgotten as often."""
+        given = None if e is None else fingerprint(e)
         with self._lock:
             node = self._nodes.get(ino)
             if node is None:
@@ -86,7 +104,8 @@ class LastView:
                 if path:
                     self._paths[host] += 1
             # Hard links share a number: the path is the one seen last.
-            node.path, node.ref, node.entry_id = path, ref, entry_id
+            node.path, node.ref = path, ref
+            node.entry_id, node.given = (None, None) if e is None else (e.entry_id, given)
             node.lookups += 1
 
     def forget(self, ino: int, count: int) -> None:
@@ -124,12 +143,12 @@ class LastView:
         of `listing` (a dictionary lookup a host)."""
         return any(listing.latest(host) != ref for host, ref in self._shown.items())
 
-    def follow(self) -> list[Forget]:
-        """Move `last` of every host to its newest snapshot; what the kernel
-        must forget for that, before anything under `last` is trusted again
-        (see `fusefs.last_moves`)."""
+    def follow(self) -> Iterator[list[Forget]]:
+        """Move `last` of every host to its newest snapshot. Yields what the
+        kernel must forget for that, in parts: between two, the caller may
+        answer other requests (which still see the snapshot shown before);
+        after the last, `last` shows the newest (see `fusefs.last_moves`)."""
         listing = self.table.listing()
-        out: list[Forget] = []
         for host, shown in list(self._shown.items()):
             newest = listing.latest(host)
             if newest == shown:
@@ -139,33 +158,43 @@ class LastView:
                 # gone: nothing under it can be reached.
                 del self._shown[host]
                 continue
-            with self._lock:
-                nodes = [(ino, node) for ino, node in self._nodes.items()
-                         if node.host == host and node.path]
-            if not nodes:
-                self._shown[host] = newest
-                continue
-            held = [Held(ino, node.path, self._given(node)) for ino, node in nodes]
-            forget, found = forgets(host, self.table.reader(newest), held)
-            with self._lock:
-                for ino, node in nodes:
-                    e = found.get(ino)
-                    node.ref, node.entry_id = (newest, e.entry_id) if e else (None, None)
-            out += forget
-            if not self.symlink:  # its times are the newest snapshot's
-                out.append(ForgetInode(self.root_inode(host), False))
-            self._shown[host] = newest
-        return out
+            yield from self._move(host, newest)
 
-    def _given(self, node: LastNode) -> tuple[SnapshotReader, Entry] | None:
-        """The entry the kernel was last given for `node`, if known."""
-        if node.ref is None or node.entry_id is None:
-            return None
-        try:
-            snap = self.table.reader(node.ref)
-            return snap, snap.entry(node.entry_id)
-        except HistfsError:  # pruned meanwhile
-            return None
+    def _move(self, host: str, newest: SnapshotRef) -> Iterator[list[Forget]]:
+        checked: dict[Inode, tuple[_Held, Forget | None, Entry | None]] = {}
+        paths = Paths(self.table.reader(newest))
+        for rounds in itertools.count():
+            with self._lock:
+                # Nodes the kernel got (or got again, otherwise) meanwhile too.
+                todo = [(ino, (node, node.path, node.given, node.content))
+                        for ino, node in self._nodes.items()
+                        if node.host == host and node.path
+                        and not _same_held(checked.get(ino), node)]
+            last_round = len(todo) <= _BATCH or rounds >= 2
+            for i in range(0, len(todo), _BATCH):
+                paths.snap = self.table.reader(newest)  # may have been reopened
+                for ino, held in todo[i:i + _BATCH]:
+                    checked[ino] = (held, *check(host, paths, ino, *held[1:]))
+                if not last_round:
+                    yield []
+            if last_round:
+                break
+        out: list[tuple[int, Forget]] = []
+        with self._lock:
+            for ino, (held, forget, e) in checked.items():
+                node = self._nodes.get(ino)
+                if node is not held[0]:
+                    continue  # the kernel forgot it meanwhile
+                path = node.path
+                node.ref, node.entry_id = (None, None) if e is None else (newest, e.entry_id)
+                node.given = None if e is None else fingerprint(e)
+                if forget is not None:
+                    out.append((path.count(b"/"), forget))
+        out.sort(key=lambda item: -item[0])
+        if not self.symlink:  # its times are the newest snapshot's
+            out.append((0, ForgetInode(self.root_inode(host), False)))
+        self._shown[host] = newest
+        yield [f for _, f in out]
 
     def _timeout(self, host: str, ref: SnapshotRef, e: Entry) -> float:
         """How long the kernel may keep an entry under `last`: long, as the
@@ -200,7 +229,7 @@ class LastView:
         # A hard link is numbered by the path of its first link, like its siblings.
         numbered = path if e.inode_id == e.entry_id else snap.path_of(e.inode_id)
         ino = last_inode(node.host, numbered, entries.TYPE_BITS[e.kind])
-        self.remember(ino, node.host, path, ref, e.entry_id)
+        self.remember(ino, node.host, path, ref, e)
         return entries.attr(ino, e, self._timeout(node.host, ref, e))
 
     def attr(self, ino: Inode, node: LastNode) -> Attr:

@@ -14,7 +14,6 @@ page cache.
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fusefs import entries
@@ -43,18 +42,18 @@ class ForgetInode:
 Forget = ForgetEntry | ForgetInode
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A path under `last` the kernel holds, and the entry it was given."""
+def fingerprint(e: Entry) -> int:
+    """What the kernel is told of an entry (attributes, xattrs, type, a
+    whole-file chunk or a symlink's target), as one number: equal entries
+    give equal numbers."""
+    data = None if isinstance(e.data, int) else e.data
+    return hash((e.kind, e.mode, e.uid, e.gid, e.size, e.mtime_ns, e.ctime_ns, e.atime_ns,
+                 e.nlink, e.rdev, e.stored_bytes, e.xattrs, data))
 
-    ino: Inode
-    path: bytes
-    given: tuple[SnapshotReader, Entry] | None
-    """None when the mount cannot tell (then all of it is forgotten)."""
 
-
-class _Paths:
-    """Paths resolved in one snapshot, each directory looked up once."""
+class Paths:
+    """Paths resolved in one snapshot, each directory looked up once. `snap`
+    may be replaced by a fresh reader of the same snapshot between calls."""
 
     def __init__(self, snap: SnapshotReader) -> None:
         self.snap = snap
@@ -79,48 +78,21 @@ def numbered_path(snap: SnapshotReader, path: bytes, e: Entry) -> bytes:
         else snap.path_of(e.inode_id)
 
 
-def _same_attributes(old: Entry, new: Entry) -> bool:
-    return (old.kind, old.mode, old.uid, old.gid, old.size, old.mtime_ns, old.ctime_ns,
-            old.atime_ns, old.nlink, old.rdev, old.stored_bytes, old.xattrs) == \
-        (new.kind, new.mode, new.uid, new.gid, new.size, new.mtime_ns, new.ctime_ns,
-         new.atime_ns, new.nlink, new.rdev, new.stored_bytes, new.xattrs)
-
-
-def _same_content(old_snap: SnapshotReader, old: Entry, new_snap: SnapshotReader,
-                  new: Entry) -> bool:
-    if old.kind != Kind.REGULAR or not isinstance(old.data, int) \
-            or not isinstance(new.data, int):
-        return old.data == new.data  # a whole-file chunk, a symlink's target
-    return old_snap.content_key(old) == new_snap.content_key(new)
-
-
-def forgets(host: str, new: SnapshotReader, held: Iterable[Held]
-            ) -> tuple[list[Forget], dict[Inode, Entry]]:
-    """What the kernel must forget of `held` once `last` of `host` shows
-    `new`, deepest paths first; and the entry in `new` of each held inode
-    that keeps its number."""
-    paths = _Paths(new)
-    out: list[tuple[int, Forget]] = []
-    found: dict[Inode, Entry] = {}
-    for h in held:
-        try:
-            e = paths.entry(h.path)
-        except HistfsError:  # a damaged entry: reading it will say so
-            e = None
-        depth = h.path.count(b"/")
-        if e is None or last_inode(host, numbered_path(new, h.path, e),
-                                   entries.TYPE_BITS[e.kind]) != h.ino:
-            parent_path, _, name = h.path.rpartition(b"/")
-            parent = last_inode(host, parent_path, stat.S_IFDIR)
-            out.append((depth, ForgetEntry(parent, name)))
-            continue
-        found[h.ino] = e
-        if h.given is None:
-            out.append((depth, ForgetInode(h.ino, True)))
-            continue
-        old_snap, old = h.given
-        content = _same_content(old_snap, old, new, e)
-        if not content or not _same_attributes(old, e):
-            out.append((depth, ForgetInode(h.ino, not content)))
-    out.sort(key=lambda item: -item[0])
-    return [f for _, f in out], found
+def check(host: str, paths: Paths, ino: Inode, path: bytes, given: int | None,
+          content: tuple[object, ...] | None) -> tuple[Forget | None, Entry | None]:
+    """What the kernel must forget of inode `ino`, which it holds as `path`
+    with attributes `given` (a `fingerprint`, None if unknown) and pages of
+    `content` (None: no pages), once `last` shows the snapshot of `paths`;
+    and the entry `ino` stands for there (None: the name must go)."""
+    try:
+        e = paths.entry(path)
+    except HistfsError:  # a damaged entry: reading it will say so
+        e = None
+    if e is None or last_inode(host, numbered_path(paths.snap, path, e),
+                               entries.TYPE_BITS[e.kind]) != ino:
+        parent_path, _, name = path.rpartition(b"/")
+        return ForgetEntry(last_inode(host, parent_path, stat.S_IFDIR), name), None
+    pages = content is not None and paths.snap.content_key(e) != content
+    if pages or given != fingerprint(e):
+        return ForgetInode(ino, pages or given is None), e
+    return None, e

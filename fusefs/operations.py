@@ -154,8 +154,11 @@ class Operations(pyfuse3.Operations):
         what changed (see `fusefs.last_moves`). One move at a time: a caller
         returns once the kernel has forgotten what any move before required."""
         async with self._following:
+            forget: list[Forget] = []
             try:
-                forget = self.vfs.follow_last()
+                for step in self.vfs.follow_last_steps():
+                    forget += step
+                    await trio.lowlevel.checkpoint()  # requests meanwhile
             except HistfsError as exc:  # `last` stays; the next call tries again
                 log.warning("last cannot move to the newest snapshot yet: %s", exc)
                 return

@@ -82,12 +82,17 @@ class Vfs:
         """Whether the snapshot list has a newer snapshot than `last` shows."""
         return self.last.moved(self.table.listing())
 
+    def follow_last_steps(self) -> Iterator[list[Forget]]:
+        """Move `last` to the newest snapshots: what the kernel must forget
+        for that, in parts between which other requests may be answered
+        (`LastView.follow`). Reads the snapshot list (when older than its
+        TTL) only while the kernel holds paths under `last`: otherwise
+        `last` moves at the next request."""
+        return self.last.follow() if self.last.holds_paths() else iter(())
+
     def follow_last(self) -> list[Forget]:
-        """Move `last` to the newest snapshots; what the kernel must forget
-        for that. Reads the snapshot list (when older than its TTL) only
-        while the kernel holds paths under `last`: otherwise `last` moves
-        at the next request."""
-        return self.last.follow() if self.last.holds_paths() else []
+        """`follow_last_steps` at once."""
+        return [f for step in self.follow_last_steps() for f in step]
 
     def opendir(self, ino: int) -> SnapshotRef | None:
         """The snapshot a listing of `ino` must stick to: under `last`, the

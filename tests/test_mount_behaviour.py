@@ -11,8 +11,10 @@ kernel: `os.stat`, `open`/`read`, `readdir` (also through libc with
 - a backup made while mounted appears without a remount and `last` follows
   it, keeping inode numbers of paths whose type did not change (which is what
   makes `tar --listed-incremental` over `last/` dump only changed files); a
-  post-backup hook finds its snapshot and the new `last` at once; prune and
-  gc while mounted leave every kept file readable (plain and encrypted);
+  post-backup hook finds its snapshot and the new `last` at once; the kernel
+  keeps what it learns under `last/` long, and forgets, when `last` moves,
+  exactly what changed; an idle mount holding paths there uses no CPU; prune
+  and gc while mounted leave every kept file readable (plain and encrypted);
 - every kind of write fails with EROFS, everywhere in the tree;
 - `--allow-other`: other users get in, and stored permissions are enforced;
 - inode numbers are below 2^63 and survive a remount; `last` has the mode,
@@ -393,6 +395,36 @@ def test_last_is_kept_long_and_forgets_what_changed_when_it_moves(
     reads = _requests(m.log, "read")
     assert (last / "same.txt").read_bytes() == (src / "same.txt").read_bytes()
     assert _requests(m.log, "read") == reads
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time process `pid` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_mount_holding_paths_under_last_uses_no_cpu(
+        repo: Repository, tmp_path: Path, mount_repo: Callable[..., Mount]) -> None:
+    """While the kernel holds paths under `last/`, the mount looks for a
+    newer snapshot every second or two; idle, that costs next to nothing."""
+    src = tmp_path / "src"
+    _tree_of(src, 300)
+    _backup(repo.root, f"data={src}")
+    m = mount_repo(repo.root)
+    assert m.proc is not None
+    assert sum(len(files) for _, _, files in os.walk(m.path / "mx1" / "last")) == 300
+    time.sleep(0.5)
+    before = _cpu_seconds(m.proc.pid)
+    time.sleep(4.0)
+    assert _cpu_seconds(m.proc.pid) - before < 0.2
+
+
+def _tree_of(root: Path, files: int) -> None:
+    for i in range(files):
+        d = root / f"d{i // 50}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"m{i}").write_bytes(b"message %d\n" % i)
 
 
 @pytest.mark.timeout(300)

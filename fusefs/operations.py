@@ -145,7 +145,7 @@ class Operations(pyfuse3.Operations):
         # here, a new snapshot moves `last` before the hook gets its answer.
         # Never for a lookup under `last`, which holds a directory's lock
         # that forgetting a name there waits for.
-        if self.vfs.last.known(parent_inode) is None and self.vfs.last_moved():
+        if not self.vfs.under_last(parent_inode) and self.vfs.last_moved():
             await self.follow_last()
         return _entry_attributes(attr)
 

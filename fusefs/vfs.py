@@ -78,6 +78,14 @@ class Vfs:
         """The kernel dropped `count` references to `ino`."""
         self.last.forget(ino, count)
 
+    def under_last(self, ino: int) -> bool:
+        """Whether `ino` is a `last` or below one."""
+        if not is_virtual(ino):
+            return False
+        if self.last.known(ino) is not None:
+            return True
+        return any(ino == self.last.root_inode(h) for h in self.table.listing().hosts)
+
     def last_moved(self) -> bool:
         """Whether the snapshot list has a newer snapshot than `last` shows."""
         return self.last.moved(self.table.listing())

@@ -83,6 +83,11 @@ def test_layout_and_lookup(two_snapshots: Repository) -> None:
     # The mount tells the kernel what changed when `last` moves: it may keep
     # what it learns under `last` as long as in a dated directory.
     assert is_virtual(last_two.ino) and last_two.timeout == two.timeout
+    # Where a lookup may wait for `last` to move (not below a `last`: the
+    # kernel holds that directory's lock, which forgetting a name needs).
+    assert vfs.under_last(last_two.ino) and vfs.under_last(vfs.last.root_inode("mx1"))
+    assert not vfs.under_last(mx1.ino) and not vfs.under_last(two.ino)
+    assert not vfs.under_last(ROOT_INODE)
     with pytest.raises(FsError) as info:
         vfs.lookup(first.ino, b"missing")
     assert info.value.errno == errno.ENOENT

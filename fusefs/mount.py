@@ -30,7 +30,9 @@ READ_AHEAD_KB = 4096
 # How often the snapshot index pages that lookups mapped are handed back to
 # the page cache (see index.store.mapped_pages): often enough that RSS reflects
 # the mount's own memory, rarely enough that the re-faults cost nothing.
-_DROP_PAGES_EVERY = 1.0
+# `last` follows a new snapshot as often (the list itself is read again at
+# most every 2 s, and only while the kernel holds paths under `last`).
+_TICK = 1.0
 # Every this many of those ticks, idle pack descriptors are closed, so that
 # packs deleted by gc give their space back while the mount stays up.
 _CLOSE_PACKS_EVERY = 10
@@ -156,14 +158,15 @@ def serve(opts: MountOptions, ready: threading.Event | None = None,
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal)
-            nursery.start_soon(_drop_index_pages)
+            nursery.start_soon(_tick)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 
-    async def _drop_index_pages() -> None:
+    async def _tick() -> None:
         ticks = 0
         while True:
-            await trio.sleep(_DROP_PAGES_EVERY)
+            await trio.sleep(_TICK)
+            await ops.follow_last()
             vfs.table.drop_mapped_pages()
             ticks += 1
             if ticks % _CLOSE_PACKS_EVERY == 0:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from fusefs.last_moves import Forget, ForgetEntry
 from fusefs.prefill import Prefill
 from fusefs.readahead import ReadAhead
 from fusefs.vfs import Vfs
@@ -90,6 +91,7 @@ class Operations(pyfuse3.Operations):
         self._inode_of: dict[int, int] = {}
         self._open_inodes: Counter[int] = Counter()
         self._token: trio.lowlevel.TrioToken | None = None
+        self._following = trio.Lock()
 
     def _request(self, what: str, *args: Any) -> None:
         """Every request passes here once: `--debug` logs it as `what(args)`,
@@ -138,7 +140,34 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
-        return _entry_attributes(self._sync("lookup", self.vfs.lookup, parent_inode, name))
+        attr = self._sync("lookup", self.vfs.lookup, parent_inode, name)
+        # A post-backup hook looks its snapshot up, then reads `last`: seen
+        # here, a new snapshot moves `last` before the hook gets its answer.
+        # Never for a lookup under `last`, which holds a directory's lock
+        # that forgetting a name there waits for.
+        if not self.vfs.under_last(parent_inode) and self.vfs.last_moved():
+            await self.follow_last()
+        return _entry_attributes(attr)
+
+    async def follow_last(self) -> None:
+        """Move `last` to the newest snapshots and make the kernel forget
+        what changed (see `fusefs.last_moves`). One move at a time: a caller
+        returns once the kernel has forgotten what any move before required."""
+        async with self._following:
+            forget: list[Forget] = []
+            try:
+                for step in self.vfs.follow_last_steps():
+                    forget += step
+                    await trio.lowlevel.checkpoint()  # requests meanwhile
+            except HistfsError as exc:  # `last` stays; the next call tries again
+                log.warning("last cannot move to the newest snapshot yet: %s", exc)
+                return
+            except Exception:
+                log.exception("following the newest snapshots failed")
+                return
+            if forget:
+                # In a thread: the kernel may wait for requests this loop answers.
+                await trio.to_thread.run_sync(_tell_kernel, forget)
 
     async def getattr(self, inode: int, ctx: Any = None) -> Any:
         return _entry_attributes(self._sync("getattr", self.vfs.getattr, inode))
@@ -280,6 +309,19 @@ class Operations(pyfuse3.Operations):
         """Stop the read-ahead threads."""
         self._ahead.close()
         self._prefill.close()
+
+
+def _tell_kernel(forget: list[Forget]) -> None:
+    """Have the kernel forget names, attributes and pages."""
+    for f in forget:
+        try:
+            if isinstance(f, ForgetEntry):
+                pyfuse3.invalidate_entry(f.parent, f.name)
+            else:
+                pyfuse3.invalidate_inode(f.ino, attr_only=not f.data)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # ENOENT: the kernel no longer has it
+                log.warning("invalidating %r failed: %s", f, exc)
 
 
 async def _result(made: Future[T]) -> None:

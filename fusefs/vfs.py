@@ -22,6 +22,7 @@ from fusefs.dated import DatedEntry, DatedView
 from fusefs.dirs import DirNode, DirsView, HostDir, HostsDir
 from fusefs.inodes import ROOT_INODE, Inode, host_inode, is_virtual
 from fusefs.last import LastNode, LastView
+from fusefs.last_moves import Forget
 from fusefs.prefill import Candidate
 from fusefs.snapshot_table import SnapshotTable
 from fusefs.view import Attr, FsError, OpenFile, Resolved
@@ -76,6 +77,30 @@ class Vfs:
     def forget(self, ino: int, count: int) -> None:
         """The kernel dropped `count` references to `ino`."""
         self.last.forget(ino, count)
+
+    def under_last(self, ino: int) -> bool:
+        """Whether `ino` is a `last` or below one."""
+        if not is_virtual(ino):
+            return False
+        if self.last.known(ino) is not None:
+            return True
+        return any(ino == self.last.root_inode(h) for h in self.table.listing().hosts)
+
+    def last_moved(self) -> bool:
+        """Whether the snapshot list has a newer snapshot than `last` shows."""
+        return self.last.moved(self.table.listing())
+
+    def follow_last_steps(self) -> Iterator[list[Forget]]:
+        """Move `last` to the newest snapshots: what the kernel must forget
+        for that, in parts between which other requests may be answered
+        (`LastView.follow`). Reads the snapshot list (when older than its
+        TTL) only while the kernel holds paths under `last`: otherwise
+        `last` moves at the next request."""
+        return self.last.follow() if self.last.holds_paths() else iter(())
+
+    def follow_last(self) -> list[Forget]:
+        """`follow_last_steps` at once."""
+        return [f for step in self.follow_last_steps() for f in step]
 
     def opendir(self, ino: int) -> SnapshotRef | None:
         """The snapshot a listing of `ino` must stick to: under `last`, the

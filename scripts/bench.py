@@ -571,8 +571,12 @@ WALKS: dict[str, str] = {
     "cp -a": "cp -a {src} {dst}",
     "rsync -aHAX": "rsync -aHAX {src} {dst}",
     "find": "find {src} >/dev/null",
+    "find, stat later": "find {src} -print0 >{dst}/.list && sleep 1.5 &&"
+                        " xargs -0 stat <{dst}/.list >/dev/null",
 }
-"""The readers the request table is made with, as shell commands."""
+"""The readers the request table is made with, as shell commands. The last
+looks at every entry again after the kernel would have forgotten a
+one-second answer: what a second walk of `last/` costs."""
 
 
 def request_counts(log: bytes) -> Counter[str]:

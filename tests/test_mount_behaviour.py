@@ -11,8 +11,10 @@ kernel: `os.stat`, `open`/`read`, `readdir` (also through libc with
 - a backup made while mounted appears without a remount and `last` follows
   it, keeping inode numbers of paths whose type did not change (which is what
   makes `tar --listed-incremental` over `last/` dump only changed files); a
-  post-backup hook finds its snapshot and the new `last` at once; prune and
-  gc while mounted leave every kept file readable (plain and encrypted);
+  post-backup hook finds its snapshot and the new `last` at once; the kernel
+  keeps what it learns under `last/` long, and forgets, when `last` moves,
+  exactly what changed; an idle mount holding paths there uses no CPU; prune
+  and gc while mounted leave every kept file readable (plain and encrypted);
 - every kind of write fails with EROFS, everywhere in the tree;
 - `--allow-other`: other users get in, and stored permissions are enforced;
 - inode numbers are below 2^63 and survive a remount; `last` has the mode,
@@ -333,6 +335,99 @@ def test_a_walked_directory_is_read_from_pushed_pages_and_last_still_moves(
     dated = m.path / "mx1" / first / "data" / "d"
     for name in names:
         assert (dated / name).read_bytes() == (b"v1-" + name.encode()) * 700
+
+
+def _requests(log: Path, *names: str) -> int:
+    """How many requests named `names` a `--debug` mount's log holds."""
+    text = log.read_text()
+    return sum(text.count(f" DEBUG {name}(") for name in names)
+
+
+def test_last_is_kept_long_and_forgets_what_changed_when_it_moves(
+        repo: Repository, tmp_path: Path, mount_repo: Callable[..., Mount]) -> None:
+    """The kernel keeps entries and attributes under `last/` as in a dated
+    directory: walking it again later asks the daemon nothing. When `last`
+    moves, the mount makes the kernel forget what changed, so the new
+    snapshot is seen at once, while an unchanged file keeps its pages."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for name in ("same.txt", "attrs.txt", "content.txt", "gone.txt", "kind", "sub/deep.txt"):
+        (src / name).write_bytes(f"first {name:<12}\n".encode() * 50)
+    _backup(repo.root, f"data={src}")
+    m = mount_repo(repo.root, "--debug")
+    host = m.path / "mx1"
+    last = host / "last" / "data"
+    names = ["attrs.txt", "content.txt", "gone.txt", "kind", "same.txt", "sub", "sub/deep.txt"]
+
+    def walk() -> dict[str, os.stat_result]:
+        return {n: os.stat(last / n) for n in names}
+
+    before = walk()
+    assert (last / "same.txt").read_bytes() == (src / "same.txt").read_bytes()
+    assert (last / "content.txt").read_bytes() == (src / "content.txt").read_bytes()
+    time.sleep(1.5)  # longer than the timeouts under last/ used to be
+    seen = len(m.log.read_text())
+    assert walk() == before
+    # Only the mount's root, the host and `last` itself are asked again
+    # (their lists move with every backup): nothing below `last`.
+    asked = [line.split(" DEBUG ")[1] for line in m.log.read_text()[seen:].splitlines()
+             if " DEBUG lookup(" in line or " DEBUG getattr(" in line]
+    assert all(a == "getattr(1,)" or a.endswith((", b'mx1')", ", b'last')")) for a in asked), \
+        asked
+
+    (src / "attrs.txt").chmod(0o600)
+    old = os.stat(src / "content.txt")
+    (src / "content.txt").write_bytes(b"other content.txt \n" * 50)
+    os.utime(src / "content.txt", ns=(old.st_atime_ns, old.st_mtime_ns))
+    (src / "gone.txt").unlink()
+    (src / "kind").unlink()
+    (src / "kind").mkdir()
+    (src / "new.txt").write_bytes(b"new\n")
+    second = _backup(repo.root, f"data={src}")
+    os.stat(host / second)  # as a post-backup hook does: `last` moves at once
+    assert stat.S_IMODE(os.stat(last / "attrs.txt").st_mode) == 0o600
+    assert os.stat(last / "content.txt").st_size == old.st_size
+    assert (last / "content.txt").read_bytes() == b"other content.txt \n" * 50
+    with pytest.raises(FileNotFoundError):
+        os.stat(last / "gone.txt")
+    assert stat.S_ISDIR(os.stat(last / "kind").st_mode)
+    assert (last / "new.txt").read_bytes() == b"new\n"
+    for name in ("same.txt", "attrs.txt", "content.txt", "sub/deep.txt"):
+        assert os.stat(last / name).st_ino == before[name].st_ino, name
+    # The unchanged file's pages were kept: reading it asks for no READ.
+    reads = _requests(m.log, "read")
+    assert (last / "same.txt").read_bytes() == (src / "same.txt").read_bytes()
+    assert _requests(m.log, "read") == reads
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time process `pid` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_mount_holding_paths_under_last_uses_no_cpu(
+        repo: Repository, tmp_path: Path, mount_repo: Callable[..., Mount]) -> None:
+    """While the kernel holds paths under `last/`, the mount looks for a
+    newer snapshot every second or two; idle, that costs next to nothing."""
+    src = tmp_path / "src"
+    _tree_of(src, 300)
+    _backup(repo.root, f"data={src}")
+    m = mount_repo(repo.root)
+    assert m.proc is not None
+    assert sum(len(files) for _, _, files in os.walk(m.path / "mx1" / "last")) == 300
+    time.sleep(0.5)
+    before = _cpu_seconds(m.proc.pid)
+    time.sleep(4.0)
+    assert _cpu_seconds(m.proc.pid) - before < 0.2
+
+
+def _tree_of(root: Path, files: int) -> None:
+    for i in range(files):
+        d = root / f"d{i // 50}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"m{i}").write_bytes(b"message %d\n" % i)
 
 
 @pytest.mark.timeout(300)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from fusefs.inodes import (
     MAX_ENTRY_ID,
     ROOT_INODE,
+    Inode,
     entry_inode,
     host_inode,
     is_virtual,
@@ -22,7 +24,9 @@ from fusefs.inodes import (
     snapshot_key,
     split_entry_inode,
 )
+from fusefs.last_moves import ForgetEntry, ForgetInode
 from fusefs.vfs import FsError, Vfs
+from fusefs.view import LONG_TIMEOUT, SHORT_TIMEOUT
 from index.model.repository import Repository
 from tests.conftest import backup_json
 from writer.backup import run_backup
@@ -76,7 +80,14 @@ def test_layout_and_lookup(two_snapshots: Repository) -> None:
     last_two = vfs.lookup(vfs.lookup(vfs.lookup(vfs.lookup(mx1.ino, b"last").ino, b"mail").ino,
                                      b"a").ino, b"two")
     assert vfs.read(vfs.read_pieces(vfs.open(last_two.ino), 0, 100)) == b"changed"
-    assert is_virtual(last_two.ino) and last_two.timeout < two.timeout
+    # The mount tells the kernel what changed when `last` moves: it may keep
+    # what it learns under `last` as long as in a dated directory.
+    assert is_virtual(last_two.ino) and last_two.timeout == two.timeout
+    # Where a lookup may wait for `last` to move (not below a `last`: the
+    # kernel holds that directory's lock, which forgetting a name needs).
+    assert vfs.under_last(last_two.ino) and vfs.under_last(vfs.last.root_inode("mx1"))
+    assert not vfs.under_last(mx1.ino) and not vfs.under_last(two.ino)
+    assert not vfs.under_last(ROOT_INODE)
     with pytest.raises(FsError) as info:
         vfs.lookup(first.ino, b"missing")
     assert info.value.errno == errno.ENOENT
@@ -263,8 +274,14 @@ def test_lookup_of_a_new_snapshot_reads_the_list_again(repo: Repository,
         assert info.value.errno == errno.ENOENT
     assert [n for n, _, _ in vfs.readdir(mx1, 0)] == [
         repo.snapshots("mx1")[0].name.encode(), b"last"]
-    # The new snapshot's name is found at once, and last moves with it.
+    # The new snapshot's name is found at once, and last moves with it once
+    # the mount follows it (the adapter does at once, after such a lookup),
+    # telling the kernel to forget the attributes and pages of what changed.
+    assert not vfs.last_moved()
     assert vfs.lookup(mx1, new.encode()).ino
+    assert vfs.last_moved()
+    assert ForgetInode(Inode(last_n), True) in vfs.follow_last()
+    assert not vfs.last_moved()
     assert vfs.read(vfs.read_pieces(vfs.open(last_n), 0, 10)) == b"2"
     assert vfs.lookup(ROOT_INODE, b"mx2").ino
     # A new host too, and with --host, a new snapshot at the root.
@@ -336,6 +353,17 @@ def test_a_path_under_last_follows_the_newest_snapshot(repo: Repository,
     (src / "d" / "f").write_bytes(b"newer")
     backup_json(repo.root, f"mail={src}")
     newest = repo.snapshots("mx1")[-1]
+    # Until the mount follows the newest snapshot, `last` shows the one the
+    # kernel holds paths of; then the kernel is told what to forget.
+    assert vfs.getattr(f).size == 3
+    d = _under_last(vfs, b"mail", b"d")
+    forget = vfs.follow_last()
+    # The file's pages and attributes; the attributes only of its directories
+    # and `last` (their times may have moved), the deepest first.
+    assert forget[0] == ForgetInode(Inode(f), True)
+    assert ForgetInode(vfs.last.root_inode("mx1"), False) in forget
+    assert all(isinstance(x, ForgetInode) and not x.data for x in forget[1:])
+    assert vfs.follow_last() == []
     # The same inode, resolved again against the newest snapshot by its path.
     assert vfs.getattr(f).size == 5
     again = vfs.open(f)
@@ -348,9 +376,37 @@ def test_a_path_under_last_follows_the_newest_snapshot(repo: Repository,
     assert _under_last(vfs, b"mail", b"d", b"f") == f and held.ref == newest
     (src / "d" / "f").unlink()
     backup_json(repo.root, f"mail={src}", check=1)  # warns: the part is empty now
+    assert ForgetEntry(Inode(d), b"f") in vfs.follow_last()
     with pytest.raises(FsError) as info:
         vfs.getattr(f)
     assert info.value.errno == errno.ENOENT
+    vfs.close()
+
+
+def test_under_last_the_kernel_keeps_long_except_hard_links_and_a_moved_listing(
+        repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src, {f"d/{i:03d}": b"x" for i in range(10)})
+    os.link(src / "d" / "000", src / "d" / "linked")
+    backup_json(repo.root, f"mail={src}")
+    vfs = Vfs(repo, list_ttl=0.0)
+    d = _under_last(vfs, b"mail", b"d")
+    pinned = vfs.opendir(d)
+    listed = {n: a for n, a, _ in vfs.readdir(d, 0, pinned)}
+    # A hard link's number follows its first name, of which the mount knows
+    # one: it is asked again soon.
+    assert listed[b"linked"].timeout == listed[b"000"].timeout == SHORT_TIMEOUT
+    assert listed[b"001"].timeout == LONG_TIMEOUT
+    offset = next(off for n, _, off in vfs.readdir(d, 0, pinned) if n == b"004")
+    (src / "d" / "009").write_bytes(b"changed")
+    backup_json(repo.root, f"mail={src}")
+    assert vfs.follow_last()
+    # A listing begun before `last` moved goes on from its snapshot, and what
+    # it answers from there is not kept long (nothing will say it changed).
+    rest = {n: a for n, a, _ in vfs.readdir(d, offset, pinned)}
+    assert rest[b"009"].size == 1 and rest[b"009"].timeout == SHORT_TIMEOUT
+    assert vfs.getattr(rest[b"009"].ino).size == len(b"changed")
+    assert vfs.getattr(rest[b"009"].ino).timeout == LONG_TIMEOUT
     vfs.close()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from histfs import log
 from histfs.arguments import (
+    config_host,
     file_config,
     not_negative,
     only_host,
@@ -79,13 +80,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from index.format.names import parse_when
     from index.tools.restore import Restorer
 
-    with open_repository(repo_location(args)) as repo:
+    cfg = file_config(args)
+    with open_repository(repo_location(args, cfg)) as repo:
         items = list(args.items)
         at = parse_when(args.at) if args.at else None
         name = None if at is not None or not items else items.pop(0)
         if at is None and name is None:
             raise ConfigError("name a snapshot (or 'last'), or give --at DATE")
-        ref = repo.select(args.host, name, at)
+        ref = repo.select(config_host(args, cfg), name, at)
         how = f" (the newest at or before {at:%Y-%m-%d %H:%M:%S} UTC)" if at else ""
         log.status(f"restoring {ref.host}/{ref.name}{how} into {args.target}")
         with repo.open_snapshot(ref) as snap:
@@ -124,8 +126,9 @@ def cmd_versions(args: argparse.Namespace) -> int:
     from index.tools.history import versions
 
     damaged: list[SnapshotDamaged] = []
-    with open_repository(repo_location(args)) as repo:
-        host = args.host or only_host(repo)
+    cfg = file_config(args)
+    with open_repository(repo_location(args, cfg)) as repo:
+        host = config_host(args, cfg) or only_host(repo)
         found = versions(repo, host, os.fsencode(args.path.strip("/")), damaged.append)
     for problem in damaged:
         log.warning(f"{problem}; left out")
@@ -151,8 +154,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from index.tools.history import diff
 
     changes: list[tuple[str, bytes]] = []
-    with open_repository(repo_location(args)) as repo:
-        host = args.host or only_host(repo)
+    cfg = file_config(args)
+    with open_repository(repo_location(args, cfg)) as repo:
+        host = config_host(args, cfg) or only_host(repo)
         a = repo.select(host, args.first)
         b = repo.select(host, args.second)
         if a != b:  # a snapshot does not differ from itself
@@ -171,9 +175,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
     from fusefs.mount import MountOptions, mount
     from histfs.passphrase import asked_for
 
-    location = repo_location(args)
+    cfg = file_config(args)
+    location = repo_location(args, cfg)
+    mountpoint = Path(args.mountpoint) if args.mountpoint else cfg.mountpoint
+    if mountpoint is None:
+        raise ConfigError("no mount point given: name one, or a config file with mountpoint")
     return mount(MountOptions(
-        repo=location, mountpoint=Path(args.mountpoint), host=args.host,
+        repo=location, mountpoint=mountpoint, host=args.host,
         allow_other=args.allow_other, last_symlink=args.last_symlink, debug=args.debug,
         foreground=args.foreground, log_file=Path(args.log_file) if args.log_file else None,
         pid_file=Path(args.pid_file) if args.pid_file else None,

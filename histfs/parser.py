@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 REPO_HELP = "repository (default: $HISTFS_REPO)"
 REPO_OR_CONFIG_HELP = "repository (default: $HISTFS_REPO or the config file)"
-CONFIG_NAMING_REPO = "TOML configuration file naming the repository"
+CONFIG_NAMING_REPO = "TOML configuration file naming the repository (default: $HISTFS_CONFIG)"
 
 
 def repository_options(config_help: str | None = None) -> argparse.ArgumentParser:
@@ -48,15 +48,19 @@ def repository_options(config_help: str | None = None) -> argparse.ArgumentParse
 def _one_host_options() -> argparse.ArgumentParser:
     """The parent parser of `versions` and `diff`, which look at one host."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--host", help="host (default: the only one, or this machine)")
+    parent.add_argument("--host", help="host (default: the config file's, else the only one, "
+                                       "or this machine)")
     parent.add_argument("--json", action="store_true", help="print as JSON")
     return parent
 
 
 def _init(sub: Subparsers) -> None:
-    p = sub.add_parser("init", help="create a repository")
-    p.add_argument("path", help="directory for the new repository (absent or empty), "
-                                "or s3://BUCKET/PREFIX")
+    p = sub.add_parser("init", help="create a repository",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("path", nargs="?",
+                   help="directory for the new repository (absent or empty), "
+                        "or s3://BUCKET/PREFIX (default: --repo, $HISTFS_REPO or the "
+                        "config file's)")
     p.add_argument("--endpoint", metavar="URL",
                    help="S3 endpoint (Ceph RGW, MinIO, ...): remembered on this machine "
                         "for the repository; default $HISTFS_S3_ENDPOINT or AWS")
@@ -85,14 +89,17 @@ def _completion(sub: Subparsers) -> None:
 
 def _metrics(sub: Subparsers) -> None:
     p = sub.add_parser("metrics", help="print the repository's metrics (Prometheus format)",
-                       parents=[repository_options()])
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
     p.set_defaults(func=cmd_metrics)
 
 
 def _copy(sub: Subparsers) -> None:
     p = sub.add_parser("copy", help="copy snapshots into another repository (offsite)")
-    p.add_argument("--from", dest="source", required=True, metavar="REPO",
-                   help="repository to copy from")
+    p.add_argument("--from", dest="source", metavar="REPO",
+                   help="repository to copy from (default: $HISTFS_REPO or the config "
+                        "file's)")
+    p.add_argument("--config", help="TOML configuration file naming the repository to copy "
+                                    "from (default: $HISTFS_CONFIG)")
     p.add_argument("--to", dest="target", required=True, metavar="REPO",
                    help="repository to copy into (its passphrase: "
                         "$HISTFS_TO_PASSPHRASE_FILE, else as for any repository)")
@@ -106,7 +113,7 @@ def _copy(sub: Subparsers) -> None:
 def _key(sub: Subparsers) -> None:
     p = sub.add_parser("key", help="export, import or re-protect the repository key")
     key_sub = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
-    repo = [repository_options()]
+    repo = [repository_options(CONFIG_NAMING_REPO)]
     k = key_sub.add_parser("export", help="write a copy of the key (for safekeeping)",
                            parents=repo)
     k.add_argument("file", help="new file to write (mode 0600)")
@@ -204,7 +211,8 @@ def _holds(sub: Subparsers) -> None:
 
 
 def _snapshots(sub: Subparsers) -> None:
-    p = sub.add_parser("snapshots", help="list snapshots", parents=[repository_options()])
+    p = sub.add_parser("snapshots", help="list snapshots",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
     p.add_argument("--host", help="only this host")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_snapshots)
@@ -215,11 +223,12 @@ def _restore(sub: Subparsers) -> None:
                        description="Restore into --target, keeping each path's place "
                        "(part/dir/file) below it. SNAPSHOT is a name or 'last'; with --at "
                        "every argument is a path.",
-                       parents=[repository_options()])
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
     p.add_argument("items", nargs="*", metavar="[SNAPSHOT] PATH",
                    help="snapshot (unless --at) followed by paths; no path: everything")
     p.add_argument("--target", required=True, help="directory to restore into")
-    p.add_argument("--host", help="host of the snapshot (needed when several fit)")
+    p.add_argument("--host", help="host of the snapshot (needed when several fit; default: "
+                                  "the config file's host)")
     p.add_argument("--at", metavar="DATE",
                    help="the newest snapshot at or before DATE (a date means its end; UTC "
                    "unless an offset is given)")
@@ -229,7 +238,8 @@ def _restore(sub: Subparsers) -> None:
 
 
 def _check(sub: Subparsers) -> None:
-    p = sub.add_parser("check", help="verify the repository", parents=[repository_options()])
+    p = sub.add_parser("check", help="verify the repository",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
     p.add_argument("--read-data", action="store_true",
                    help="also re-read and re-hash every chunk")
     p.add_argument("--read-data-subset", metavar="K/N",
@@ -240,14 +250,14 @@ def _check(sub: Subparsers) -> None:
 
 def _versions(sub: Subparsers) -> None:
     p = sub.add_parser("versions", help="the snapshots that hold a path",
-                       parents=[repository_options(), _one_host_options()])
+                       parents=[repository_options(CONFIG_NAMING_REPO), _one_host_options()])
     p.add_argument("path", help="path inside a snapshot, e.g. mail/imap/john/cur/123:2,S")
     p.set_defaults(func=cmd_versions)
 
 
 def _diff(sub: Subparsers) -> None:
     p = sub.add_parser("diff", help="what changed between two snapshots of a host",
-                       parents=[repository_options(), _one_host_options()])
+                       parents=[repository_options(CONFIG_NAMING_REPO), _one_host_options()])
     p.add_argument("first", help="older snapshot (name or 'last')")
     p.add_argument("second", help="newer snapshot (name or 'last')")
     p.set_defaults(func=cmd_diff)
@@ -256,7 +266,8 @@ def _diff(sub: Subparsers) -> None:
 def _mount(sub: Subparsers) -> None:
     p = sub.add_parser("mount", help="mount the repository read-only",
                        parents=[repository_options(CONFIG_NAMING_REPO)])
-    p.add_argument("mountpoint", help="an empty directory")
+    p.add_argument("mountpoint", nargs="?",
+                   help="an empty directory (default: the config file's mountpoint)")
     p.add_argument("--host", help="show only this host, its snapshots at the root")
     p.add_argument("--foreground", action="store_true",
                    help="stay attached and log to stderr; Ctrl-C unmounts")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from histfs.commands_backup import cmd_backup
+from histfs.commands_browse import cmd_find, cmd_ls
 from histfs.commands_maintain import cmd_check, cmd_gc, cmd_hold, cmd_prune, cmd_release
 from histfs.commands_read import (
     cmd_completion,
@@ -263,6 +264,36 @@ def _diff(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_diff)
 
 
+def _ls(sub: Subparsers) -> None:
+    p = sub.add_parser("ls", help="list a directory of a snapshot (without mounting it)",
+                       description="List the entries of PATH in SNAPSHOT (a name or 'last'), "
+                       "each with its path from the snapshot's root, as versions, restore "
+                       "and find take it; without PATH, the snapshot's parts.",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("snapshot", help="snapshot name, or 'last'")
+    p.add_argument("path", nargs="?", help="directory or file inside it, e.g. mail/imap/john")
+    p.add_argument("--host", help="host of the snapshot (needed when several fit; default: "
+                                  "the config file's host)")
+    p.add_argument("-l", "--long", action="store_true",
+                   help="also show type, mode, owner, size and mtime (UTC)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_ls)
+
+
+def _find(sub: Subparsers) -> None:
+    p = sub.add_parser("find", help="find paths matching a pattern across snapshots",
+                       description="Every path matching PATTERN in every snapshot (of --host, "
+                       "or the config file's host, else of every host), with size and mtime. "
+                       "A pattern with a '/' is matched against the whole path from the "
+                       "snapshot's root (mail/*/cur/*), one without against the name alone; "
+                       "'*' also matches '/'. Exit 1 when nothing matches.",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("pattern", help="shell pattern (quote it), e.g. '*.sieve' or 'mail/john/*'")
+    p.add_argument("--host", help="only this host's snapshots")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_find)
+
+
 def _mount(sub: Subparsers) -> None:
     p = sub.add_parser("mount", help="mount the repository read-only",
                        parents=[repository_options(CONFIG_NAMING_REPO)])
@@ -292,7 +323,7 @@ def _umount(sub: Subparsers) -> None:
 
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _init, _report, _completion, _metrics, _copy, _key, _backup, _prune, _gc, _holds,
-    _snapshots, _restore, _check, _versions, _diff, _mount, _umount)
+    _snapshots, _restore, _check, _versions, _diff, _ls, _find, _mount, _umount)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Commands that read a repository and change nothing in it: `snapshots`,
-`restore`, `versions`, `diff`, `mount`, `umount`, `report`, `metrics`,
-and `completion`."""
+`info`, `restore`, `versions`, `diff`, `mount`, `umount`, `report`,
+`metrics`, and `completion`."""
 
 from __future__ import annotations
 
@@ -73,6 +73,57 @@ def _snapshot_row(m: SnapshotMeta, holds: list[str]) -> dict[str, object]:
     return {**row, "time": m.recorded_time, "parts": list(m.parts), "files": m.files or 0,
             "logical_bytes": m.logical_bytes or 0, "bytes_added": m.bytes_added or 0,
             "damaged": None}
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """`histfs info [--json]`: size, snapshots and hosts, deduplication and
+    compression, encryption and format of a repository (exit 1 when a
+    snapshot's index cannot be read)."""
+    from index.format.config import ENCRYPTION_NONE
+    from index.tools.stats import repository_stats
+
+    with open_repository(repo_location(args)) as repo:
+        stats = repository_stats(repo)
+        config = repo.config
+        root = str(repo.root)
+    for label in stats.damaged:
+        log.warning(f"snapshot {label} is damaged: its figures are left out")
+    status = EXIT_WARNINGS if stats.damaged else EXIT_OK
+    encryption = "none" if config.encryption == ENCRYPTION_NONE else config.encryption
+    if args.json:
+        print(json.dumps({
+            "repository": root, "id": config.repo_id, "format_version": config.version,
+            "encryption": encryption, "created": config.created,
+            "size_bytes": stats.size_bytes, "snapshots": stats.snapshots,
+            "hosts": stats.hosts, "damaged": stats.damaged,
+            "logical_bytes": stats.logical_bytes, "unique_bytes": stats.unique_bytes,
+            "stored_bytes": stats.stored_bytes, "chunks": stats.chunks,
+            "deduplication_ratio": _rounded(stats.deduplication_ratio),
+            "compression_ratio": _rounded(stats.compression_ratio)}, indent=2))
+        return status
+    hosts = ", ".join(f"{h} ({n})" for h, n in stats.hosts.items()) or "none"
+    print(f"repository {root}")
+    print(f"id         {config.repo_id}, created {config.created}")
+    print(f"format     version {config.version}")
+    print(f"encryption {encryption}")
+    print(f"size       {human_bytes(stats.size_bytes)}")
+    print(f"snapshots  {stats.snapshots}" + (f" ({len(stats.damaged)} damaged)"
+                                             if stats.damaged else ""))
+    print(f"hosts      {hosts}")
+    print(f"data       {human_bytes(stats.logical_bytes)} in the snapshots, "
+          f"{human_bytes(stats.unique_bytes)} unique ({stats.chunks} chunks), "
+          f"{human_bytes(stats.stored_bytes)} stored")
+    print(f"ratios     deduplication {_ratio(stats.deduplication_ratio)}, "
+          f"compression {_ratio(stats.compression_ratio)}")
+    return status
+
+
+def _rounded(ratio: float | None) -> float | None:
+    return None if ratio is None else round(ratio, 3)
+
+
+def _ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

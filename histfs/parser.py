@@ -14,10 +14,18 @@ from typing import TYPE_CHECKING
 
 from histfs.commands_backup import cmd_backup
 from histfs.commands_browse import cmd_find, cmd_ls
-from histfs.commands_maintain import cmd_check, cmd_gc, cmd_hold, cmd_prune, cmd_release
+from histfs.commands_maintain import (
+    cmd_check,
+    cmd_forget,
+    cmd_gc,
+    cmd_hold,
+    cmd_prune,
+    cmd_release,
+)
 from histfs.commands_read import (
     cmd_completion,
     cmd_diff,
+    cmd_info,
     cmd_metrics,
     cmd_mount,
     cmd_report,
@@ -181,6 +189,30 @@ def _prune(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_prune)
 
 
+def _forget(sub: Subparsers) -> None:
+    p = sub.add_parser("forget", help="remove named snapshots",
+                       description="Remove the named snapshots, as prune removes those its "
+                       "policy no longer keeps; space comes back with gc. A held snapshot "
+                       "is refused with its hold's reason, and then nothing is removed.",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("snapshots", nargs="+", metavar="SNAPSHOT",
+                   help="snapshot name, or 'last'")
+    p.add_argument("--host", help="host of the snapshots (needed when several fit; default: "
+                                  "the config file's host)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be removed")
+    p.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="wait this long for a prune (default 60)")
+    p.add_argument("--json", action="store_true", help="print the snapshots as JSON")
+    p.set_defaults(func=cmd_forget)
+
+
+def _info(sub: Subparsers) -> None:
+    p = sub.add_parser("info", help="repository size, snapshots, deduplication, encryption",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_info)
+
+
 def _gc(sub: Subparsers) -> None:
     p = sub.add_parser("gc", help="reclaim the space of data no snapshot uses",
                        description="Delete packs no snapshot uses and rewrite packs whose "
@@ -322,8 +354,22 @@ def _umount(sub: Subparsers) -> None:
 
 
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    _init, _report, _completion, _metrics, _copy, _key, _backup, _prune, _gc, _holds,
-    _snapshots, _restore, _check, _versions, _diff, _ls, _find, _mount, _umount)
+    _init, _report, _completion, _metrics, _copy, _key, _backup, _prune, _forget, _gc,
+    _holds, _snapshots, _info, _restore, _check, _versions, _diff, _ls, _find, _mount, _umount)
+
+
+def _version() -> str:
+    """`histfs --version`: the installed version and the repository format
+    it writes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from index.format.config import FORMAT_VERSION
+
+    try:
+        mine = version("histfs")
+    except PackageNotFoundError:
+        mine = "(not installed)"
+    return f"histfs {mine} (repository format {FORMAT_VERSION})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="histfs",
         description="Deduplicated backups of mail servers, mounted as dated directories.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--log-file", dest="global_log_file", metavar="FILE",
                         help="also append every message, timestamped, to FILE")
     parser.add_argument("--quiet", dest="global_quiet", action="store_true",

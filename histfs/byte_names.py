@@ -1,27 +1,14 @@
-"""Paths of bytes on the command line and in JSON: a name that is not
-valid UTF-8 (a mailbox written by an old client) must survive being
-printed, parsed by a script and given back.
-
-JSON carries such a path losslessly as base64 under `<key>_b64` in place of
-`<key>`; text shows it with `\\xNN` escapes (`show_path`), and every
-command reads that text form back (`typed_path`)."""
+"""Paths of bytes typed on the command line: a name that is not valid
+UTF-8 (a mailbox written by an old client) must survive being printed and
+given back. Text output shows it with `\\xNN` escapes (`show_path`), JSON
+as base64 (`json_path`); every command that takes a path inside a
+snapshot reads the text form back through `typed_paths`."""
 
 from __future__ import annotations
 
-import base64
 import os
 
 from index.format.names import read_shown_path
-
-
-def json_path(path: bytes, key: str = "path") -> dict[str, str]:
-    """`{key: text}` for a UTF-8 path, else `{key_b64: base64 of its bytes}`
-    (json.dumps would write the undecodable bytes as lone surrogates, which
-    jq and most parsers turn into U+FFFD)."""
-    try:
-        return {key: path.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {f"{key}_b64": base64.b64encode(path).decode("ascii")}
 
 
 def typed_paths(text: str) -> list[bytes]:

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 from histfs import log
 from histfs.arguments import config_host, file_config, open_repository, repo_location
-from histfs.byte_names import json_path, typed_paths
+from histfs.byte_names import typed_paths
 from histfs.exit_status import EXIT_OK, EXIT_WARNINGS
 from histfs.output import human_bytes
 from index.errors import PathNotFound, SnapshotDamaged
-from index.format.names import show_path
+from index.format.names import json_path, show_path
 from index.format.types import Entry, Kind
 
 

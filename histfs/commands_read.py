@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from histfs import log
 from histfs.arguments import (
@@ -21,10 +21,15 @@ from histfs.arguments import (
     open_repository,
     repo_location,
 )
+from histfs.byte_names import typed_paths
 from histfs.exit_status import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS
 from histfs.output import Progress, human_bytes
-from index.errors import ConfigError, SnapshotDamaged
+from index.errors import ConfigError, PathNotFound, SnapshotDamaged
+from index.format.names import json_path
 from index.model.snapshot_meta import SnapshotMeta
+
+if TYPE_CHECKING:
+    from index.model.snapshot_reader import SnapshotReader
 
 _LINES_SHOWN = 50
 
@@ -150,7 +155,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 return (f"{stats.files} files, {human_bytes(stats.bytes)} "
                         f"({human_bytes(rate)}/s)")
 
-            paths = [os.fsencode(p) for p in items]
+            paths = [_typed_path(snap, p) for p in items]
             show = sys.stderr.isatty() and not args.json
             with Progress(render) if show else contextlib.nullcontext():
                 restorer.restore(paths)
@@ -172,15 +177,35 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return status
 
 
+def _typed_path(snap: SnapshotReader, text: str) -> bytes:
+    """The path of `snap` an argument names: as typed if it is there, else
+    the name its text form stands for (the restorer names what is in
+    neither)."""
+    candidates = typed_paths(text)
+    for path in candidates:
+        try:
+            snap.resolve(path)
+            return path
+        except PathNotFound:
+            continue
+    return candidates[0]
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
-    """`histfs versions`."""
-    from index.tools.history import versions
+    """`histfs versions`: the path as typed, else the name its text form
+    (`bad\\xff`) stands for."""
+    from index.tools.history import Version, versions
 
     damaged: list[SnapshotDamaged] = []
     cfg = file_config(args)
+    found: list[Version] = []
     with open_repository(repo_location(args, cfg)) as repo:
         host = config_host(args, cfg) or only_host(repo)
-        found = versions(repo, host, os.fsencode(args.path.strip("/")), damaged.append)
+        for path in typed_paths(args.path.strip("/")):
+            damaged.clear()
+            found = versions(repo, host, path, damaged.append)
+            if found:
+                break
     for problem in damaged:
         log.warning(f"{problem}; left out")
     status = EXIT_OK if found and not damaged else EXIT_WARNINGS
@@ -214,7 +239,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
             with repo.open_snapshot(a) as snap_a, repo.open_snapshot(b) as snap_b:
                 changes = list(diff(snap_a, snap_b))
     if args.json:
-        print(json.dumps([{"status": s, "path": os.fsdecode(p)} for s, p in changes], indent=2))
+        print(json.dumps([{"status": s, **json_path(p)} for s, p in changes], indent=2))
     else:
         for status, path in changes:
             print(f"{status:<8} {path.decode('utf-8', 'backslashreplace')}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from datetime import UTC, datetime
@@ -90,6 +91,16 @@ def show_path(path: bytes) -> str:
     """A path (or name) of bytes as messages show it: UTF-8, any other
     byte as a backslash escape."""
     return path.decode("utf-8", "backslashreplace")
+
+
+def json_path(path: bytes, key: str = "path") -> dict[str, str]:
+    """A path as JSON output gives it: `{key: text}` when it is UTF-8, else
+    `{key_b64: base64 of its bytes}` (json.dumps would write undecodable
+    bytes as lone surrogates, which jq and most parsers turn into U+FFFD)."""
+    try:
+        return {key: path.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {f"{key}_b64": base64.b64encode(path).decode("ascii")}
 
 
 _SHOWN_BYTE_RE = re.compile(r"\\x([89a-f][0-9a-f])")

@@ -301,11 +301,16 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_completion(args: argparse.Namespace) -> int:
     """`histfs completion bash|zsh`: a completion script on stdout."""
-    from histfs.completion import bash_script, hosts_in, zsh_script
+    from histfs.completion import bash_script, hosts_in, paths_in, snapshots_in, zsh_script
     from histfs.parser import build_parser
 
     if args.shell == "hosts":  # called by the scripts while completing --host
         print(" ".join(hosts_in(args.words)))
+    elif args.shell == "snapshots":  # ... a snapshot name
+        print(" ".join(snapshots_in(args.words)))
+    elif args.shell == "paths":  # ... a path inside a snapshot
+        for path in paths_in(args.words[0] if args.words else "last", args.words[1:]):
+            print(path)
     elif args.shell == "bash":
         sys.stdout.write(bash_script(build_parser()))
     else:

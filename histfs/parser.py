@@ -90,8 +90,9 @@ def _report(sub: Subparsers) -> None:
 
 def _completion(sub: Subparsers) -> None:
     p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
-    p.add_argument("shell", choices=["bash", "zsh", "hosts"],
-                   help="bash or zsh (hosts: used by the scripts themselves)")
+    p.add_argument("shell", choices=["bash", "zsh", "hosts", "snapshots", "paths"],
+                   help="bash or zsh (hosts, snapshots, paths: used by the scripts "
+                        "themselves)")
     p.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_completion)
 

@@ -20,14 +20,21 @@ def file_config(args: argparse.Namespace) -> FileConfig:
     return load_config(Path(args.config)) if getattr(args, "config", None) else FileConfig()
 
 
-def repo_location(args: argparse.Namespace, cfg: FileConfig | None = None) -> Path | str:
-    """The repository a command means: `--repo`, else $HISTFS_REPO, else
-    the configuration file's (`cfg`, or the file `--config` names)."""
+def repo_location(args: argparse.Namespace, cfg: FileConfig | None = None,
+                  option: str = "--repo") -> Path | str:
+    """The repository a command means: `--repo` (or the command's `option`
+    naming it, already in `args.repo`), else $HISTFS_REPO, else the
+    configuration file's (`cfg`, or the file `--config` names)."""
     from_config = (cfg or file_config(args)).repository
-    value = args.repo or os.environ.get("HISTFS_REPO") or from_config
+    value = getattr(args, "repo", None) or os.environ.get("HISTFS_REPO") or from_config
     if not value:
-        raise ConfigError("no repository given: use --repo, HISTFS_REPO or a config file")
+        raise ConfigError(f"no repository given: use {option}, HISTFS_REPO or a config file")
     return as_location(value)
+
+
+def config_host(args: argparse.Namespace, cfg: FileConfig) -> str | None:
+    """The host a command means by `--host`, else by the configuration file."""
+    return getattr(args, "host", None) or cfg.host
 
 
 def open_repository(location: Path | str) -> Repository:

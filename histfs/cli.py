@@ -45,7 +45,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = build_parser()
     if is_helper_call(argv, set(commands_of(parser))):
         argv = mount_arguments(argv)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "config" in vars(args) and not args.config:
+        # As borgmatic's and restic's environment variables: what the option
+        # would say, for every command that reads a configuration file.
+        args.config = os.environ.get("HISTFS_CONFIG") or None
+    return args
 
 
 def _configure_output(args: argparse.Namespace) -> None:

@@ -1,5 +1,5 @@
-"""Commands that look after a repository: `check`, `prune`, `gc`, `hold`
-and `release`."""
+"""Commands that look after a repository: `check`, `prune`, `forget`, `gc`,
+`hold` and `release`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from dataclasses import replace
 from typing import Any
 
 from histfs import log
-from histfs.arguments import file_config, only_host, open_repository, repo_location, seconds
+from histfs.arguments import (
+    config_host,
+    file_config,
+    only_host,
+    open_repository,
+    repo_location,
+    seconds,
+)
 from histfs.config import FileConfig, parse_duration, short_host_name
 from histfs.exit_status import EXIT_OK, EXIT_WARNINGS
 from histfs.output import human_bytes
@@ -101,6 +108,29 @@ def cmd_prune(args: argparse.Namespace) -> int:
         log.status(f"{kept} kept, {removed} removed"
                    + ("; run histfs gc to reclaim their space" if removed else ""))
     return status
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """`histfs forget [--host H] [--dry-run] SNAPSHOT...`."""
+    from histfs.forget import forget
+
+    seconds(args.lock_wait, "--lock-wait")
+    cfg = file_config(args)
+    with open_repository(repo_location(args, cfg)) as repo:
+        refs = forget(repo, config_host(args, cfg), args.snapshots, dry_run=args.dry_run,
+                      lock_wait=args.lock_wait)
+    if args.json:
+        print(json.dumps([{"host": r.host, "snapshot": r.name, "removed": not args.dry_run}
+                          for r in refs], indent=2))
+        return EXIT_OK
+    verb = "would remove" if args.dry_run else "removed"
+    for ref in refs:
+        print(f"{verb:<13}{ref.host:<16} {ref.name}")
+    if args.dry_run:
+        log.status(f"dry run: {len(refs)} would be removed")
+    else:
+        log.status(f"{len(refs)} removed; run histfs gc to reclaim their space")
+    return EXIT_OK
 
 
 def _policy(args: argparse.Namespace, cfg: FileConfig) -> Policy:

@@ -1,29 +1,35 @@
 """Commands that read a repository and change nothing in it: `snapshots`,
-`restore`, `versions`, `diff`, `mount`, `umount`, `report`, `metrics`,
-and `completion`."""
+`info`, `restore`, `versions`, `diff`, `mount`, `umount`, `report`,
+`metrics`, and `completion`."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from histfs import log
 from histfs.arguments import (
+    config_host,
     file_config,
     not_negative,
     only_host,
     open_repository,
     repo_location,
 )
+from histfs.byte_names import typed_paths
 from histfs.exit_status import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS
 from histfs.output import Progress, human_bytes
-from index.errors import ConfigError, SnapshotDamaged
+from index.errors import ConfigError, PathNotFound, SnapshotDamaged
+from index.format.names import json_path
 from index.model.snapshot_meta import SnapshotMeta
+
+if TYPE_CHECKING:
+    from index.model.snapshot_reader import SnapshotReader
 
 _LINES_SHOWN = 50
 
@@ -74,18 +80,70 @@ def _snapshot_row(m: SnapshotMeta, holds: list[str]) -> dict[str, object]:
             "damaged": None}
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    """`histfs info [--json]`: size, snapshots and hosts, deduplication and
+    compression, encryption and format of a repository (exit 1 when a
+    snapshot's index cannot be read)."""
+    from index.format.config import ENCRYPTION_NONE
+    from index.tools.stats import repository_stats
+
+    with open_repository(repo_location(args)) as repo:
+        stats = repository_stats(repo)
+        config = repo.config
+        root = str(repo.root)
+    for label in stats.damaged:
+        log.warning(f"snapshot {label} is damaged: its figures are left out")
+    status = EXIT_WARNINGS if stats.damaged else EXIT_OK
+    encryption = "none" if config.encryption == ENCRYPTION_NONE else config.encryption
+    if args.json:
+        print(json.dumps({
+            "repository": root, "id": config.repo_id, "format_version": config.version,
+            "encryption": encryption, "created": config.created,
+            "size_bytes": stats.size_bytes, "snapshots": stats.snapshots,
+            "hosts": stats.hosts, "damaged": stats.damaged,
+            "logical_bytes": stats.logical_bytes, "unique_bytes": stats.unique_bytes,
+            "stored_bytes": stats.stored_bytes, "chunks": stats.chunks,
+            "deduplication_ratio": _rounded(stats.deduplication_ratio),
+            "compression_ratio": _rounded(stats.compression_ratio)}, indent=2))
+        return status
+    hosts = ", ".join(f"{h} ({n})" for h, n in stats.hosts.items()) or "none"
+    print(f"repository {root}")
+    print(f"id         {config.repo_id}, created {config.created}")
+    print(f"format     version {config.version}")
+    print(f"encryption {encryption}")
+    print(f"size       {human_bytes(stats.size_bytes)}")
+    print(f"snapshots  {stats.snapshots}" + (f" ({len(stats.damaged)} damaged)"
+                                             if stats.damaged else ""))
+    print(f"hosts      {hosts}")
+    print(f"data       {human_bytes(stats.logical_bytes)} in the snapshots, "
+          f"{human_bytes(stats.unique_bytes)} unique ({stats.chunks} chunks), "
+          f"{human_bytes(stats.stored_bytes)} stored")
+    print(f"ratios     deduplication {_ratio(stats.deduplication_ratio)}, "
+          f"compression {_ratio(stats.compression_ratio)}")
+    return status
+
+
+def _rounded(ratio: float | None) -> float | None:
+    return None if ratio is None else round(ratio, 3)
+
+
+def _ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     """`histfs restore`."""
     from index.format.names import parse_when
     from index.tools.restore import Restorer
 
-    with open_repository(repo_location(args)) as repo:
+    cfg = file_config(args)
+    with open_repository(repo_location(args, cfg)) as repo:
         items = list(args.items)
         at = parse_when(args.at) if args.at else None
         name = None if at is not None or not items else items.pop(0)
         if at is None and name is None:
             raise ConfigError("name a snapshot (or 'last'), or give --at DATE")
-        ref = repo.select(args.host, name, at)
+        ref = repo.select(config_host(args, cfg), name, at)
         how = f" (the newest at or before {at:%Y-%m-%d %H:%M:%S} UTC)" if at else ""
         log.status(f"restoring {ref.host}/{ref.name}{how} into {args.target}")
         with repo.open_snapshot(ref) as snap:
@@ -97,7 +155,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 return (f"{stats.files} files, {human_bytes(stats.bytes)} "
                         f"({human_bytes(rate)}/s)")
 
-            paths = [os.fsencode(p) for p in items]
+            paths = [_typed_path(snap, p) for p in items]
             show = sys.stderr.isatty() and not args.json
             with Progress(render) if show else contextlib.nullcontext():
                 restorer.restore(paths)
@@ -119,14 +177,35 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return status
 
 
+def _typed_path(snap: SnapshotReader, text: str) -> bytes:
+    """The path of `snap` an argument names: as typed if it is there, else
+    the name its text form stands for (the restorer names what is in
+    neither)."""
+    candidates = typed_paths(text)
+    for path in candidates:
+        try:
+            snap.resolve(path)
+            return path
+        except PathNotFound:
+            continue
+    return candidates[0]
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
-    """`histfs versions`."""
-    from index.tools.history import versions
+    """`histfs versions`: the path as typed, else the name its text form
+    (`bad\\xff`) stands for."""
+    from index.tools.history import Version, versions
 
     damaged: list[SnapshotDamaged] = []
-    with open_repository(repo_location(args)) as repo:
-        host = args.host or only_host(repo)
-        found = versions(repo, host, os.fsencode(args.path.strip("/")), damaged.append)
+    cfg = file_config(args)
+    found: list[Version] = []
+    with open_repository(repo_location(args, cfg)) as repo:
+        host = config_host(args, cfg) or only_host(repo)
+        for path in typed_paths(args.path.strip("/")):
+            damaged.clear()
+            found = versions(repo, host, path, damaged.append)
+            if found:
+                break
     for problem in damaged:
         log.warning(f"{problem}; left out")
     status = EXIT_OK if found and not damaged else EXIT_WARNINGS
@@ -151,15 +230,16 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from index.tools.history import diff
 
     changes: list[tuple[str, bytes]] = []
-    with open_repository(repo_location(args)) as repo:
-        host = args.host or only_host(repo)
+    cfg = file_config(args)
+    with open_repository(repo_location(args, cfg)) as repo:
+        host = config_host(args, cfg) or only_host(repo)
         a = repo.select(host, args.first)
         b = repo.select(host, args.second)
         if a != b:  # a snapshot does not differ from itself
             with repo.open_snapshot(a) as snap_a, repo.open_snapshot(b) as snap_b:
                 changes = list(diff(snap_a, snap_b))
     if args.json:
-        print(json.dumps([{"status": s, "path": os.fsdecode(p)} for s, p in changes], indent=2))
+        print(json.dumps([{"status": s, **json_path(p)} for s, p in changes], indent=2))
     else:
         for status, path in changes:
             print(f"{status:<8} {path.decode('utf-8', 'backslashreplace')}")
@@ -171,9 +251,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
     from fusefs.mount import MountOptions, mount
     from histfs.passphrase import asked_for
 
-    location = repo_location(args)
+    cfg = file_config(args)
+    location = repo_location(args, cfg)
+    mountpoint = Path(args.mountpoint) if args.mountpoint else cfg.mountpoint
+    if mountpoint is None:
+        raise ConfigError("no mount point given: name one, or a config file with mountpoint")
     return mount(MountOptions(
-        repo=location, mountpoint=Path(args.mountpoint), host=args.host,
+        repo=location, mountpoint=mountpoint, host=args.host,
         allow_other=args.allow_other, last_symlink=args.last_symlink, debug=args.debug,
         foreground=args.foreground, log_file=Path(args.log_file) if args.log_file else None,
         pid_file=Path(args.pid_file) if args.pid_file else None,
@@ -217,11 +301,16 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_completion(args: argparse.Namespace) -> int:
     """`histfs completion bash|zsh`: a completion script on stdout."""
-    from histfs.completion import bash_script, hosts_in, zsh_script
+    from histfs.completion import bash_script, hosts_in, paths_in, snapshots_in, zsh_script
     from histfs.parser import build_parser
 
     if args.shell == "hosts":  # called by the scripts while completing --host
         print(" ".join(hosts_in(args.words)))
+    elif args.shell == "snapshots":  # ... a snapshot name
+        print(" ".join(snapshots_in(args.words)))
+    elif args.shell == "paths":  # ... a path inside a snapshot
+        for path in paths_in(args.words[0] if args.words else "last", args.words[1:]):
+            print(path)
     elif args.shell == "bash":
         sys.stdout.write(bash_script(build_parser()))
     else:

@@ -16,10 +16,13 @@ from index.model.repository import Repository
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """`histfs init [--encryption repokey|none] REPO`."""
+    """`histfs init [--encryption repokey|none] REPO`; without REPO, the
+    repository --repo, $HISTFS_REPO or the configuration file names."""
     from histfs.passphrase import new_passphrase
 
-    path = as_location(args.path)
+    if args.path and args.repo:
+        raise ConfigError("the repository is given twice: as REPO and with --repo")
+    path = as_location(args.path) if args.path else repo_location(args)
     with Repository.init(path, args.encryption,
                          passphrase=lambda: new_passphrase(str(path), for_init=True),
                          endpoint=args.endpoint) as repo:
@@ -33,7 +36,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    """`histfs copy --from SRC --to DST [--host H] [SNAPSHOT ...]`."""
+    """`histfs copy --from SRC --to DST [--host H] [SNAPSHOT ...]`; without
+    --from, the source is $HISTFS_REPO or the configuration file's."""
     from histfs.passphrase import from_environment, passphrase_for
     from writer.copy import copy_snapshots
 
@@ -44,7 +48,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
         return from_environment("HISTFS_TO_PASSPHRASE", "HISTFS_TO_PASSPHRASE_FILE") \
             or passphrase_for(str(target_at))
 
-    with open_repository(as_location(args.source)) as source, \
+    source_at = as_location(args.source) if args.source else repo_location(args,
+                                                                           option="--from")
+    with open_repository(source_at) as source, \
             Repository.open(target_at, passphrase=target_passphrase) as target:
         quiet = args.json or not sys.stderr.isatty()
         result = copy_snapshots(source, target, args.host, args.snapshots or None,

@@ -13,10 +13,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from histfs.commands_backup import cmd_backup
-from histfs.commands_maintain import cmd_check, cmd_gc, cmd_hold, cmd_prune, cmd_release
+from histfs.commands_browse import cmd_find, cmd_ls
+from histfs.commands_maintain import (
+    cmd_check,
+    cmd_forget,
+    cmd_gc,
+    cmd_hold,
+    cmd_prune,
+    cmd_release,
+)
 from histfs.commands_read import (
     cmd_completion,
     cmd_diff,
+    cmd_info,
     cmd_metrics,
     cmd_mount,
     cmd_report,
@@ -31,7 +40,7 @@ if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 REPO_HELP = "repository (default: $HISTFS_REPO)"
 REPO_OR_CONFIG_HELP = "repository (default: $HISTFS_REPO or the config file)"
-CONFIG_NAMING_REPO = "TOML configuration file naming the repository"
+CONFIG_NAMING_REPO = "TOML configuration file naming the repository (default: $HISTFS_CONFIG)"
 
 
 def repository_options(config_help: str | None = None) -> argparse.ArgumentParser:
@@ -48,15 +57,19 @@ def repository_options(config_help: str | None = None) -> argparse.ArgumentParse
 def _one_host_options() -> argparse.ArgumentParser:
     """The parent parser of `versions` and `diff`, which look at one host."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--host", help="host (default: the only one, or this machine)")
+    parent.add_argument("--host", help="host (default: the config file's, else the only one, "
+                                       "or this machine)")
     parent.add_argument("--json", action="store_true", help="print as JSON")
     return parent
 
 
 def _init(sub: Subparsers) -> None:
-    p = sub.add_parser("init", help="create a repository")
-    p.add_argument("path", help="directory for the new repository (absent or empty), "
-                                "or s3://BUCKET/PREFIX")
+    p = sub.add_parser("init", help="create a repository",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("path", nargs="?",
+                   help="directory for the new repository (absent or empty), "
+                        "or s3://BUCKET/PREFIX (default: --repo, $HISTFS_REPO or the "
+                        "config file's)")
     p.add_argument("--endpoint", metavar="URL",
                    help="S3 endpoint (Ceph RGW, MinIO, ...): remembered on this machine "
                         "for the repository; default $HISTFS_S3_ENDPOINT or AWS")
@@ -77,22 +90,26 @@ def _report(sub: Subparsers) -> None:
 
 def _completion(sub: Subparsers) -> None:
     p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
-    p.add_argument("shell", choices=["bash", "zsh", "hosts"],
-                   help="bash or zsh (hosts: used by the scripts themselves)")
+    p.add_argument("shell", choices=["bash", "zsh", "hosts", "snapshots", "paths"],
+                   help="bash or zsh (hosts, snapshots, paths: used by the scripts "
+                        "themselves)")
     p.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_completion)
 
 
 def _metrics(sub: Subparsers) -> None:
     p = sub.add_parser("metrics", help="print the repository's metrics (Prometheus format)",
-                       parents=[repository_options()])
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
     p.set_defaults(func=cmd_metrics)
 
 
 def _copy(sub: Subparsers) -> None:
     p = sub.add_parser("copy", help="copy snapshots into another repository (offsite)")
-    p.add_argument("--from", dest="source", required=True, metavar="REPO",
-                   help="repository to copy from")
+    p.add_argument("--from", dest="source", metavar="REPO",
+                   help="repository to copy from (default: $HISTFS_REPO or the config "
+                        "file's)")
+    p.add_argument("--config", help="TOML configuration file naming the repository to copy "
+                                    "from (default: $HISTFS_CONFIG)")
     p.add_argument("--to", dest="target", required=True, metavar="REPO",
                    help="repository to copy into (its passphrase: "
                         "$HISTFS_TO_PASSPHRASE_FILE, else as for any repository)")
@@ -106,7 +123,7 @@ def _copy(sub: Subparsers) -> None:
 def _key(sub: Subparsers) -> None:
     p = sub.add_parser("key", help="export, import or re-protect the repository key")
     key_sub = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
-    repo = [repository_options()]
+    repo = [repository_options(CONFIG_NAMING_REPO)]
     k = key_sub.add_parser("export", help="write a copy of the key (for safekeeping)",
                            parents=repo)
     k.add_argument("file", help="new file to write (mode 0600)")
@@ -173,6 +190,30 @@ def _prune(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_prune)
 
 
+def _forget(sub: Subparsers) -> None:
+    p = sub.add_parser("forget", help="remove named snapshots",
+                       description="Remove the named snapshots, as prune removes those its "
+                       "policy no longer keeps; space comes back with gc. A held snapshot "
+                       "is refused with its hold's reason, and then nothing is removed.",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("snapshots", nargs="+", metavar="SNAPSHOT",
+                   help="snapshot name, or 'last'")
+    p.add_argument("--host", help="host of the snapshots (needed when several fit; default: "
+                                  "the config file's host)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be removed")
+    p.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="wait this long for a prune (default 60)")
+    p.add_argument("--json", action="store_true", help="print the snapshots as JSON")
+    p.set_defaults(func=cmd_forget)
+
+
+def _info(sub: Subparsers) -> None:
+    p = sub.add_parser("info", help="repository size, snapshots, deduplication, encryption",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_info)
+
+
 def _gc(sub: Subparsers) -> None:
     p = sub.add_parser("gc", help="reclaim the space of data no snapshot uses",
                        description="Delete packs no snapshot uses and rewrite packs whose "
@@ -204,7 +245,8 @@ def _holds(sub: Subparsers) -> None:
 
 
 def _snapshots(sub: Subparsers) -> None:
-    p = sub.add_parser("snapshots", help="list snapshots", parents=[repository_options()])
+    p = sub.add_parser("snapshots", help="list snapshots",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
     p.add_argument("--host", help="only this host")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_snapshots)
@@ -215,11 +257,12 @@ def _restore(sub: Subparsers) -> None:
                        description="Restore into --target, keeping each path's place "
                        "(part/dir/file) below it. SNAPSHOT is a name or 'last'; with --at "
                        "every argument is a path.",
-                       parents=[repository_options()])
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
     p.add_argument("items", nargs="*", metavar="[SNAPSHOT] PATH",
                    help="snapshot (unless --at) followed by paths; no path: everything")
     p.add_argument("--target", required=True, help="directory to restore into")
-    p.add_argument("--host", help="host of the snapshot (needed when several fit)")
+    p.add_argument("--host", help="host of the snapshot (needed when several fit; default: "
+                                  "the config file's host)")
     p.add_argument("--at", metavar="DATE",
                    help="the newest snapshot at or before DATE (a date means its end; UTC "
                    "unless an offset is given)")
@@ -229,7 +272,8 @@ def _restore(sub: Subparsers) -> None:
 
 
 def _check(sub: Subparsers) -> None:
-    p = sub.add_parser("check", help="verify the repository", parents=[repository_options()])
+    p = sub.add_parser("check", help="verify the repository",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
     p.add_argument("--read-data", action="store_true",
                    help="also re-read and re-hash every chunk")
     p.add_argument("--read-data-subset", metavar="K/N",
@@ -240,23 +284,54 @@ def _check(sub: Subparsers) -> None:
 
 def _versions(sub: Subparsers) -> None:
     p = sub.add_parser("versions", help="the snapshots that hold a path",
-                       parents=[repository_options(), _one_host_options()])
+                       parents=[repository_options(CONFIG_NAMING_REPO), _one_host_options()])
     p.add_argument("path", help="path inside a snapshot, e.g. mail/imap/john/cur/123:2,S")
     p.set_defaults(func=cmd_versions)
 
 
 def _diff(sub: Subparsers) -> None:
     p = sub.add_parser("diff", help="what changed between two snapshots of a host",
-                       parents=[repository_options(), _one_host_options()])
+                       parents=[repository_options(CONFIG_NAMING_REPO), _one_host_options()])
     p.add_argument("first", help="older snapshot (name or 'last')")
     p.add_argument("second", help="newer snapshot (name or 'last')")
     p.set_defaults(func=cmd_diff)
 
 
+def _ls(sub: Subparsers) -> None:
+    p = sub.add_parser("ls", help="list a directory of a snapshot (without mounting it)",
+                       description="List the entries of PATH in SNAPSHOT (a name or 'last'), "
+                       "each with its path from the snapshot's root, as versions, restore "
+                       "and find take it; without PATH, the snapshot's parts.",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("snapshot", help="snapshot name, or 'last'")
+    p.add_argument("path", nargs="?", help="directory or file inside it, e.g. mail/imap/john")
+    p.add_argument("--host", help="host of the snapshot (needed when several fit; default: "
+                                  "the config file's host)")
+    p.add_argument("-l", "--long", action="store_true",
+                   help="also show type, mode, owner, size and mtime (UTC)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_ls)
+
+
+def _find(sub: Subparsers) -> None:
+    p = sub.add_parser("find", help="find paths matching a pattern across snapshots",
+                       description="Every path matching PATTERN in every snapshot (of --host, "
+                       "or the config file's host, else of every host), with size and mtime. "
+                       "A pattern with a '/' is matched against the whole path from the "
+                       "snapshot's root (mail/*/cur/*), one without against the name alone; "
+                       "'*' also matches '/'. Exit 1 when nothing matches.",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("pattern", help="shell pattern (quote it), e.g. '*.sieve' or 'mail/john/*'")
+    p.add_argument("--host", help="only this host's snapshots")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_find)
+
+
 def _mount(sub: Subparsers) -> None:
     p = sub.add_parser("mount", help="mount the repository read-only",
                        parents=[repository_options(CONFIG_NAMING_REPO)])
-    p.add_argument("mountpoint", help="an empty directory")
+    p.add_argument("mountpoint", nargs="?",
+                   help="an empty directory (default: the config file's mountpoint)")
     p.add_argument("--host", help="show only this host, its snapshots at the root")
     p.add_argument("--foreground", action="store_true",
                    help="stay attached and log to stderr; Ctrl-C unmounts")
@@ -280,8 +355,22 @@ def _umount(sub: Subparsers) -> None:
 
 
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    _init, _report, _completion, _metrics, _copy, _key, _backup, _prune, _gc, _holds,
-    _snapshots, _restore, _check, _versions, _diff, _mount, _umount)
+    _init, _report, _completion, _metrics, _copy, _key, _backup, _prune, _forget, _gc,
+    _holds, _snapshots, _info, _restore, _check, _versions, _diff, _ls, _find, _mount, _umount)
+
+
+def _version() -> str:
+    """`histfs --version`: the installed version and the repository format
+    it writes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from index.format.config import FORMAT_VERSION
+
+    try:
+        mine = version("histfs")
+    except PackageNotFoundError:
+        mine = "(not installed)"
+    return f"histfs {mine} (repository format {FORMAT_VERSION})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="histfs",
         description="Deduplicated backups of mail servers, mounted as dated directories.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--log-file", dest="global_log_file", metavar="FILE",
                         help="also append every message, timestamped, to FILE")
     parser.add_argument("--quiet", dest="global_quiet", action="store_true",

@@ -174,6 +174,7 @@ def test_check_of_a_healthy_repository(two_snapshots: tuple[Path, Path, list[str
     report = check_json(repo_path, status=0)
     assert report == {"sound": True, "packs": 2, "packs_read": 0, "snapshots": 2,
                       "chunks": refs, "bytes_read": 0, "problems": [], "damaged": {},
+                      "damaged_paths": {},
                       "cache": "deduplication cache up to date"}
 
     sizes = sum((repo_path / pack_relpath(p)).stat().st_size for p in packs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import re
 from datetime import UTC, datetime
 
@@ -89,6 +91,33 @@ def show_path(path: bytes) -> str:
     """A path (or name) of bytes as messages show it: UTF-8, any other
     byte as a backslash escape."""
     return path.decode("utf-8", "backslashreplace")
+
+
+def json_path(path: bytes, key: str = "path") -> dict[str, str]:
+    """A path as JSON output gives it: `{key: text}` when it is UTF-8, else
+    `{key_b64: base64 of its bytes}` (json.dumps would write undecodable
+    bytes as lone surrogates, which jq and most parsers turn into U+FFFD)."""
+    try:
+        return {key: path.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {f"{key}_b64": base64.b64encode(path).decode("ascii")}
+
+
+_SHOWN_BYTE_RE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def read_shown_path(text: str) -> bytes | None:
+    """The path that `show_path` shows as `text`, if `text` has the escapes
+    it writes for bytes that are not UTF-8 (`\\xff`), else None. Only an
+    exact inverse counts: a text whose escapes `show_path` would not have
+    written (`\\xc3\\xa9` is valid UTF-8, shown as itself) stays as typed."""
+    pieces = _SHOWN_BYTE_RE.split(text)
+    if len(pieces) == 1:
+        return None
+    # split() alternates the text between escapes with each escape's digits.
+    path = b"".join(bytes([int(p, 16)]) if i % 2 else os.fsencode(p)
+                    for i, p in enumerate(pieces))
+    return path if show_path(path) == text else None
 
 
 def safe_name(name: bytes) -> bool:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from index.errors import HistfsError, RepositoryCorrupt, SnapshotDamaged
 from index.format import blob
+from index.format.names import json_path, show_path
 from index.format.pack import PackedChunk, pack_relpath, verify_fd_hash
 from index.format.types import ChunkId, Kind, PackId
 from index.model.chunk_index import ChunkIndex
@@ -41,6 +42,9 @@ class CheckReport:
     bytes_read: int = 0
     problems: list[str] = field(default_factory=list)
     damaged: dict[str, list[str]] = field(default_factory=dict)
+    """Per snapshot, its damaged paths as text shows them."""
+    damaged_paths: dict[str, list[bytes]] = field(default_factory=dict)
+    """The same paths as stored; none for a snapshot whose index is damaged."""
     cache: str = ""
 
     @property
@@ -53,7 +57,10 @@ class CheckReport:
         return {"sound": self.sound, "packs": self.packs, "packs_read": self.packs_read,
                 "snapshots": self.snapshots, "chunks": self.chunks,
                 "bytes_read": self.bytes_read, "problems": self.problems,
-                "damaged": self.damaged, "cache": self.cache}
+                "damaged": self.damaged,
+                "damaged_paths": {label: [json_path(p) for p in paths]
+                                  for label, paths in self.damaged_paths.items()},
+                "cache": self.cache}
 
 
 _PROBLEMS_KEPT = 20
@@ -176,6 +183,7 @@ def _check_snapshot(repo: Repository, ref: SnapshotRef,
         why = exc.reason if isinstance(exc, SnapshotDamaged) else str(exc)
         report.problems.append(f"snapshot {label}: index unreadable: {why}")
         report.damaged[label] = ["(the whole snapshot: its index is damaged)"]
+        report.damaged_paths[label] = []
         return
     with snap:
         unusable: set[ChunkId] = set()
@@ -194,20 +202,22 @@ def _check_snapshot(repo: Repository, ref: SnapshotRef,
         except HistfsError as exc:
             report.problems.append(f"snapshot {label}: index damaged: {exc}")
             report.damaged[label] = ["(the whole snapshot: its index is damaged)"]
+            report.damaged_paths[label] = []
             return
         if paths:
-            report.damaged[label] = paths
+            report.damaged[label] = [show_path(p) for p in paths]
+            report.damaged_paths[label] = paths
 
 
-def _affected_paths(snap: SnapshotReader, unusable: set[ChunkId]) -> list[str]:
+def _affected_paths(snap: SnapshotReader, unusable: set[ChunkId]) -> list[bytes]:
     """Decode every entry (a structure check) and name the files that use
     an unusable chunk."""
-    found: list[str] = []
+    found: list[bytes] = []
     for entry in snap.entries():
         if entry.kind != Kind.REGULAR or not unusable:
             continue
         if any(x.chunk_id in unusable for x in snap.extents(entry)):
-            found.append(snap.path_of(entry.entry_id).decode("utf-8", "backslashreplace"))
+            found.append(snap.path_of(entry.entry_id))
     return found
 
 

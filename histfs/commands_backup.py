@@ -13,12 +13,19 @@ from pathlib import Path
 from histfs import log
 from histfs.arguments import file_config, open_repository, repo_location, seconds
 from histfs.backup_job import BackupJob, RunRecord
-from histfs.config import FileConfig, check_compression, parse_part_args, short_host_name
+from histfs.config import (
+    ExcludeSettings,
+    FileConfig,
+    check_compression,
+    parse_part_args,
+    short_host_name,
+)
 from histfs.exit_status import EXIT_OK
 from histfs.output import Progress, human_bytes
 from index.errors import ConfigError
 from index.model.repository import Repository
 from writer.backup import BackupResult
+from writer.excludes import check_marker_name, patterns_from_file
 from writer.parts import Part
 from writer.stats import BackupStats
 
@@ -62,7 +69,12 @@ def _parts(args: argparse.Namespace, cfg: FileConfig) -> list[Part]:
     parts = parse_part_args(args.parts, args.exclude) if args.parts else cfg.parts
     if not parts:
         raise ConfigError("no parts to back up: give NAME=PATH arguments or [[part]] in --config")
-    return parts
+    given = ExcludeSettings(
+        tuple(p for f in args.exclude_from for p in patterns_from_file(Path(f))),
+        args.exclude_caches or None,
+        tuple(check_marker_name(m, "--exclude-if-present") for m in args.exclude_if_present),
+        args.one_file_system or None)
+    return [given.apply(part) for part in parts]
 
 
 def _progress(args: argparse.Namespace, stats: BackupStats) -> AbstractContextManager[object]:

@@ -129,6 +129,14 @@ def _backup(sub: Subparsers) -> None:
     p.add_argument("--compression", type=int, help="zstd level 1-22, 0 for none (default 3)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="exclude pattern for the NAME=PATH parts (repeatable)")
+    p.add_argument("--exclude-from", action="append", default=[], metavar="FILE",
+                   help="exclude the patterns in FILE, one a line, in every part (repeatable)")
+    p.add_argument("--exclude-caches", action="store_true",
+                   help="leave out directories holding a valid CACHEDIR.TAG")
+    p.add_argument("--exclude-if-present", action="append", default=[], metavar="NAME",
+                   help="leave out directories holding a file NAME (repeatable)")
+    p.add_argument("--one-file-system", action="store_true",
+                   help="enter no directory on another file system than its part's")
     p.add_argument("--metrics-file", metavar="FILE",
                    help="write Prometheus metrics of the run here, atomically (e.g. "
                         "/var/lib/node_exporter/histfs.prom)")

@@ -18,6 +18,8 @@ class BackupStats:
     dirs: int = 0
     other: int = 0
     skipped: int = 0
+    excluded: int = 0
+    """Entries left out by the parts' excludes (an excluded directory is one)."""
     bytes_read: int = 0
     logical_bytes: int = 0
     bytes_added: int = 0
@@ -66,6 +68,7 @@ class BackupStats:
             "directories": self.dirs,
             "other_entries": self.other,
             "skipped": self.skipped,
+            "excluded": self.excluded,
             "bytes_read": self.bytes_read,
             "logical_bytes": self.logical_bytes,
             "bytes_added": self.bytes_added,

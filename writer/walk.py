@@ -93,9 +93,11 @@ class Walker:
         self.files.use_chunk_size(part.chunk_size)
         resolved = part.path.resolve()
         key = part.name.encode()
-        excludes = Excludes(list(part.exclude), key, (part.path, resolved))
         path = os.fsencode(resolved)
         st = os.lstat(path)
+        excludes = Excludes(list(part.exclude), key, (part.path, resolved),
+                            part.exclude_caches, part.exclude_if_present,
+                            st.st_dev if part.one_file_system else None)
         prev_id = self.prev.lookup(ROOT_ID, key)
         self.stage_dir(key, path, st)
         self.walk_dir(_Dir(key, path, 0, prev_id, excludes))
@@ -164,6 +166,7 @@ class Walker:
         """Stage one entry (`listed`: its name in the previous snapshot);
         returns a directory still to be walked."""
         if parent.excludes.excluded(key, name, path):
+            self.stats.add(excluded=1)
             return None
         try:
             # By its whole path: a directory renamed while it is visited
@@ -201,7 +204,12 @@ class Walker:
             if kind == Kind.DIRECTORY:
                 if (st.st_dev, st.st_ino) == self.skip_dir:
                     return None
+                if parent.excludes.left_out_dir(path):
+                    self.stats.add(excluded=1)
+                    return None
                 self.stage_dir(key, path, st)
+                if parent.excludes.stays_out(st):
+                    return None
                 return _Dir(key, path, st.st_mtime_ns, prev_id, parent.excludes)
             if kind == Kind.REGULAR:
                 self.visit_file(key, path, st, prev_id)

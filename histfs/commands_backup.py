@@ -12,6 +12,7 @@ from pathlib import Path
 
 from histfs import log
 from histfs.arguments import file_config, open_repository, repo_location, seconds
+from histfs.backup_dry_run import dry_run
 from histfs.backup_job import BackupJob, RunRecord
 from histfs.config import (
     ExcludeSettings,
@@ -35,7 +36,14 @@ _WARNINGS_SHOWN = 50
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """`histfs backup`. Every run that got as far as reading its options
-    writes its metrics file, whatever stops it."""
+    writes its metrics file, whatever stops it (but a dry run)."""
+    if args.list and not args.dry_run:
+        raise ConfigError("--list names the paths of a --dry-run: give both")
+    if args.dry_run:
+        cfg = file_config(args)
+        parts = _parts(args, cfg)
+        with open_repository(repo_location(args, cfg)) as repo:
+            return dry_run(args, repo, args.host or cfg.host or short_host_name(), parts)
     with RunRecord(Path(args.metrics_file) if args.metrics_file else None,
                    args.host) as record:
         cfg = file_config(args)

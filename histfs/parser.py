@@ -150,6 +150,12 @@ def _backup(sub: Subparsers) -> None:
                         "(as histfs --log-file FILE backup)")
     p.add_argument("--force", action="store_true",
                    help="back up even inside the configured min_interval")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would be new, changed, unchanged and excluded; read "
+                   "and write nothing")
+    p.add_argument("--list", action="store_true",
+                   help="with --dry-run: name each path (A new, M changed, U unchanged, "
+                   "d directory, o other, x excluded, E failed)")
     p.set_defaults(func=cmd_backup)
 
 

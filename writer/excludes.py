@@ -44,6 +44,7 @@ from pathlib import Path
 
 from index.errors import ConfigError
 from writer.long_paths import reachable
+from writer.parts import Part
 
 _SEP = b"\0"
 CACHEDIR_TAG = b"CACHEDIR.TAG"
@@ -109,6 +110,14 @@ def relative_pattern(pattern: str, sources: tuple[Path, ...] = ()) -> str:
     if pattern.startswith(("/", "*")):
         return pattern
     return "*/" + pattern
+
+
+def part_excludes(part: Part, resolved: Path, st: os.stat_result) -> Excludes:
+    """The excludes of `part`, whose source resolves to `resolved`, the
+    directory `st`."""
+    return Excludes(list(part.exclude), part.name.encode(), (part.path, resolved),
+                    part.exclude_caches, part.exclude_if_present,
+                    st.st_dev if part.one_file_system else None)
 
 
 class Excludes:

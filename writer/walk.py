@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from index.format.carried import CarriedFile
 from index.format.names import show_path
 from index.format.types import ROOT_ID, EntryId, Kind
-from writer.excludes import Excludes
+from writer.excludes import Excludes, part_excludes
 from writer.file_reading import FileReading, PendingFile, Read, Unread
 from writer.long_paths import lstat, reachable
 from writer.metadata import kind_of, read_xattrs
@@ -95,9 +95,7 @@ class Walker:
         key = part.name.encode()
         path = os.fsencode(resolved)
         st = os.lstat(path)
-        excludes = Excludes(list(part.exclude), key, (part.path, resolved),
-                            part.exclude_caches, part.exclude_if_present,
-                            st.st_dev if part.one_file_system else None)
+        excludes = part_excludes(part, resolved, st)
         prev_id = self.prev.lookup(ROOT_ID, key)
         self.stage_dir(key, path, st)
         self.walk_dir(_Dir(key, path, 0, prev_id, excludes))

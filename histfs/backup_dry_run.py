@@ -90,10 +90,11 @@ def dry_run(args: argparse.Namespace, repo: Repository, host: str, parts: list[P
 def _print_summary(host: str, previous: object, counts: DryRunCounts) -> None:
     against = f"compared with {host}/{previous}" if previous else "no previous snapshot"
     print(f"dry run    {host}, {against}: nothing was read or written")
-    print(f"files      {counts.files_new} new ({human_bytes(counts.bytes_new)}), "
+    files = counts.files_new + counts.files_changed + counts.files_unchanged + counts.other
+    print(f"files      {files} ({counts.files_new} new ({human_bytes(counts.bytes_new)}), "
           f"{counts.files_changed} changed ({human_bytes(counts.bytes_changed)}), "
           f"{counts.files_unchanged} unchanged ({human_bytes(counts.bytes_unchanged)}), "
-          f"{counts.files_failed} failed ({counts.dirs} directories, {counts.other} other)")
+          f"{counts.other} other), {counts.files_failed} failed, {counts.dirs} directories")
     print(f"would read {human_bytes(counts.bytes_new + counts.bytes_changed)}")
     print(f"excluded   {counts.excluded}")
     if counts.warnings:

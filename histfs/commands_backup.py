@@ -14,6 +14,7 @@ from histfs import log
 from histfs.arguments import file_config, open_repository, repo_location, seconds
 from histfs.backup_dry_run import dry_run
 from histfs.backup_job import BackupJob, RunRecord
+from histfs.backup_progress import progress_text, terminal_width
 from histfs.config import (
     ExcludeSettings,
     FileConfig,
@@ -87,13 +88,11 @@ def _parts(args: argparse.Namespace, cfg: FileConfig) -> list[Part]:
 
 def _progress(args: argparse.Namespace, stats: BackupStats) -> AbstractContextManager[object]:
     """A progress line on a terminal, unless the output is JSON or quiet."""
-    def render() -> str:
-        rate = stats.bytes_read / stats.duration if stats.duration > 0 else 0
-        return (f"{stats.files} files, {human_bytes(stats.bytes_read)} read "
-                f"({human_bytes(rate)}/s), {human_bytes(stats.bytes_added)} added")
-
+    width = terminal_width()
     show = sys.stderr.isatty() and not args.json and not args.quiet
-    return Progress(render) if show else contextlib.nullcontext()
+    return Progress(lambda: progress_text(stats, width),
+                    last=lambda: progress_text(stats, width, final=True)) \
+        if show else contextlib.nullcontext()
 
 
 def _summary(args: argparse.Namespace, repo: Repository, host: str,
@@ -117,9 +116,10 @@ def _summary(args: argparse.Namespace, repo: Repository, host: str,
         return
     d = stats.duration
     print(f"snapshot   {host}/{snapshot}")
-    print(f"files      {stats.files_new} new, {stats.files_changed} changed, "
-          f"{stats.files_unchanged} unchanged, {stats.files_failed} failed"
-          f" ({stats.dirs} directories, {stats.other} other)")
+    # `files` as `histfs snapshots` and the progress line count them.
+    print(f"files      {stats.files} ({stats.files_new} new, {stats.files_changed} changed, "
+          f"{stats.files_unchanged} unchanged, {stats.other} other), {stats.files_failed} "
+          f"failed, {stats.dirs} directories")
     print(f"read       {human_bytes(stats.bytes_read)} of {human_bytes(stats.logical_bytes)}")
     print(f"added      {human_bytes(stats.bytes_added)} in {stats.chunks_added} new chunks "
           "(after deduplication and compression)")

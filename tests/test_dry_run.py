@@ -128,8 +128,8 @@ def test_dry_run_text_and_list(tmp_path: Path, setup: tuple[Path, Path]) -> None
     proc = histfs("backup", "--config", str(config), "--dry-run", check=0)
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("dry run    mx1, compared with mx1/20")
-    assert lines[1] == ("files      5 new (11 B), 1 changed (11 B), 2 unchanged (4 B), "
-                        "0 failed (7 directories, 2 other)")
+    assert lines[1] == ("files      10 (5 new (11 B), 1 changed (11 B), 2 unchanged (4 B), "
+                        "2 other), 0 failed, 7 directories")
     assert lines[2:] == ["would read 22 B", "excluded   1"]
     listed = histfs("backup", "--config", str(config), "--dry-run", "--list",
                     check=0).stdout.splitlines()

@@ -29,6 +29,15 @@ class BackupStats:
     warnings: list[str] = field(default_factory=list)
     part_files: dict[str, int] = field(default_factory=dict)
     """Files (entries other than directories) of each part in the snapshot."""
+    expected_files: int | None = None
+    """Files (entries other than directories) of the previous snapshot: what
+    the progress line measures the share done against."""
+    expected_bytes: int | None = None
+    """Bytes of the files of the previous snapshot."""
+    walked: bool = False
+    """Whether the walk is over (the snapshot index is being written)."""
+    current: bytes = b""
+    """The file being read, or the directory being walked (for the progress line)."""
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

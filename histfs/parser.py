@@ -238,6 +238,8 @@ def _restore(sub: Subparsers) -> None:
                    help="the newest snapshot at or before DATE (a date means its end; UTC "
                    "unless an offset is given)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="restore only what is missing in the target; leave what exists")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_restore)
 

@@ -12,14 +12,23 @@ from pathlib import Path
 
 from histfs import log
 from histfs.arguments import file_config, open_repository, repo_location, seconds
+from histfs.backup_dry_run import dry_run
 from histfs.backup_job import BackupJob, RunRecord
-from histfs.config import FileConfig, check_compression, parse_part_args, short_host_name
+from histfs.backup_progress import progress_text, terminal_width
+from histfs.config import (
+    ExcludeSettings,
+    FileConfig,
+    check_compression,
+    parse_part_args,
+    short_host_name,
+)
 from histfs.exit_status import EXIT_OK
 from histfs.output import Progress, human_bytes
 from index.errors import ConfigError
 from index.model.repository import Repository
 from index.store.malloc_arenas import limit_malloc_arenas
 from writer.backup import BackupResult
+from writer.excludes import check_marker_name, patterns_from_file
 from writer.parts import Part
 from writer.stats import BackupStats
 
@@ -29,8 +38,15 @@ _WARNINGS_SHOWN = 50
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """`histfs backup`. Every run that got as far as reading its options
-    writes its metrics file, whatever stops it."""
+    writes its metrics file, whatever stops it (but a dry run)."""
     limit_malloc_arenas()  # before the reading threads start
+    if args.list and not args.dry_run:
+        raise ConfigError("--list names the paths of a --dry-run: give both")
+    if args.dry_run:
+        cfg = file_config(args)
+        parts = _parts(args, cfg)
+        with open_repository(repo_location(args, cfg)) as repo:
+            return dry_run(args, repo, args.host or cfg.host or short_host_name(), parts)
     with RunRecord(Path(args.metrics_file) if args.metrics_file else None,
                    args.host) as record:
         cfg = file_config(args)
@@ -64,18 +80,21 @@ def _parts(args: argparse.Namespace, cfg: FileConfig) -> list[Part]:
     parts = parse_part_args(args.parts, args.exclude) if args.parts else cfg.parts
     if not parts:
         raise ConfigError("no parts to back up: give NAME=PATH arguments or [[part]] in --config")
-    return parts
+    given = ExcludeSettings(
+        tuple(p for f in args.exclude_from for p in patterns_from_file(Path(f))),
+        args.exclude_caches or None,
+        tuple(check_marker_name(m, "--exclude-if-present") for m in args.exclude_if_present),
+        args.one_file_system or None)
+    return [given.apply(part) for part in parts]
 
 
 def _progress(args: argparse.Namespace, stats: BackupStats) -> AbstractContextManager[object]:
     """A progress line on a terminal, unless the output is JSON or quiet."""
-    def render() -> str:
-        rate = stats.bytes_read / stats.duration if stats.duration > 0 else 0
-        return (f"{stats.files} files, {human_bytes(stats.bytes_read)} read "
-                f"({human_bytes(rate)}/s), {human_bytes(stats.bytes_added)} added")
-
+    width = terminal_width()
     show = sys.stderr.isatty() and not args.json and not args.quiet
-    return Progress(render) if show else contextlib.nullcontext()
+    return Progress(lambda: progress_text(stats, width),
+                    last=lambda: progress_text(stats, width, final=True)) \
+        if show else contextlib.nullcontext()
 
 
 def _summary(args: argparse.Namespace, repo: Repository, host: str,
@@ -99,9 +118,10 @@ def _summary(args: argparse.Namespace, repo: Repository, host: str,
         return
     d = stats.duration
     print(f"snapshot   {host}/{snapshot}")
-    print(f"files      {stats.files_new} new, {stats.files_changed} changed, "
-          f"{stats.files_unchanged} unchanged, {stats.files_failed} failed"
-          f" ({stats.dirs} directories, {stats.other} other)")
+    # `files` as `histfs snapshots` and the progress line count them.
+    print(f"files      {stats.files} ({stats.files_new} new, {stats.files_changed} changed, "
+          f"{stats.files_unchanged} unchanged, {stats.other} other), {stats.files_failed} "
+          f"failed, {stats.dirs} directories")
     print(f"read       {human_bytes(stats.bytes_read)} of {human_bytes(stats.logical_bytes)}")
     print(f"added      {human_bytes(stats.bytes_added)} in {stats.chunks_added} new chunks "
           "(after deduplication and compression)")

@@ -136,6 +136,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from index.format.names import parse_when
     from index.tools.restore import Restorer
 
+    if args.overwrite and args.skip_existing:
+        raise ConfigError("--overwrite and --skip-existing exclude each other: give one")
     cfg = file_config(args)
     with open_repository(repo_location(args, cfg)) as repo:
         items = list(args.items)
@@ -147,7 +149,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         how = f" (the newest at or before {at:%Y-%m-%d %H:%M:%S} UTC)" if at else ""
         log.status(f"restoring {ref.host}/{ref.name}{how} into {args.target}")
         with repo.open_snapshot(ref) as snap:
-            restorer = Restorer(snap, Path(args.target), overwrite=args.overwrite)
+            restorer = Restorer(snap, Path(args.target), overwrite=args.overwrite,
+                                skip_existing=args.skip_existing)
             stats = restorer.stats
 
             def render() -> str:
@@ -172,6 +175,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print(f"restored   {stats.files} files, {stats.dirs} directories, {stats.other} other, "
               f"{human_bytes(stats.bytes)} in {d:.1f} s "
               f"({human_bytes(stats.bytes / d if d else 0)}/s)")
+        if args.skip_existing:
+            print(f"skipped    {stats.skipped} existing, left as they were")
         if stats.errors:
             print(f"failed     {len(stats.errors)} (see above)")
     return status

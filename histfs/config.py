@@ -5,19 +5,22 @@ from __future__ import annotations
 import re
 import socket
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from index.errors import ConfigError
 from index.model.location import as_location
+from writer.excludes import check_marker_name, patterns_from_file
 from writer.parts import Part
 from writer.retention import Policy
 
+# Excludes that may be set for every part at the top level, and per part.
+_EXCLUDE_KEYS = {"exclude_from", "exclude_caches", "exclude_if_present", "one_file_system"}
 _TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "metrics_file",
-             "part", "retention", "hooks"}
-_PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size"}
+             "part", "retention", "hooks", *_EXCLUDE_KEYS}
+_PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size", *_EXCLUDE_KEYS}
 _RETENTION_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
                      "keep_yearly")
 _RETENTION_KEYS = {*_RETENTION_COUNTS, "keep_within", "keep_ages"}
@@ -117,6 +120,59 @@ def parse_duration(value: object, where: str) -> timedelta:
                       f"got {value!r}")
 
 
+@dataclass(frozen=True)
+class ExcludeSettings:
+    """`exclude_from`, `exclude_caches`, `exclude_if_present` and
+    `one_file_system`, of the top level, a part or the command line; None
+    where unset. Lists add up, a part's yes or no overrides the top level's."""
+
+    patterns: tuple[str, ...] = ()
+    """The patterns of the `exclude_from` files, read."""
+    exclude_caches: bool | None = None
+    exclude_if_present: tuple[str, ...] = ()
+    one_file_system: bool | None = None
+
+    def over(self, base: ExcludeSettings) -> ExcludeSettings:
+        """These settings on top of `base`."""
+        return ExcludeSettings(
+            base.patterns + self.patterns,
+            base.exclude_caches if self.exclude_caches is None else self.exclude_caches,
+            base.exclude_if_present + self.exclude_if_present,
+            base.one_file_system if self.one_file_system is None else self.one_file_system)
+
+    def apply(self, part: Part) -> Part:
+        """`part` with these settings added."""
+        return replace(
+            part, exclude=part.exclude + self.patterns,
+            exclude_caches=bool(self.exclude_caches) or part.exclude_caches,
+            exclude_if_present=part.exclude_if_present + self.exclude_if_present,
+            one_file_system=bool(self.one_file_system) or part.one_file_system)
+
+
+def _names(table: dict[str, Any], key: str, where: str) -> list[str]:
+    """A string or a list of strings."""
+    value = table.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return list(value)
+    raise ConfigError(f"{where}{key}: expected a string or a list of strings, got {value!r}")
+
+
+def exclude_settings(table: dict[str, Any], where: str, base: Path) -> ExcludeSettings:
+    """The exclude settings of a table of the configuration file (`where`
+    names it); `exclude_from` files are found from `base`."""
+    files = [base / f for f in _names(table, "exclude_from", where)]
+    markers = [check_marker_name(m, f"{where}exclude_if_present")
+               for m in _names(table, "exclude_if_present", where)]
+    return ExcludeSettings(
+        tuple(p for f in files for p in patterns_from_file(f)),
+        _get(table, "exclude_caches", bool, where), tuple(markers),
+        _get(table, "one_file_system", bool, where))
+
+
 def _check_table(table: object, name: str, allowed: set[str], where: str) -> dict[str, Any]:
     """`table` if it is a TOML table with only `allowed` keys, else raise."""
     if not isinstance(table, dict):
@@ -189,6 +245,7 @@ def load_config(path: Path) -> FileConfig:
     raw_parts = doc.get("part", [])
     if not isinstance(raw_parts, list):
         raise ConfigError(f"{where}part: expected [[part]] tables")
+    top = exclude_settings(doc, where, path.parent)
     parts: list[Part] = []
     for i, table in enumerate(raw_parts):
         pw = f"{path}: part[{i}]."
@@ -206,10 +263,9 @@ def load_config(path: Path) -> FileConfig:
             raise ConfigError(f"{pw}exclude: expected a list of strings")
         enabled = _get(table, "enabled", bool, pw)
         chunk_size = table.get("chunk_size")
-        parts.append(Part(name, Path(src), tuple(exclude),
-                                True if enabled is None else enabled,
-                                None if chunk_size is None
-                                else parse_chunk_size(chunk_size, pw)))
+        part = Part(name, Path(src), tuple(exclude), True if enabled is None else enabled,
+                    None if chunk_size is None else parse_chunk_size(chunk_size, pw))
+        parts.append(exclude_settings(table, pw, path.parent).over(top).apply(part))
     interval = doc.get("min_interval")
     mountpoint = _get(doc, "mountpoint", str, where)
     metrics_file = _get(doc, "metrics_file", str, where)

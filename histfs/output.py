@@ -17,10 +17,14 @@ def human_bytes(n: float) -> str:
 
 
 class Progress:
-    """Redraws one status line on stderr while a long operation runs."""
+    """Redraws one status line on stderr while a long operation runs. With
+    `last`, the line `last()` renders stays on the screen when the operation
+    ends without an error; otherwise the line is cleared."""
 
-    def __init__(self, render: Callable[[], str], interval: float = 0.5) -> None:
+    def __init__(self, render: Callable[[], str], interval: float = 0.5,
+                 last: Callable[[], str] | None = None) -> None:
         self._render = render
+        self._last = last
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -30,10 +34,14 @@ class Progress:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        sys.stderr.write("\r" + " " * self._width + "\r")
+        if self._last is not None and kind is None:
+            line = self._last()
+            sys.stderr.write("\r" + line + " " * max(0, self._width - len(line)) + "\n")
+        else:
+            sys.stderr.write("\r" + " " * self._width + "\r")
         sys.stderr.flush()
 
     def _loop(self) -> None:

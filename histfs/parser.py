@@ -146,6 +146,14 @@ def _backup(sub: Subparsers) -> None:
     p.add_argument("--compression", type=int, help="zstd level 1-22, 0 for none (default 3)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="exclude pattern for the NAME=PATH parts (repeatable)")
+    p.add_argument("--exclude-from", action="append", default=[], metavar="FILE",
+                   help="exclude the patterns in FILE, one a line, in every part (repeatable)")
+    p.add_argument("--exclude-caches", action="store_true",
+                   help="leave out directories holding a valid CACHEDIR.TAG")
+    p.add_argument("--exclude-if-present", action="append", default=[], metavar="NAME",
+                   help="leave out directories holding a file NAME (repeatable)")
+    p.add_argument("--one-file-system", action="store_true",
+                   help="enter no directory on another file system than its part's")
     p.add_argument("--metrics-file", metavar="FILE",
                    help="write Prometheus metrics of the run here, atomically (e.g. "
                         "/var/lib/node_exporter/histfs.prom)")
@@ -159,6 +167,12 @@ def _backup(sub: Subparsers) -> None:
                         "(as histfs --log-file FILE backup)")
     p.add_argument("--force", action="store_true",
                    help="back up even inside the configured min_interval")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would be new, changed, unchanged and excluded; read "
+                   "and write nothing")
+    p.add_argument("--list", action="store_true",
+                   help="with --dry-run: name each path (A new, M changed, U unchanged, "
+                   "d directory, o other, x excluded, E failed)")
     p.set_defaults(func=cmd_backup)
 
 
@@ -267,6 +281,8 @@ def _restore(sub: Subparsers) -> None:
                    help="the newest snapshot at or before DATE (a date means its end; UTC "
                    "unless an offset is given)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="restore only what is missing in the target; leave what exists")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_restore)
 

@@ -427,3 +427,32 @@ def test_mount_answers_while_a_pack_read_waits(bucket: str, tmp_path: Path, prox
         proxy.rules()
         reader.join(timeout=60)
     assert got == [(src / "dump.sql").read_bytes()]
+
+
+@pytest.mark.timeout(300)
+def test_dry_run_against_a_bucket_changes_nothing(bucket: str, tmp_path: Path,
+                                                  cache_dir: Path, s3_server: str) -> None:
+    """`backup --dry-run` of an encrypted repository in a bucket, whose
+    previous index is not in the local cache: it is fetched into a temporary
+    file; the bucket and the cache are the same afterwards."""
+    url = f"s3://{bucket}/repo"
+    src = make_tree(tmp_path / "src")
+    histfs("init", url, check=0)
+    histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", check=0)
+    (src / "mail" / "cur" / "new.eml").write_bytes(b"a new message\n")
+    for indexes in cache_dir.glob("*/indexes"):
+        shutil.rmtree(indexes)
+    client = boto3.client("s3", endpoint_url=s3_server)
+
+    def state() -> tuple[list[tuple[str, str]], list[tuple[str, bytes]]]:
+        listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+        files = sorted((str(p), p.read_bytes() if p.is_file() else b"")
+                       for p in cache_dir.rglob("*"))
+        return sorted((o["Key"], o["ETag"]) for o in listed), files
+
+    before = state()
+    proc = histfs("backup", "--repo", url, "--host", "mx1", f"data={src}", "--dry-run",
+                  "--json", check=0)
+    assert state() == before
+    dry = json.loads(proc.stdout)
+    assert (dry["files_new"], dry["files_unchanged"], dry["other_entries"]) == (1, 31, 1)

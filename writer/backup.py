@@ -97,6 +97,9 @@ class BackupRun:
         prev = _previous(repo, self.host, self.stats)
         if prev is not None:
             self._opened.callback(prev.close)
+            files, size = prev.meta.get("files"), prev.meta.get("logical_bytes")
+            if isinstance(files, int) and isinstance(size, int):
+                self.stats.expected_files, self.stats.expected_bytes = files, size
         with MappedMemory() as mapped:
             for path in (self.staging.path, self.chunk_index.path):
                 mapped.watch(path)
@@ -121,6 +124,7 @@ class BackupRun:
                            f"out {show_path(inside)}: patterns with '/' are matched against "
                            "the path inside the part, not the source's absolute path")
         self.sink.flush()
+        stats.walked = True
         crash_point("after-packs")
 
     def _publish(self, started: datetime, prev: SnapshotReader | None,

@@ -134,6 +134,7 @@ class FileReading:
         def on_bytes(n: int) -> None:
             self._stats.add(bytes_read=n)
 
+        self._stats.current = path
         try:
             with reachable(path) as p:
                 try:

@@ -27,6 +27,13 @@ class Part:
     """Average chunk size for this part's large files; None for the
     repository's. Smaller chunks find more of a file whose changes are
     scattered (a database dump) at the cost of more chunks to index."""
+    exclude_caches: bool = False
+    """Leave out directories holding a valid CACHEDIR.TAG."""
+    exclude_if_present: tuple[str, ...] = ()
+    """Leave out directories holding a file (of any type) of one of these names."""
+    one_file_system: bool = False
+    """Enter no directory on another file system than the part's own (a
+    mount point is kept, empty)."""
 
 
 def check_part_sizes(parts: list[Part], found: dict[bytes, int],

@@ -18,6 +18,8 @@ class BackupStats:
     dirs: int = 0
     other: int = 0
     skipped: int = 0
+    excluded: int = 0
+    """Entries left out by the parts' excludes (an excluded directory is one)."""
     bytes_read: int = 0
     logical_bytes: int = 0
     bytes_added: int = 0
@@ -27,6 +29,15 @@ class BackupStats:
     warnings: list[str] = field(default_factory=list)
     part_files: dict[str, int] = field(default_factory=dict)
     """Files (entries other than directories) of each part in the snapshot."""
+    expected_files: int | None = None
+    """Files (entries other than directories) of the previous snapshot: what
+    the progress line measures the share done against."""
+    expected_bytes: int | None = None
+    """Bytes of the files of the previous snapshot."""
+    walked: bool = False
+    """Whether the walk is over (the snapshot index is being written)."""
+    current: bytes = b""
+    """The file being read, or the directory being walked (for the progress line)."""
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -66,6 +77,7 @@ class BackupStats:
             "directories": self.dirs,
             "other_entries": self.other,
             "skipped": self.skipped,
+            "excluded": self.excluded,
             "bytes_read": self.bytes_read,
             "logical_bytes": self.logical_bytes,
             "bytes_added": self.bytes_added,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from index.format.carried import CarriedFile
 from index.format.names import show_path
 from index.format.types import ROOT_ID, EntryId, Kind
-from writer.excludes import Excludes
+from writer.excludes import Excludes, part_excludes
 from writer.file_reading import FileReading, PendingFile, Read, Unread
 from writer.long_paths import lstat, reachable
 from writer.metadata import kind_of, read_xattrs
@@ -59,8 +59,9 @@ class _Moves:
 
     vanished: dict[int, str] = field(default_factory=dict)
     """The warnings of files that disappeared, unless found again."""
-    gone: dict[int, bytes] = field(default_factory=dict)
-    """Staged keys of files no longer in their directory."""
+    gone: dict[int, tuple[bytes, str, int]] = field(default_factory=dict)
+    """Staged keys of files no longer in their directory, with the counter
+    and bytes they were counted in (`Walker.counted_as`)."""
     rescanned: dict[int, bytes] = field(default_factory=dict)
     """Keys of files staged by a rescan."""
     rescanning: bool = False
@@ -93,9 +94,9 @@ class Walker:
         self.files.use_chunk_size(part.chunk_size)
         resolved = part.path.resolve()
         key = part.name.encode()
-        excludes = Excludes(list(part.exclude), key, (part.path, resolved))
         path = os.fsencode(resolved)
         st = os.lstat(path)
+        excludes = part_excludes(part, resolved, st)
         prev_id = self.prev.lookup(ROOT_ID, key)
         self.stage_dir(key, path, st)
         self.walk_dir(_Dir(key, path, 0, prev_id, excludes))
@@ -136,6 +137,7 @@ class Walker:
                 self.stats.warn(f"{show_path(d.path)}: cannot list directory: {exc.strerror}",
                                 failed=True)
             return []
+        self.stats.current = d.path
         if only_new:
             self.find_gone(d, {name for name, _ in listing})
         else:
@@ -164,6 +166,7 @@ class Walker:
         """Stage one entry (`listed`: its name in the previous snapshot);
         returns a directory still to be walked."""
         if parent.excludes.excluded(key, name, path):
+            self.stats.add(excluded=1)
             return None
         try:
             # By its whole path: a directory renamed while it is visited
@@ -185,8 +188,9 @@ class Walker:
         if self.moves.rescanning and kind != Kind.DIRECTORY:
             moved_from = self.moves.gone.pop(st.st_ino, None)
             if moved_from is not None:
-                # Staged under its old name, now found under a new one: keep one.
-                self.staging.delete(moved_from)
+                # Staged under its old name, now found under a new one: keep
+                # one, counted once.
+                self.uncount(moved_from)
             self.moves.rescanned[st.st_ino] = key
         prev_id = listed[1] if listed is not None else None
         if kind == Kind.REGULAR and st.st_nlink == 1 and listed is not None:
@@ -201,7 +205,12 @@ class Walker:
             if kind == Kind.DIRECTORY:
                 if (st.st_dev, st.st_ino) == self.skip_dir:
                     return None
+                if parent.excludes.left_out_dir(path):
+                    self.stats.add(excluded=1)
+                    return None
                 self.stage_dir(key, path, st)
+                if parent.excludes.stays_out(st):
+                    return None
                 return _Dir(key, path, st.st_mtime_ns, prev_id, parent.excludes)
             if kind == Kind.REGULAR:
                 self.visit_file(key, path, st, prev_id)
@@ -283,6 +292,8 @@ class Walker:
         if self.run:
             self.staging.put(self.run_key, Carried.encode_run(self.run))
             self.run = []
+            # The progress line counts them now, not only when the directory ends.
+            self.flush_counts()
 
     def flush_counts(self) -> None:
         """Add the unchanged files carried over to the run's counters."""
@@ -315,10 +326,34 @@ class Walker:
         prefix = d.key + SEP
         for key, entry in self.staging.children(prefix):
             if entry.kind != Kind.DIRECTORY and key[len(prefix):] not in present:
+                staged = (key, *self.counted_as(d, key[len(prefix):], entry))
                 if self.moves.rescanned.get(entry.source_ino, key) != key:
-                    self.staging.delete(key)
+                    self.uncount(staged)
                 else:
-                    self.moves.gone[entry.source_ino] = key
+                    self.moves.gone[entry.source_ino] = staged
+
+    def counted_as(self, d: _Dir, name: bytes, entry: StagedEntry) -> tuple[str, int]:
+        """The counter and the bytes the entry staged as `name` in `d` was
+        counted in (for a regular file, by the rule `visit_file` applies)."""
+        if entry.kind != Kind.REGULAR:
+            return "other", 0
+        # A further name of a hard-linked file added no bytes.
+        size = 0 if entry.link_owner is not None else entry.size
+        prev = self.prev.entry(self.prev.lookup(d.prev_id, name))
+        if prev is None:
+            return "files_new", size
+        same = prev.kind == Kind.REGULAR and (
+            prev.size, prev.mtime_ns, prev.ctime_ns, prev.source_ino) == (
+            entry.size, entry.mtime_ns, entry.ctime_ns, entry.source_ino)
+        return ("files_unchanged" if same else "files_changed"), size
+
+    def uncount(self, staged: tuple[bytes, str, int]) -> None:
+        """Drop a staged entry that is not in the snapshot after all (moved
+        or deleted during the walk), and take it off the counters, so that
+        the summary counts what the snapshot holds."""
+        key, counter, size = staged
+        self.staging.delete(key)
+        self.stats.add(**{counter: -1}, logical_bytes=-size)
 
     def rescan_changed_dirs(self) -> list[str]:
         """Visit names that appeared in directories that changed meanwhile:

@@ -210,6 +210,14 @@ class LocalCache:
         name = stem[-1].removesuffix(SNAPSHOT_SUFFIX)
         return where / f"{name}.{identity}{SNAPSHOT_SUFFIX}"
 
+    def existing_copy(self, relpath: str, identity: str) -> Path | None:
+        """The copy `index_copy` names, if it exists; makes nothing and
+        touches nothing (for a run that writes nothing)."""
+        stem = relpath.rsplit("/", 2)
+        name = stem[-1].removesuffix(SNAPSHOT_SUFFIX)
+        copy = self.where / "indexes" / stem[-2] / f"{name}.{identity}{SNAPSHOT_SUFFIX}"
+        return copy if copy.is_file() else None
+
     def publish_work(self) -> Path:
         """A new name for a plain index being written before it is sealed."""
         return self.indexes / f".publish-{secrets.token_hex(8)}"

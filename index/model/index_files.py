@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -50,7 +51,8 @@ class IndexFiles:
         size, identity, _ = self._storage.stat(relpath)
         return f"{identity}-{size:x}"
 
-    def open(self, relpath: str, fresh: bool = False) -> tuple[int, Path, str]:
+    def open(self, relpath: str, fresh: bool = False,
+             keep: bool = True) -> tuple[int, Path, str]:
         """A descriptor of a local file of the snapshot index at `relpath`
         that LMDB can open (the caller closes it), the file's path for
         messages, and the stored file's identity (`identity`).
@@ -60,7 +62,8 @@ class IndexFiles:
         otherwise a copy in the local cache (decompressed and authenticated
         on the way), named by the stored file's identity, so that a file
         replaced or changed in place is fetched again. `fresh` makes the
-        copy anew whatever the cache holds (for `check`). A copy that cannot
+        copy anew whatever the cache holds (for `check`); without `keep`
+        the cache is left as it is (see `_scratch`). A copy that cannot
         be written (a full cache disk) raises `CacheError`; a damaged stored
         file `RepositoryCorrupt`.
 
@@ -81,43 +84,22 @@ class IndexFiles:
             if not is_compressed(head):
                 assert self._local_root is not None
                 return fd, self._local_root / relpath, identity
+        if not keep:
+            return self._scratch(relpath, identity, fd)
         path = self._copy(relpath, fresh, identity, fd)
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC), path, identity
 
     def _copy(self, relpath: str, fresh: bool, identity: str, stored_fd: int | None) -> Path:
         """The local cache's plain copy of the index at `relpath`, made from
         `stored_fd` (the stored file, which this closes) when it is local."""
-        name = f"snapshot index {relpath}"
         try:
             plain = self._cache.index_copy(relpath, identity)
             if not fresh and self._cache.use_copy(plain):
                 return plain
-            with self._cache.writing_copy(plain) as tmp:
-                spool = None
-                try:
-                    if stored_fd is None:
-                        spool = tmp.with_name(f"{tmp.name}.stored")
-                        self._storage.download(relpath, spool)
-                        stored_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
-                    with os.fdopen(stored_fd, "rb") as stored:
-                        stored_fd = None
-                        with os.fdopen(open_private(tmp), "wb") as out:
-                            if self._cipher is None:
-                                if spool is not None:  # open() checked a local one
-                                    self._check_clear(stored, relpath)
-                                decode_file(stored, out, name, self._compress)
-                            else:
-                                # The sealed header says how much comes out.
-                                size, _ = read_index_header(
-                                    stored.read(SEALED_INDEX_HEADER.size), relpath)
-                                stored.seek(0)
-                                decoder = IndexDecoder(out, name, self._compress, size)
-                                self._cipher.open_index(stored, decoder, relpath)
-                                decoder.finish()
-                finally:
-                    if spool is not None:
-                        with contextlib.suppress(FileNotFoundError):
-                            spool.unlink()
+            with self._cache.writing_copy(plain) as tmp, \
+                    os.fdopen(open_private(tmp), "wb") as out:
+                given, stored_fd = stored_fd, None
+                self._decode(relpath, given, tmp.with_name(f"{tmp.name}.stored"), out)
         except FileNotFoundError:
             raise  # the stored file is gone: pruned meanwhile
         except OSError as exc:
@@ -131,6 +113,52 @@ class IndexFiles:
             if stored_fd is not None:
                 os.close(stored_fd)
         return plain
+
+    def _scratch(self, relpath: str, identity: str,
+                 stored_fd: int | None) -> tuple[int, Path, str]:
+        """What `open` gives, for a run that must leave the local cache as it
+        is: the cache's copy if it has one (not marked as used), else a plain
+        copy in an unnamed temporary file of the system's, gone once closed."""
+        existing = self._cache.existing_copy(relpath, identity)
+        if existing is not None:
+            if stored_fd is not None:
+                os.close(stored_fd)
+            return os.open(existing, os.O_RDONLY | os.O_CLOEXEC), existing, identity
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryDirectory() as spool:
+            given, stored_fd = stored_fd, None
+            self._decode(relpath, given, Path(spool) / "stored", out)
+            out.flush()
+            return os.dup(out.fileno()), Path(relpath), identity
+
+    def _decode(self, relpath: str, stored_fd: int | None, spool: Path, out: BinaryIO) -> None:
+        """Write the plain index at `relpath` into `out`, read from
+        `stored_fd` (closed here), or if None downloaded into `spool` first."""
+        name = f"snapshot index {relpath}"
+        downloaded = stored_fd is None
+        try:
+            if stored_fd is None:
+                self._storage.download(relpath, spool)
+                stored_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+            with os.fdopen(stored_fd, "rb") as stored:
+                stored_fd = None
+                if self._cipher is None:
+                    if downloaded:  # open() checked a local one
+                        self._check_clear(stored, relpath)
+                    decode_file(stored, out, name, self._compress)
+                else:
+                    # The sealed header says how much comes out.
+                    size, _ = read_index_header(
+                        stored.read(SEALED_INDEX_HEADER.size), relpath)
+                    stored.seek(0)
+                    decoder = IndexDecoder(out, name, self._compress, size)
+                    self._cipher.open_index(stored, decoder, relpath)
+                    decoder.finish()
+        finally:
+            if stored_fd is not None:
+                os.close(stored_fd)
+            if downloaded:
+                with contextlib.suppress(FileNotFoundError):
+                    spool.unlink()
 
     def _check_clear(self, stored: BinaryIO, relpath: str) -> None:
         """Refuse a sealed index in a repository whose config says it is clear."""

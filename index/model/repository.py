@@ -313,12 +313,13 @@ class Repository:
                               "use --host")
         return refs[-1]
 
-    def open_snapshot(self, ref: SnapshotRef, fresh: bool = False) -> SnapshotReader:
-        """A reader for a published snapshot (`fresh`: see `IndexFiles.open`).
+    def open_snapshot(self, ref: SnapshotRef, fresh: bool = False,
+                      keep: bool = True) -> SnapshotReader:
+        """A reader for a published snapshot (`fresh`, `keep`: see `IndexFiles.open`).
         An index that cannot be read, or whose metadata names another host or
         snapshot than its place, raises SnapshotDamaged naming it."""
         try:
-            fd, path, identity = self.indexes.open(ref.relpath, fresh)
+            fd, path, identity = self.indexes.open(ref.relpath, fresh, keep)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot {ref.name} of host {ref.host}") from None
         except (SnapshotDamaged, EncryptionMismatch):

@@ -49,6 +49,8 @@ class RestoreStats:
     dirs: int = 0
     other: int = 0
     bytes: int = 0
+    skipped: int = 0
+    """Entries left as they were because they exist (`skip_existing`)."""
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -68,7 +70,8 @@ class RestoreStats:
     def as_dict(self) -> dict[str, object]:
         """The summary as plain values."""
         return {"files": self.files, "directories": self.dirs, "other": self.other,
-                "bytes": self.bytes, "duration_seconds": round(self.duration, 3),
+                "bytes": self.bytes, "skipped": self.skipped,
+                "duration_seconds": round(self.duration, 3),
                 "errors": list(self.errors), "warnings": list(self.warnings)}
 
 
@@ -76,11 +79,17 @@ class Restorer:
     """Restores entries of one snapshot below a target directory."""
 
     def __init__(self, snap: SnapshotReader, target: Path, overwrite: bool = False,
-                 threads: int = 4, on_progress: Callable[[RestoreStats], None] | None = None
-                 ) -> None:
+                 threads: int = 4, on_progress: Callable[[RestoreStats], None] | None = None,
+                 skip_existing: bool = False) -> None:
+        """`overwrite` replaces existing files; `skip_existing` leaves every
+        existing entry as it is (owner, mode, times and content) and restores
+        only what is missing, entering existing directories."""
+        if overwrite and skip_existing:
+            raise RestoreError("--overwrite and --skip-existing exclude each other")
         self.snap = snap
         self.target = target
         self.overwrite = overwrite
+        self.skip_existing = skip_existing
         self.stats = RestoreStats()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="restore")
         self._inflight: deque[tuple[Future[int], int, bytes, Entry, bytes]] = deque()
@@ -134,19 +143,32 @@ class Restorer:
             for name in parts[:-1]:
                 prefix = prefix + b"/" + name if prefix else name
                 parent = fd
+                created = self._mkdir(parent, name)
                 try:
-                    fd = self._open_dir(parent, name, create=True)
+                    fd = self._open_dir(parent, name, create=False)
                 except RestoreError as exc:
                     fd = parent
                     self.stats.errors.append(f"{show_path(prefix)}: {exc}")
                     return
                 # Parents get their snapshot owner and mode too (not times:
-                # more may be restored into them).
-                self._apply_owner_mode(parent, name, self.snap.resolve(prefix), prefix)
+                # more may be restored into them), unless existing ones are
+                # to be left as they are.
+                if created or not self.skip_existing:
+                    self._apply_owner_mode(parent, name, self.snap.resolve(prefix), prefix)
                 os.close(parent)
             self._restore_entry(fd, parts[-1], entry, rel)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _mkdir(parent_fd: int, name: bytes) -> bool:
+        """Create directory `name` (mode 0700 until its own is set); whether
+        it was not there."""
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            return False
+        return True
 
     def _open_dir(self, parent_fd: int, name: bytes, create: bool) -> int:
         """Open (creating if asked) a real directory below `parent_fd`; a
@@ -207,6 +229,9 @@ class Restorer:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             return True
+        if self.skip_existing:
+            self.stats.skipped += 1
+            return False
         if not self.overwrite:
             self.stats.errors.append(f"{show_path(rel)}: exists (use --overwrite)")
             return False
@@ -221,9 +246,10 @@ class Restorer:
             self.stats.errors.append(f"{show_path(rel)}: the index lists a directory inside "
                                      "itself; skipped")
             return
-        try:
-            os.mkdir(name, 0o700, dir_fd=dir_fd)
-        except FileExistsError:
+        if not self._mkdir(dir_fd, name):
+            if self.skip_existing:
+                self._complete_dir(dir_fd, name, entry, rel)
+                return
             if not self.overwrite:
                 self.stats.errors.append(f"{show_path(rel)}: exists (use --overwrite)")
                 return
@@ -237,6 +263,29 @@ class Restorer:
             os.close(fd)
         # Post-order: creating the children changed the directory's times.
         self._apply_meta(dir_fd, name, entry, rel)
+
+    def _complete_dir(self, dir_fd: int, name: bytes, entry: Entry, rel: bytes) -> None:
+        """Restore what is missing in the existing `name` (`skip_existing`):
+        a directory is entered and keeps its owner, mode and times (those
+        that restoring into it changed are put back); anything else there is
+        left as it is."""
+        try:
+            fd = os.open(name, _OPEN_DIR, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            self.stats.skipped += 1
+            return
+        try:
+            st = os.fstat(fd)
+            self._open_dirs.add(entry.entry_id)
+            try:
+                self._restore_children(fd, rel, entry)
+            finally:
+                self._open_dirs.discard(entry.entry_id)
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
 
     def _link_again(self, dir_fd: int, name: bytes, entry: Entry) -> bool:
         """Make `name` a hard link to the restored first link of `entry`'s

@@ -2,10 +2,12 @@
 
 No script, no font, no link: inline CSS and SVG only, so the page opens
 from a mail attachment or a file share with no network. Per host: a chart of
-each snapshot's logical size and of the bytes it added, over time; the
+each snapshot's logical size and, on its own scale, of the bytes it added,
+over time (histfs/report_charts.py); the repository's size over time; the
 retention state (which rule keeps each snapshot, or that the next prune
 removes it) when a policy is known; the repository's deduplication and
-compression ratios; the last `check` run on this machine. A snapshot whose
+compression ratios; the last `check` run on this machine. Every time on the
+page is written as snapshots are named (`2026-11-20T030000Z`, UTC). A snapshot whose
 index cannot be read is listed with the reason, outside the chart.
 """
 
@@ -15,14 +17,13 @@ import html
 from datetime import UTC, datetime
 
 from histfs.output import human_bytes
+from histfs.report_charts import host_chart, repository_chart, stamp
 from index.model.repository import Repository
 from index.model.snapshot_meta import SnapshotMeta, snapshot_metas
 from index.store.holds import held_snapshots
 from index.store.packs import list_packs, read_stored_table
 from index.tools.check import last_result
 from writer.retention import Policy, plan_around_damage
-
-WIDTH, HEIGHT, PAD = 760, 240, 48
 
 
 def damaged_snapshots(points: dict[str, list[SnapshotMeta]]) -> list[SnapshotMeta]:
@@ -44,53 +45,6 @@ def collect(repo: Repository) -> dict[str, list[SnapshotMeta]]:
 
 def _logical(p: SnapshotMeta) -> int:
     return p.logical_bytes or 0
-
-
-def _added(p: SnapshotMeta) -> int:
-    return p.bytes_added or 0
-
-
-def _chart(host: str, points: list[SnapshotMeta]) -> str:
-    """An SVG line chart of logical size and a bar chart of bytes added,
-    sharing the time axis; one circle and one bar per snapshot."""
-    if not points:
-        return "<p>No snapshots.</p>"
-    t0 = points[0].time.timestamp()
-    span = max(points[-1].time.timestamp() - t0, 1.0)
-    top = max(max(map(_logical, points)), max(map(_added, points)), 1)
-
-    def x(p: SnapshotMeta) -> float:
-        return PAD + (WIDTH - 2 * PAD) * (p.time.timestamp() - t0) / span \
-            if len(points) > 1 else WIDTH / 2
-
-    def y(v: int) -> float:
-        return HEIGHT - PAD + 0.0 - (HEIGHT - 2 * PAD) * v / top
-
-    bar = max(2.0, min(14.0, (WIDTH - 2 * PAD) / (2 * len(points))))
-    parts = [f'<svg class="chart" data-host="{html.escape(host)}" width="{WIDTH}" '
-             f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             f'aria-label="snapshots of {html.escape(host)}">',
-             f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
-             'stroke="#888"/>',
-             f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>',
-             f'<text x="{PAD}" y="{PAD - 8}" class="axis">{human_bytes(top)}</text>',
-             f'<text x="{PAD}" y="{HEIGHT - PAD + 18}" class="axis">'
-             f'{points[0].time:%Y-%m-%d %H:%M}</text>',
-             f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 18}" class="axis" '
-             f'text-anchor="end">{points[-1].time:%Y-%m-%d %H:%M}</text>']
-    for p in points:
-        h = HEIGHT - PAD - y(_added(p))
-        parts.append(f'<rect class="added" x="{x(p) - bar / 2:.1f}" y="{y(_added(p)):.1f}" '
-                     f'width="{bar:.1f}" height="{max(h, 1.0):.1f}" fill="#e8a33d">'
-                     f'<title>{p.name}: {human_bytes(_added(p))} added</title></rect>')
-    line = " ".join(f"{x(p):.1f},{y(_logical(p)):.1f}" for p in points)
-    parts.append(f'<polyline points="{line}" fill="none" stroke="#2b6cb0" stroke-width="2"/>')
-    for p in points:
-        parts.append(f'<circle class="logical" cx="{x(p):.1f}" cy="{y(_logical(p)):.1f}" r="4" '
-                     f'fill="#2b6cb0"><title>{p.name}: {human_bytes(_logical(p))}</title>'
-                     "</circle>")
-    parts.append("</svg>")
-    return "\n".join(parts)
 
 
 def _ratios(repo: Repository, points: dict[str, list[SnapshotMeta]]
@@ -130,7 +84,11 @@ def _last_check(repo: Repository) -> str:
     verdict = "sound" if last.sound else f"{len(last.problems)} problem(s)"
     kind = "with --read-data" if last.read_data else "structure only"
     items = "".join(f"<li>{html.escape(p)}</li>" for p in last.problems)
-    return (f'<p class="check">Last check {html.escape(last.time)} ({kind}): '
+    try:
+        when = stamp(datetime.fromisoformat(last.time))
+    except ValueError:
+        when = last.time
+    return (f'<p class="check">Last check {html.escape(when)} ({kind}): '
             f"<strong>{verdict}</strong></p>" + (f"<ul>{items}</ul>" if items else ""))
 
 
@@ -153,9 +111,7 @@ def render(repo: Repository, policy: Policy | None = None,
             f"<p>{len(pts)} snapshots" + (f" ({bad} damaged)" if bad else "")
             + (f"; newest{' readable' if bad else ''} {html.escape(latest.name)}, "
                f"{human_bytes(_logical(latest))}" if latest else "")
-            + '</p><p class="legend"><span class="l1">●</span> logical size '
-            '<span class="l2">■</span> bytes added</p>'
-            + _chart(host, readable) + _damaged(pts)
+            + "</p>" + host_chart(host, readable) + _damaged(pts)
             + "<h3>Retention</h3>" + _retention(repo, host, pts, policy)
             + "</section>")
     return f"""<!DOCTYPE html>
@@ -164,14 +120,16 @@ def render(repo: Repository, policy: Policy | None = None,
 <style>
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 .axis {{ font-size: 11px; fill: #555; }}
+.title {{ font-size: 12px; fill: #222; }}
+.cut-label {{ font-size: 11px; fill: #b36b00; }}
+.note {{ font-size: 12px; color: #555; }}
 table {{ border-collapse: collapse; margin-bottom: 1em; }}
 td, th {{ border: 1px solid #ccc; padding: 2px 8px; font-size: 13px; text-align: left; }}
 tr.drop td {{ color: #a33; }}
-.l1 {{ color: #2b6cb0; }} .l2 {{ color: #e8a33d; }}
 .summary td:first-child {{ font-weight: bold; }}
 </style></head><body>
 <h1>histfs repository {html.escape(str(repo.root))}</h1>
-<p>Generated {now:%Y-%m-%d %H:%M} UTC.</p>
+<p>Generated {stamp(now)}.</p>
 <table class="summary">
 <tr><td>hosts</td><td>{len(hosts)}</td></tr>
 <tr><td>snapshots</td><td>{sum(len(p) for p in points.values())}</td></tr>
@@ -182,6 +140,10 @@ tr.drop td {{ color: #a33; }}
 <tr><td>encryption</td><td>{html.escape(repo.config.encryption)}</td></tr>
 </table>
 {_last_check(repo)}
+<h2>Repository size</h2>
+{repository_chart([p for pts in points.values() for p in pts if not p.damaged], size)}
+<p class="note">Today's size, and before each backup it less what the later backups
+added; space that prune and gc gave back since is not shown.</p>
 {"".join(sections)}
 </body></html>
 """

@@ -171,6 +171,8 @@ def test_check_unit_reads_another_part_each_week(tmp_path: Path) -> None:
         (src / f"f{i}").write_bytes(os.urandom(20_000))
         backup_json(repo, f"mail={src}")
     packs = sum(1 for p in (repo / "packs").rglob("*") if p.is_file())
+    config = tmp_path / "histfs.toml"  # the unit finds the repository in it
+    config.write_text(f'repository = "{repo}"\n')
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "argv"
@@ -184,7 +186,7 @@ def test_check_unit_reads_another_part_each_week(tmp_path: Path) -> None:
         # Sunday 05:00 of each week, when the timer starts it.
         date.write_text(f"#!/bin/sh\necho {monday + week * WEEK + 6 * 86400 + 5 * 3600}\n")
         date.chmod(0o755)
-        runs = _run_unit(UNITS / "histfs-check.service", {"HISTFS_REPO": str(repo)},
+        runs = _run_unit(UNITS / "histfs-check.service", {"HISTFS_CONFIG": str(config)},
                          path=f"{bin_dir}:", here=str(wrapper))
         assert [p.returncode for p in runs] == [0], [(p.stdout, p.stderr) for p in runs]
         assert "repository is sound" in runs[0].stdout

@@ -112,7 +112,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     """`histfs forget [--host H] [--dry-run] SNAPSHOT...`."""
-    from histfs.forget import forget
+    from writer.prune import forget
 
     seconds(args.lock_wait, "--lock-wait")
     cfg = file_config(args)

@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from index.errors import SnapshotDamaged, SnapshotNotFound
+from index.errors import ConfigError, SnapshotDamaged, SnapshotNotFound
 from index.format.names import is_snapshot_name, snapshot_time
 from index.model.repository import Repository, SnapshotRef
 from index.store.holds import (
     HOLDS_DIR,
     Hold,
+    active_holds,
     forget_holds,
     held_snapshots,
     place_hold,
@@ -70,13 +71,46 @@ def prune(repo: Repository, policy: Policy, hosts: list[str] | None = None,
             for ref, decision in zip(refs, decisions, strict=True):
                 items.append(PruneItem(ref, decision, damage.get(ref.name)))
                 if not decision.keep and not dry_run:
-                    repo.storage.delete(ref.relpath)
-                    forget_holds(repo.storage, host, ref.name)
+                    _remove(repo, ref)
             if not dry_run:
                 _forget_orphan_holds(repo, host, {r.name for r in repo.snapshots(host)})
         return items
     finally:
         lock.release()
+
+
+def forget(repo: Repository, host: str | None, names: list[str], dry_run: bool = False,
+           lock_wait: float = 60.0) -> list[SnapshotRef]:
+    """Remove the snapshots `names` (each a name or "last") of `host`
+    (None: the one host that has each) as prune removes those its policy
+    does not keep, unless `dry_run`; returns them in the order given, each
+    once. Every name is checked first: raises SnapshotNotFound, or
+    ConfigError for a held snapshot (with its holds' reasons), before
+    removing any."""
+    lock = repo.lock(PRUNE_LOCK, "forget")
+    lock.acquire(wait=lock_wait)
+    try:
+        refs = list(dict.fromkeys(repo.select(host, name) for name in names))
+        for ref in refs:
+            holds = active_holds(repo.storage, ref.host, ref.name)
+            if holds:
+                reasons = ", ".join(h.reason for h in holds)
+                raise ConfigError(f"{ref.host}/{ref.name} is held ({reasons}): nothing "
+                                  "removed; release it first (histfs release)")
+        if not dry_run:
+            for ref in refs:
+                _remove(repo, ref)
+        return refs
+    finally:
+        lock.release()
+
+
+def _remove(repo: Repository, ref: SnapshotRef) -> None:
+    """Remove snapshot `ref` (under the prune lock): one atomic unlink of
+    its index, then its holds. Its chunks stay in their packs until gc
+    finds nothing refers to them."""
+    repo.storage.delete(ref.relpath)
+    forget_holds(repo.storage, ref.host, ref.name)
 
 
 def _damage_of(repo: Repository, host: str,

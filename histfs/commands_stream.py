@@ -44,15 +44,16 @@ def cmd_cat(args: argparse.Namespace) -> int:
         ref = repo.select(config_host(args, cfg), args.snapshot)
         with repo.open_snapshot(ref) as snap:
             path, entry = regular_file(snap, args.path)
-            out = sys.stdout.buffer
-            try:
-                stream_file(snap, entry, out.write)
-            except (HistfsError, OSError) as exc:
-                if isinstance(exc, BrokenPipeError):
-                    raise
-                out.flush()
-                raise HistfsError(f"{show_path(path)}: stopped: {_reason(exc)}") from None
-            out.flush()
+            # File descriptor 1 itself: --quiet silences sys.stdout, which
+            # is for summaries, and the bytes asked for are none.
+            with open(1, "wb", closefd=False) as out:
+                try:
+                    stream_file(snap, entry, out.write)
+                except (HistfsError, OSError) as exc:
+                    if isinstance(exc, BrokenPipeError):
+                        raise
+                    out.flush()
+                    raise HistfsError(f"{show_path(path)}: stopped: {_reason(exc)}") from None
     return EXIT_OK
 
 

@@ -60,6 +60,11 @@ def test_cat_streams_a_large_file_in_bounded_memory(big_repo: tuple[Path, str, b
     assert rss_kib < 90 * 1024, rss_kib
     # `last`, a leading slash, and the printed form of a non-UTF-8 name.
     assert _cat(root, "last", "/d/sub/bad\\xffname").stdout == b"latin-1 mailbox\n"
+    # --quiet silences summaries, not the bytes asked for.
+    quiet = subprocess.run([sys.executable, "-m", "histfs", "--quiet", "cat", "--repo",
+                            str(root), name, "d/sub/bad\\xffname"], capture_output=True,
+                           timeout=300)
+    assert quiet.returncode == 0 and quiet.stdout == b"latin-1 mailbox\n", quiet.stderr
 
 
 def test_cat_refuses_what_is_not_one_file(big_repo: tuple[Path, str, bytes]) -> None:
@@ -127,6 +132,10 @@ def test_restore_to_command(big_repo: tuple[Path, str, bytes], tmp_path: Path) -
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert "status 3" in last and "psql: database gone" in last, proc.stderr
+    # One that exits 0 without taking the whole file has not restored it.
+    proc = histfs("restore", "--repo", str(root), name, "d/big.bin", "--to-command",
+                  "head -c 100 >/dev/null")
+    assert proc.returncode == 2 and "stopped reading" in proc.stderr, proc.stderr
     proc = histfs("restore", "--repo", str(root), name, "d/big.bin", "--to-command",
                   "kill -9 $$")
     assert proc.returncode == 2 and "d/big.bin" in proc.stderr

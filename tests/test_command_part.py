@@ -126,3 +126,23 @@ def test_config_of_a_command_part(tmp_path: Path) -> None:
                    .replace('kind = "pipe"\n', 'kind = "command"\n'))
     proc = histfs("backup", "--config", str(cfg))
     assert proc.returncode == 2 and "file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.timeout(600)
+def test_a_large_output_takes_bounded_memory(tmp_path: Path) -> None:
+    size = 200_000_000
+    _, cfg = _setup(tmp_path, f"head -c {size} /dev/urandom")
+    # Peak RSS of the backup alone, measured by a parent of its own.
+    probe = ("import resource, subprocess, sys\n"
+             "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+             "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    proc = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "histfs",
+                           "backup", "--config", str(cfg)], capture_output=True, text=True,
+                          timeout=600, check=True)
+    rc, rss_kib = (int(x) for x in proc.stdout.split())
+    assert rc == 0, proc.stderr
+    # Holding the output would take 200 MB; a backup takes ~60 MiB anyway.
+    assert rss_kib < 150 * 1024, rss_kib
+    [row] = json.loads(histfs("ls", "--config", str(cfg), "--json", "last", "db",
+                              check=0).stdout)
+    assert row["size"] == size

@@ -138,6 +138,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     if args.overwrite and args.skip_existing:
         raise ConfigError("--overwrite and --skip-existing exclude each other: give one")
+    if args.to_command is not None:
+        return _restore_to_command(args)
+    if args.target is None:
+        raise ConfigError("give --target DIR (or --to-command CMD for one file)")
     cfg = file_config(args)
     with open_repository(repo_location(args, cfg)) as repo:
         items = list(args.items)
@@ -180,6 +184,35 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if stats.errors:
             print(f"failed     {len(stats.errors)} (see above)")
     return status
+
+
+def _restore_to_command(args: argparse.Namespace) -> int:
+    """`histfs restore --to-command CMD [SNAPSHOT] PATH`: one regular file
+    streamed into CMD's standard input."""
+    from histfs.commands_stream import STREAM_CACHE, regular_file, to_command
+    from index.format.names import parse_when, show_path
+
+    if args.target is not None or args.overwrite or args.skip_existing or args.json:
+        raise ConfigError("--to-command takes none of --target, --overwrite, "
+                          "--skip-existing and --json")
+    cfg = file_config(args)
+    items = list(args.items)
+    at = parse_when(args.at) if args.at else None
+    name = None if at is not None or not items else items.pop(0)
+    if at is None and name is None:
+        raise ConfigError("name a snapshot (or 'last'), or give --at DATE")
+    if len(items) != 1:
+        raise ConfigError("--to-command streams exactly one file: give one PATH")
+    with open_repository(repo_location(args, cfg)) as repo:
+        repo.chunk_store.limit_cache(STREAM_CACHE)
+        ref = repo.select(config_host(args, cfg), name, at)
+        with repo.open_snapshot(ref) as snap:
+            path, entry = regular_file(snap, items[0])
+            log.status(f"streaming {ref.host}/{ref.name}:{show_path(path)} "
+                       f"into {args.to_command}")
+            sent = to_command(snap, path, entry, args.to_command)
+    log.status(f"restored   {human_bytes(sent)} into the command")
+    return EXIT_OK
 
 
 def _typed_path(snap: SnapshotReader, text: str) -> bytes:

@@ -6,7 +6,7 @@ that they never fall behind it: `histfs completion bash|zsh`.
 
 Completed: commands, their options, `key` actions, host names after
 --host, snapshot names (and `last`) where a command takes a snapshot
-(`restore`, `diff`, `ls`, `hold`, `release`, `forget`), files and
+(`restore`, `diff`, `ls`, `cat`, `hold`, `release`, `forget`), files and
 directories elsewhere. Host and snapshot names come from the repository on
 the line (--repo, $HISTFS_REPO, or the repository of --config or
 $HISTFS_CONFIG); they are directory and file names, listed without a
@@ -33,10 +33,11 @@ def commands_of(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 SNAPSHOT_POSITIONS = {"restore": "0", "diff": "0 1", "ls": "0", "hold": "0", "release": "0",
-                      "forget": "*"}
+                      "forget": "*", "cat": "0"}
 """Which positional arguments of a command are snapshot names (`*`: all).
 `restore --at DATE` takes none: all its arguments are paths."""
-PATH_POSITIONS = {"versions": "last", "ls": "after", "restore": "after"}
+PATH_POSITIONS = {"versions": "last", "ls": "after", "restore": "after",
+                  "cat": "after"}
 """Commands whose other positional arguments are paths inside a snapshot:
 of the host's newest (`last`), or of the one named first (`after`; the
 newest with `--at`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import tomllib
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ConfigError
+from index.format.names import safe_name
 from index.model.location import as_location
 from writer.excludes import check_marker_name, patterns_from_file
 from writer.parts import Part
@@ -20,7 +22,9 @@ from writer.retention import Policy
 _EXCLUDE_KEYS = {"exclude_from", "exclude_caches", "exclude_if_present", "one_file_system"}
 _TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "metrics_file",
              "part", "retention", "hooks", *_EXCLUDE_KEYS}
-_PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size", *_EXCLUDE_KEYS}
+_PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size", "kind", "command", "file",
+              "on_error", *_EXCLUDE_KEYS}
+_COMMAND_PART_KEYS = {"name", "kind", "command", "file", "enabled", "chunk_size", "on_error"}
 _RETENTION_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
                      "keep_yearly")
 _RETENTION_KEYS = {*_RETENTION_COUNTS, "keep_within", "keep_ages"}
@@ -254,6 +258,9 @@ def load_config(path: Path) -> FileConfig:
         for key in table:
             if key not in _PART_KEYS:
                 raise ConfigError(f"{pw}{key}: unknown key")
+        if table.get("kind", "directory") != "directory":
+            parts.append(_command_part(table, pw))
+            continue
         name = _get(table, "name", str, pw)
         src = _get(table, "path", str, pw)
         if name is None or src is None:
@@ -278,6 +285,32 @@ def load_config(path: Path) -> FileConfig:
         retention=_load_retention(doc["retention"], where) if "retention" in doc else None,
         hooks=_load_hooks(doc["hooks"], where) if "hooks" in doc else Hooks(),
     )
+
+
+def _command_part(table: dict[str, Any], pw: str) -> Part:
+    """A part of `kind = "command"`: one file, the command's standard output."""
+    kind = table["kind"]
+    if kind != "command":
+        raise ConfigError(f"{pw}kind: expected \"directory\" or \"command\", got {kind!r}")
+    for key in table:
+        if key not in _COMMAND_PART_KEYS:
+            raise ConfigError(f"{pw}{key}: not a key of a part of kind \"command\"")
+    name = _get(table, "name", str, pw)
+    command = _get(table, "command", str, pw)
+    file = _get(table, "file", str, pw)
+    if name is None or not command or not file:
+        raise ConfigError(f"{pw[:-1]}: a part of kind \"command\" needs name, command "
+                          "and file")
+    if not safe_name(os.fsencode(file)):
+        raise ConfigError(f"{pw}file: expected a file name (no '/'), got {file!r}")
+    on_error = _get(table, "on_error", str, pw) or "fail"
+    if on_error not in ("fail", "warn"):
+        raise ConfigError(f"{pw}on_error: expected \"fail\" or \"warn\", got {on_error!r}")
+    enabled = _get(table, "enabled", bool, pw)
+    chunk_size = table.get("chunk_size")
+    return Part(name, Path("/"), (), True if enabled is None else enabled,
+                None if chunk_size is None else parse_chunk_size(chunk_size, pw),
+                command=command, file=file, on_error=on_error)
 
 
 def parse_part_args(args: list[str], exclude: list[str]) -> list[Part]:

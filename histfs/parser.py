@@ -35,6 +35,7 @@ from histfs.commands_read import (
     cmd_versions,
 )
 from histfs.commands_setup import cmd_copy, cmd_init, cmd_key
+from histfs.commands_stream import cmd_cat
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -274,7 +275,7 @@ def _restore(sub: Subparsers) -> None:
                        parents=[repository_options(CONFIG_NAMING_REPO)])
     p.add_argument("items", nargs="*", metavar="[SNAPSHOT] PATH",
                    help="snapshot (unless --at) followed by paths; no path: everything")
-    p.add_argument("--target", required=True, help="directory to restore into")
+    p.add_argument("--target", help="directory to restore into (needed unless --to-command)")
     p.add_argument("--host", help="host of the snapshot (needed when several fit; default: "
                                   "the config file's host)")
     p.add_argument("--at", metavar="DATE",
@@ -284,7 +285,24 @@ def _restore(sub: Subparsers) -> None:
     p.add_argument("--skip-existing", action="store_true",
                    help="restore only what is missing in the target; leave what exists")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--to-command", metavar="CMD",
+                   help="stream the one regular file PATH into CMD's standard input "
+                        "(run by /bin/sh -c) instead of restoring into --target; fails "
+                        "unless CMD exits 0")
     p.set_defaults(func=cmd_restore)
+
+
+def _cat(sub: Subparsers) -> None:
+    p = sub.add_parser("cat", help="write one file of a snapshot to stdout",
+                       description="Stream the regular file PATH of SNAPSHOT (a name or "
+                       "'last') to stdout, every chunk verified: a damaged one stops the "
+                       "stream with an error (exit 2).",
+                       parents=[repository_options(CONFIG_NAMING_REPO)])
+    p.add_argument("snapshot", help="snapshot name, or 'last'")
+    p.add_argument("path", help="file inside it, e.g. ldap/ldap.ldif")
+    p.add_argument("--host", help="host of the snapshot (needed when several fit; default: "
+                                  "the config file's host)")
+    p.set_defaults(func=cmd_cat)
 
 
 def _check(sub: Subparsers) -> None:
@@ -372,7 +390,8 @@ def _umount(sub: Subparsers) -> None:
 
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _init, _report, _completion, _metrics, _copy, _key, _backup, _prune, _forget, _gc,
-    _holds, _snapshots, _info, _restore, _check, _versions, _diff, _ls, _find, _mount, _umount)
+    _holds, _snapshots, _info, _restore, _cat, _check, _versions, _diff, _ls, _find, _mount,
+    _umount)
 
 
 def _version() -> str:

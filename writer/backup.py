@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from index.errors import SnapshotDamaged, SnapshotNotFound
+from index.errors import SnapshotDamaged, SnapshotNotFound, SourceError
 from index.format import carried
 from index.format.blob import DEFAULT_LEVEL
 from index.format.names import check_host, show_path, snapshot_name, snapshot_sort_key
@@ -28,6 +28,7 @@ from index.model.repository import Repository, SnapshotRef
 from index.model.snapshot_reader import SnapshotReader
 from index.model.snapshot_writer import SnapshotWriter
 from index.store import garbage
+from writer.command_part import stage_command_part
 from writer.file_reading import FileReading
 from writer.index_builder import BuildResult, IndexBuilder, publish
 from writer.mapped_memory import MappedMemory
@@ -66,7 +67,7 @@ class BackupRun:
                  stats: BackupStats, threads: int) -> None:
         self.repo = repo
         self.host = host
-        self.parts = parts
+        self.parts = list(parts)
         self.stats = stats
         with contextlib.ExitStack() as opened:
             self.chunk_index = opened.enter_context(
@@ -115,7 +116,18 @@ class BackupRun:
         # A repository inside a source tree is not backed up into itself.
         walker = Walker(self.staging, self.files, stats, Previous(prev, self.chunk_index),
                         (root_st.st_dev, root_st.st_ino) if self.repo.local_root else (-1, -1))
-        applied = [(part, walker.walk_part(part)) for part in self.parts]
+        applied = []
+        for part in list(self.parts):
+            if part.command is None:
+                applied.append((part, walker.walk_part(part)))
+                continue
+            try:
+                stage_command_part(part, self.staging, self.files, stats)
+            except SourceError as exc:
+                if part.on_error != "warn":
+                    raise
+                stats.warn(f"{exc}; the snapshot is published without it")
+                self.parts.remove(part)
         for message in walker.rescan_changed_dirs():
             stats.warn(message)
         for part, excludes in applied:
@@ -194,7 +206,7 @@ class BackupRun:
                        "not be read; left out", failed=True)
         counts = check_part_sizes(self.parts, result.part_files, prev, stats)
         return {
-            "parts": [{"name": p.name, "source": str(p.path), "exclude": list(p.exclude),
+            "parts": [{"name": p.name, "source": p.source, "exclude": list(p.exclude),
                        "files": counts[p.name]} for p in self.parts],
             "files_failed": stats.files_failed,
             "warnings": len(stats.warnings),

@@ -14,10 +14,11 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import IO
 
 from index.format.config import ChunkerParams
 from index.format.names import show_path
-from index.format.types import Kind
+from index.format.types import Extent, Kind
 from writer.filereader import FileChanged, FileReader
 from writer.long_paths import reachable
 from writer.metadata import read_xattrs
@@ -109,6 +110,14 @@ class FileReading:
             done.append(self._finish())
         self._jobs.append((f, self._readers.submit(self._read, f.path, f.group, self._reader)))
         return done
+
+    def read_stream(self, stream: IO[bytes]) -> tuple[list[Extent], int]:
+        """Chunk (at the current chunk size) and store what `stream` gives
+        up to its end, in the calling thread; its extents and size."""
+        def on_bytes(n: int) -> None:
+            self._stats.add(bytes_read=n)
+
+        return self._reader.read_stream(stream, on_bytes)
 
     def read_small(self) -> list[Read]:
         """Read the small files added, while a helper thread asks the kernel

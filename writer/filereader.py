@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from typing import IO
 
 from pyfastcdc import FastCDC
 
@@ -144,6 +145,33 @@ class FileReader:
         if not _same(before, after) or nread != stored:
             raise FileChanged(content)
         return content
+
+    def read_stream(self, stream: IO[bytes], on_bytes: Callable[[int], None]
+                    ) -> tuple[list[Extent], int]:
+        """Chunk and store what `stream` (a pipe) gives up to its end, in
+        bounded memory; its extents and size."""
+        extents: list[Extent] = []
+        size = 0
+        pending: list[Future[None]] = []
+        batch: list[tuple[ChunkId, bytes]] = []
+        batch_bytes = 0
+        try:
+            for chunk in self._chunker().cut_stream(stream):
+                data = bytes(chunk.data)
+                cid = self._sink.chunk_id(data)
+                extents.append(Extent(size, len(data), cid))
+                size += len(data)
+                batch.append((cid, data))
+                batch_bytes += len(data)
+                if batch_bytes >= _BATCH_BYTES:
+                    self._submit(batch, batch_bytes, pending, on_bytes)
+                    batch, batch_bytes = [], 0
+            if batch:
+                self._submit(batch, batch_bytes, pending, on_bytes)
+        finally:
+            for fut in pending:
+                fut.result()
+        return extents, size
 
     def _read_fd(
         self, fd: int, st: os.stat_result, on_bytes: Callable[[int], None]

@@ -34,6 +34,18 @@ class Part:
     one_file_system: bool = False
     """Enter no directory on another file system than the part's own (a
     mount point is kept, empty)."""
+    command: str | None = None
+    """For a part of kind "command": run by /bin/sh -c, its standard output
+    is the part's one file, named `file`; `path` is unused."""
+    file: str = ""
+    on_error: str = "fail"
+    """What a failing command does to the backup: "fail" it (nothing is
+    published), or "warn" and publish the snapshot without this part."""
+
+    @property
+    def source(self) -> str:
+        """What the part is read from, as the snapshot records it."""
+        return self.command if self.command is not None else str(self.path)
 
 
 def check_part_sizes(parts: list[Part], found: dict[bytes, int],
@@ -101,6 +113,8 @@ def check_parts(parts: list[Part]) -> list[Part]:
         if part.name in seen:
             raise SourceError(f"part {part.name!r} is given twice")
         seen.add(part.name)
+        if part.command is not None:
+            continue
         if not part.path.exists():
             raise SourceError(f"part {part.name}: {part.path} does not exist")
         if not part.path.is_dir():

@@ -151,27 +151,35 @@ class FileReader:
         """Chunk and store what `stream` (a pipe) gives up to its end, in
         bounded memory; its extents and size."""
         extents: list[Extent] = []
-        size = 0
         pending: list[Future[None]] = []
-        batch: list[tuple[ChunkId, bytes]] = []
-        batch_bytes = 0
         try:
-            for chunk in self._chunker().cut_stream(stream):
-                data = bytes(chunk.data)
-                cid = self._sink.chunk_id(data)
-                extents.append(Extent(size, len(data), cid))
-                size += len(data)
-                batch.append((cid, data))
-                batch_bytes += len(data)
-                if batch_bytes >= _BATCH_BYTES:
-                    self._submit(batch, batch_bytes, pending, on_bytes)
-                    batch, batch_bytes = [], 0
-            if batch:
-                self._submit(batch, batch_bytes, pending, on_bytes)
+            size = self._chunk(stream, 0, self._chunker(), extents, pending, on_bytes)
         finally:
             for fut in pending:
                 fut.result()
         return extents, size
+
+    def _chunk(self, stream: _RegionReader | IO[bytes], start: int, chunker: FastCDC,
+               extents: list[Extent], pending: list[Future[None]],
+               on_bytes: Callable[[int], None]) -> int:
+        """Cut `stream` (beginning at offset `start` of the file) into
+        chunks, add their extents to `extents` and hand them to the
+        encoders in batches (their futures in `pending`); the bytes read."""
+        batch: list[tuple[ChunkId, bytes]] = []
+        batch_bytes = nread = 0
+        for chunk in chunker.cut_stream(stream):
+            data = bytes(chunk.data)
+            cid = self._sink.chunk_id(data)
+            extents.append(Extent(start + chunk.offset, len(data), cid))
+            batch.append((cid, data))
+            batch_bytes += len(data)
+            nread += len(data)
+            if batch_bytes >= _BATCH_BYTES:
+                self._submit(batch, batch_bytes, pending, on_bytes)
+                batch, batch_bytes = [], 0
+        if batch:
+            self._submit(batch, batch_bytes, pending, on_bytes)
+        return nread
 
     def _read_fd(
         self, fd: int, st: os.stat_result, on_bytes: Callable[[int], None]
@@ -198,21 +206,8 @@ class FileReader:
             for start, end in regions:
                 if start > pos:
                     extents.append(Extent(pos, start - pos, None))
-                stream = _RegionReader(fd, start, end)
-                batch: list[tuple[ChunkId, bytes]] = []
-                batch_bytes = 0
-                for chunk in chunker.cut_stream(stream):
-                    data = bytes(chunk.data)
-                    cid = self._sink.chunk_id(data)
-                    extents.append(Extent(start + chunk.offset, len(data), cid))
-                    batch.append((cid, data))
-                    batch_bytes += len(data)
-                    nread += len(data)
-                    if batch_bytes >= _BATCH_BYTES:
-                        self._submit(batch, batch_bytes, pending, on_bytes)
-                        batch, batch_bytes = [], 0
-                if batch:
-                    self._submit(batch, batch_bytes, pending, on_bytes)
+                nread += self._chunk(_RegionReader(fd, start, end), start, chunker, extents,
+                                     pending, on_bytes)
                 stored += end - start
                 pos = end
             if pos < size:

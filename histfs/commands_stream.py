@@ -13,10 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
-import threading
-from collections import deque
-from typing import IO
 
 from histfs.arguments import config_host, file_config, open_repository, repo_location
 from histfs.byte_names import typed_paths
@@ -25,10 +21,8 @@ from index.errors import ConfigError, HistfsError, PathNotFound
 from index.format.names import show_path
 from index.format.types import Entry, Kind
 from index.model.snapshot_reader import SnapshotReader
+from writer.command_output import StderrTail, how_it_ended
 
-_STDERR_TAIL = 4096
-"""Bytes of a failed command's stderr kept for its error message."""
-_STDERR_LINES = 5
 STREAM_CACHE = 4 * 1024 * 1024
 """Decoded chunks kept while streaming: each is read once, in order, and
 the chunk store's default cache would hold 64 MiB of them for nothing."""
@@ -84,9 +78,7 @@ def to_command(snap: SnapshotReader, path: bytes, entry: Entry, command: str) ->
     proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE,
                             stderr=subprocess.PIPE, process_group=0)
     assert proc.stdin is not None and proc.stderr is not None
-    tail: deque[bytes] = deque()
-    drain = threading.Thread(target=_keep_tail, args=(proc.stderr, tail), daemon=True)
-    drain.start()
+    stderr = StderrTail(proc.stderr, echo=True)
     sent = 0
     failure = ""
     try:
@@ -97,10 +89,10 @@ def to_command(snap: SnapshotReader, path: bytes, entry: Entry, command: str) ->
         failure = f"it stopped reading after {sent} of {entry.size} bytes"
     except (HistfsError, OSError) as exc:
         # Killed before its input ends: EOF would tell it the file was whole.
-        _kill(proc, drain)
+        _kill(proc, stderr)
         raise HistfsError(f"{show_path(path)}: stopped: {_reason(exc)}") from None
     except BaseException:
-        _kill(proc, drain)
+        _kill(proc, stderr)
         raise
     finally:
         try:
@@ -108,43 +100,22 @@ def to_command(snap: SnapshotReader, path: bytes, entry: Entry, command: str) ->
         except BrokenPipeError:
             failure = failure or f"it stopped reading after {sent} of {entry.size} bytes"
     status = proc.wait()
-    drain.join()
+    stderr.join()
     if status != 0:
-        failure = (f"exited with status {status}" if status > 0
-                   else f"killed by signal {-status}")
+        failure = how_it_ended(status)
     if failure:
-        said = _last_lines(b"".join(tail))
+        said = stderr.last_lines()
         raise HistfsError(f"{show_path(path)}: the command {command!r} failed: {failure}"
                           + (f": {said}" if said else ""))
     return sent
 
 
-def _kill(proc: subprocess.Popen[bytes], drain: threading.Thread) -> None:
+def _kill(proc: subprocess.Popen[bytes], stderr: StderrTail) -> None:
     """End the command and all its shell started, then reap them."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    drain.join()
-
-
-def _keep_tail(stream: IO[bytes], tail: deque[bytes]) -> None:
-    """Read `stream` to its end, echoing it to our stderr and keeping its
-    last bytes in `tail`."""
-    kept = 0
-    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
-        sys.stderr.buffer.write(chunk)
-        sys.stderr.flush()
-        tail.append(chunk)
-        kept += len(chunk)
-        while kept - len(tail[0]) >= _STDERR_TAIL:
-            kept -= len(tail.popleft())
-    stream.close()
-
-
-def _last_lines(raw: bytes) -> str:
-    """The last lines of a command's stderr, on one line."""
-    lines = [ln.strip() for ln in raw.decode("utf-8", "backslashreplace").splitlines()]
-    return " | ".join([ln for ln in lines if ln][-_STDERR_LINES:])
+    stderr.join()
 
 
 def _reason(exc: BaseException) -> str:

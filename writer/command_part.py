@@ -14,20 +14,16 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections import deque
-from typing import IO
 
 from index.errors import SourceError
 from index.format.types import Kind
+from writer.command_output import StderrTail, how_it_ended
 from writer.file_reading import FileReading
 from writer.parts import Part
 from writer.staging import SEP, StagedEntry, Staging
 from writer.stats import BackupStats
 
-_STDERR_TAIL = 4096
-_STDERR_LINES = 5
 FILE_MODE = 0o600
 
 
@@ -43,9 +39,7 @@ def stage_command_part(part: Part, staging: Staging, files: FileReading,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             process_group=0)
     assert proc.stdout is not None and proc.stderr is not None
-    tail: deque[bytes] = deque()
-    drain = threading.Thread(target=_keep_tail, args=(proc.stderr, tail), daemon=True)
-    drain.start()
+    stderr = StderrTail(proc.stderr)
     try:
         extents, size = files.read_stream(proc.stdout)
     except BaseException:
@@ -55,11 +49,11 @@ def stage_command_part(part: Part, staging: Staging, files: FileReading,
     finally:
         proc.stdout.close()
         status = proc.wait()
-        drain.join()
+        stderr.join()
     if status != 0:
-        how = f"exited with status {status}" if status > 0 else f"killed by signal {-status}"
-        said = _last_lines(b"".join(tail))
-        raise SourceError(f"part {part.name}: the command {part.command!r} {how}"
+        said = stderr.last_lines()
+        raise SourceError(f"part {part.name}: the command {part.command!r} "
+                          f"{how_it_ended(status)}"
                           + (f": {said}" if said else ""))
     uid, gid = os.geteuid(), os.getegid()
     key = part.name.encode()
@@ -76,20 +70,3 @@ def _entry(kind: Kind, mode: int, uid: int, gid: int, when_ns: int) -> StagedEnt
     return StagedEntry(kind=kind, mode=mode, uid=uid, gid=gid, size=0, mtime_ns=when_ns,
                        ctime_ns=when_ns, atime_ns=when_ns, rdev=0, stored_bytes=0, data=None,
                        extents=[], xattrs=[], source_ino=0)
-
-
-def _keep_tail(stream: IO[bytes], tail: deque[bytes]) -> None:
-    """Read `stream` to its end, keeping its last few KiB in `tail`."""
-    kept = 0
-    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
-        tail.append(chunk)
-        kept += len(chunk)
-        while kept - len(tail[0]) >= _STDERR_TAIL:
-            kept -= len(tail.popleft())
-    stream.close()
-
-
-def _last_lines(raw: bytes) -> str:
-    """The last lines of a command's stderr, on one line."""
-    lines = [ln.strip() for ln in raw.decode("utf-8", "backslashreplace").splitlines()]
-    return " | ".join([ln for ln in lines if ln][-_STDERR_LINES:])

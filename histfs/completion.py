@@ -145,22 +145,26 @@ def zsh_script(parser: argparse.ArgumentParser) -> str:
             + bash_script(parser).split("\n", 1)[1])
 
 
+def _option_on_line(words: list[str], option: str) -> str | None:
+    """The value given last to `option` on a command line being typed."""
+    found = None
+    for i, word in enumerate(words[:-1]):
+        if word == option:
+            found = words[i + 1]
+    return found
+
+
 def _repository_on_line(words: list[str]) -> str | None:
     """The repository a command line being typed names: --repo, else
     $HISTFS_REPO, else that of the configuration file --config or
-    $HISTFS_CONFIG names; also the config's host (None when silent)."""
+    $HISTFS_CONFIG names."""
     import os
     from pathlib import Path
 
     from histfs.config import load_config
 
-    repo_at = os.environ.get("HISTFS_REPO")
-    config = os.environ.get("HISTFS_CONFIG")
-    for i, word in enumerate(words[:-1]):
-        if word == "--repo":
-            repo_at = words[i + 1]
-        elif word == "--config":
-            config = words[i + 1]
+    repo_at = _option_on_line(words, "--repo") or os.environ.get("HISTFS_REPO")
+    config = _option_on_line(words, "--config") or os.environ.get("HISTFS_CONFIG")
     if not repo_at and config:
         repository = load_config(Path(config)).repository
         repo_at = str(repository) if repository else None
@@ -194,10 +198,7 @@ def snapshots_in(words: list[str]) -> list[str]:
     from index.format.names import LAST, is_host_name, is_snapshot_name, snapshot_sort_key
     from index.format.snapshot_format import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR
 
-    host = None
-    for i, word in enumerate(words[:-1]):
-        if word == "--host":
-            host = words[i + 1]
+    host = _option_on_line(words, "--host")
     try:
         storage = _storage_on_line(words)
         if storage is None:
@@ -228,10 +229,7 @@ def paths_in(snapshot: str, words: list[str]) -> list[str]:
             raise LookupError("no passphrase to hand")
         return found
 
-    host = None
-    for i, word in enumerate(words[:-1]):
-        if word == "--host":
-            host = words[i + 1]
+    host = _option_on_line(words, "--host")
     try:
         repo_at = _repository_on_line(words)
         if repo_at is None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from histfs.config_postgresql import POSTGRESQL_KEYS, postgresql_source
 from histfs.config_values import get_value, parse_chunk_size
 from index.errors import ConfigError
 from index.format.names import safe_name
@@ -53,6 +54,8 @@ def _command_source(table: dict[str, Any], pw: str, base: Path) -> DumpSource:
 KINDS: dict[str, PartKind] = {
     "command": PartKind(frozenset({"command", "file"}), ("name", "command", "file"),
                         _command_source),
+    # Plain dumps change where rows change: small chunks store little else.
+    "postgresql": PartKind(POSTGRESQL_KEYS, ("name",), postgresql_source, 16 << 10),
 }
 PART_KEYS = DIRECTORY_KEYS | _DUMP_KEYS | {k for kind in KINDS.values() for k in kind.keys}
 """Every key a `[[part]]` table may have, of one kind or another."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ConfigError
+from index.format.mailbox_path import MailboxPath, MailboxPathError
 from index.format.names import safe_name
 from index.model.location import as_location
 from writer.excludes import check_marker_name, patterns_from_file
@@ -22,8 +23,12 @@ from writer.retention import Policy
 _EXCLUDE_KEYS = {"exclude_from", "exclude_caches", "exclude_if_present", "one_file_system"}
 _TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "metrics_file",
              "part", "retention", "hooks", *_EXCLUDE_KEYS}
+_MAIL_KEYS = {"layout", "mailbox_path", "after_mailbox_restore"}
 _PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size", "kind", "command", "file",
-              "on_error", *_EXCLUDE_KEYS}
+              "on_error", *_EXCLUDE_KEYS, *_MAIL_KEYS}
+LAYOUTS = ("maildir",)
+"""Mail layouts a part may have; Dovecot's mdbox and sdbox, its Maildir
+LAYOUT=fs and Cyrus are not read yet."""
 _COMMAND_PART_KEYS = {"name", "kind", "command", "file", "enabled", "chunk_size", "on_error"}
 _RETENTION_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
                      "keep_yearly")
@@ -47,6 +52,21 @@ class Hooks:
 
 
 @dataclass(frozen=True)
+class MailLayout:
+    """How a directory part holds mail (`layout`, `mailbox_path` and
+    `after_mailbox_restore` of its [[part]] table)."""
+
+    part: str
+    path: Path
+    """The part's live directory."""
+    mailbox_path: MailboxPath
+    layout: str = "maildir"
+    after_restore: str | None = None
+    """The command run after a mailbox restore; None for the default
+    (`doveadm force-resync` where doveadm is installed), "" for none."""
+
+
+@dataclass(frozen=True)
 class FileConfig:
     """A parsed configuration file; None where the file is silent."""
 
@@ -60,6 +80,8 @@ class FileConfig:
     metrics_file: Path | None = None
     retention: Policy | None = None
     hooks: Hooks = field(default_factory=Hooks)
+    mail: tuple[MailLayout, ...] = ()
+    """The parts that hold mail, in the file's order."""
 
 
 def short_host_name() -> str:
@@ -251,6 +273,7 @@ def load_config(path: Path) -> FileConfig:
         raise ConfigError(f"{where}part: expected [[part]] tables")
     top = exclude_settings(doc, where, path.parent)
     parts: list[Part] = []
+    mail: list[MailLayout] = []
     for i, table in enumerate(raw_parts):
         pw = f"{path}: part[{i}]."
         if not isinstance(table, dict):
@@ -273,6 +296,8 @@ def load_config(path: Path) -> FileConfig:
         part = Part(name, Path(src), tuple(exclude), True if enabled is None else enabled,
                     None if chunk_size is None else parse_chunk_size(chunk_size, pw))
         parts.append(exclude_settings(table, pw, path.parent).over(top).apply(part))
+        if _MAIL_KEYS & table.keys():
+            mail.append(_mail_layout(table, pw, name, Path(src)))
     interval = doc.get("min_interval")
     mountpoint = _get(doc, "mountpoint", str, where)
     metrics_file = _get(doc, "metrics_file", str, where)
@@ -284,7 +309,28 @@ def load_config(path: Path) -> FileConfig:
         metrics_file=Path(metrics_file) if metrics_file else None,
         retention=_load_retention(doc["retention"], where) if "retention" in doc else None,
         hooks=_load_hooks(doc["hooks"], where) if "hooks" in doc else Hooks(),
+        mail=tuple(mail),
     )
+
+
+def _mail_layout(table: dict[str, Any], pw: str, name: str, path: Path) -> MailLayout:
+    """The mail settings of a directory part: `layout` and `mailbox_path`
+    together, `after_mailbox_restore` optional."""
+    layout = _get(table, "layout", str, pw)
+    template = _get(table, "mailbox_path", str, pw)
+    after = _get(table, "after_mailbox_restore", str, pw)
+    if layout is None or template is None:
+        raise ConfigError(f"{pw[:-1]}: a mail part needs both layout and mailbox_path, "
+                          "e.g. layout = \"maildir\", mailbox_path = \"%d/%n/Maildir\"")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"{pw}layout: expected \"maildir\" (Maildir++, as Dovecot's "
+                          f"default), got {layout!r}; mdbox, sdbox, LAYOUT=fs and Cyrus "
+                          "are not supported yet")
+    try:
+        parsed = MailboxPath.parse(template)
+    except MailboxPathError as exc:
+        raise ConfigError(f"{pw}mailbox_path: {exc}") from None
+    return MailLayout(name, path, parsed, layout, after)
 
 
 def _command_part(table: dict[str, Any], pw: str) -> Part:

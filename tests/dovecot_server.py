@@ -155,8 +155,9 @@ def running_dovecot() -> Iterator[Dovecot]:
         f"{u}:{{PLAIN}}{PASSWORD}:{MAIL_UID}:{MAIL_UID}::"
         f"{root}/vmail/{u.partition('@')[2]}/{u.partition('@')[0]}::\n" for u in USERS))
     (root / "dovecot.conf").write_text(_CONF.format(root=root, port=port))
-    proc = subprocess.Popen([binary, "-F", "-c", str(root / "dovecot.conf")],
-                            stdout=subprocess.DEVNULL, stderr=open(root / "stderr", "wb"))
+    with open(root / "stderr", "wb") as stderr:
+        proc = subprocess.Popen([binary, "-F", "-c", str(root / "dovecot.conf")],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     server = Dovecot(root, port, proc)
     try:
         _wait_listening(server)

@@ -56,22 +56,28 @@ class MailboxPath:
         """The variables the template uses."""
         return {p for level in self.levels for p in level if isinstance(p, str)}
 
-    def level_pattern(self, depth: int) -> re.Pattern[bytes] | None:
-        """The pattern a directory name at `depth` must match (None: the
-        level is a literal name, `literal(depth)`)."""
-        level = self.levels[depth]
-        if all(isinstance(p, bytes) for p in level):
-            return None
+    def match_level(self, depth: int, name: bytes,
+                    known: dict[str, bytes]) -> dict[str, bytes] | None:
+        """The variables that directory name `name` at `depth` gives, with
+        those `known` from the levels above standing as they were found
+        there; None if it does not match."""
         out, seen = [], set()
-        for p in level:
+        for p in self.levels[depth]:
             if isinstance(p, bytes):
                 out.append(re.escape(p))
+            elif p in known:
+                out.append(re.escape(known[p]))
             elif p in seen:
                 out.append(b"(?P=" + p.encode() + b")")
             else:
                 seen.add(p)
                 out.append(b"(?P<" + p.encode() + b">" + _VALUE_RE[p] + b")")
-        return re.compile(b"".join(out))
+        m = re.fullmatch(b"".join(out), name)
+        return None if m is None else {**known, **m.groupdict()}
+
+    def is_literal(self, depth: int) -> bool:
+        """Whether the level at `depth` has no variable."""
+        return all(isinstance(p, bytes) for p in self.levels[depth])
 
     def literal(self, depth: int) -> bytes:
         """The name of a level without variables."""

@@ -94,23 +94,18 @@ def find_mailboxes(snap: SnapshotReader, part: str, template: MailboxPath) -> li
     # Each path followed so far: (its names, its directory, the variables met).
     paths: list[tuple[list[bytes], EntryId, dict[str, bytes]]] = [([], top.entry_id, {})]
     for depth in range(len(template.levels)):
-        pattern = template.level_pattern(depth)
         deeper = []
         for names, dir_id, values in paths:
-            if pattern is None:
+            if template.is_literal(depth):
                 name = template.literal(depth)
                 child = snap.lookup(dir_id, name)
                 if child is not None and snap.entry(child).kind == Kind.DIRECTORY:
                     deeper.append(([*names, name], child, values))
                 continue
             for name, child in _subdirs(snap, dir_id):
-                m = pattern.fullmatch(name)
-                if m is None:
-                    continue
-                met = {k: v for k, v in m.groupdict().items() if v is not None}
-                if any(values.get(k, v) != v for k, v in met.items()):
-                    continue
-                deeper.append(([*names, name], child, {**values, **met}))
+                met = template.match_level(depth, name, values)
+                if met is not None:
+                    deeper.append(([*names, name], child, met))
         paths = deeper
     for names, dir_id, values in paths:
         user = template.user_of(values)

@@ -292,3 +292,37 @@ def test_subscriptions_version_1_and_a_held_lock(tmp_path: Path) -> None:
         assert (tmp_path / "subscriptions").read_bytes().endswith(b"New.Deep\nLater\n")
     finally:
         os.close(fd)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("template", "maildirs", "users"), [
+    # Dovecot's maildir:~/Maildir with homes in /home/%n: the part is /home.
+    ("%n/Maildir", ["john/Maildir", "mary/Maildir", "mary/other"], ["john", "mary"]),
+    # Postfix's virtual_mailbox_base with maps of "example.org/john/".
+    ("%d/%n", ["example.org/john", "example.net/mary"],
+     ["john@example.org", "mary@example.net"]),
+    # One directory per address.
+    ("users/%u", ["users/john@example.org", "users/notanaddress"], ["john@example.org"]),
+])
+def test_common_templates_find_their_users(tmp_path: Path, template: str,
+                                           maildirs: list[str], users: list[str]) -> None:
+    vmail = tmp_path / "vmail"
+    for rel in maildirs:
+        _maildir(vmail / rel, {"cur/1.M1:2,S": rel.encode()})
+    config = _config(tmp_path, f"""[[part]]
+name = "mail"
+path = "{vmail}"
+layout = "maildir"
+mailbox_path = "{template}"
+after_mailbox_restore = ""
+""")
+    histfs("init", "--encryption", "none", str(tmp_path / "repo"), check=0)
+    histfs("backup", "--config", str(config), "--host", "mx1", check=0)
+    listed = json.loads(histfs("mailbox", "list", "--config", str(config), "--json",
+                               check=0).stdout)
+    assert [u["user"] for u in listed["users"]] == users
+    (vmail / maildirs[0] / "cur/1.M1:2,S").unlink()
+    summary = json.loads(histfs("mailbox", "restore", "--config", str(config), "--at", "last",
+                                users[0], "--json", check=0).stdout)
+    assert (summary["restored"], summary["already_there"]) == (1, 0)
+    assert (vmail / maildirs[0] / "cur/1.M1:2,S").read_bytes() == maildirs[0].encode()

@@ -12,7 +12,7 @@ from histfs.config import FileConfig, load_config, short_host_name
 from histfs.passphrase import asked_for
 from index.errors import ConfigError
 from index.model.location import as_location
-from index.model.repository import Repository
+from index.model.repository import Repository, SnapshotRef
 
 
 def file_config(args: argparse.Namespace) -> FileConfig:
@@ -41,6 +41,19 @@ def open_repository(location: Path | str) -> Repository:
     """The repository at `location`, its passphrase asked for if needed
     (`with open_repository(...) as repo:` closes it)."""
     return Repository.open(location, passphrase=asked_for(location))
+
+
+def select_snapshot(repo: Repository, host: str | None, name: str | None,
+                    at: str | None) -> SnapshotRef:
+    """The snapshot a command means: with `at` (a date, or a snapshot's
+    name standing for its time) the newest taken at or before it, else
+    `name` (or "last")."""
+    from index.format.names import parse_when
+
+    when = parse_when(at) if at else None
+    if when is None and name is None:
+        raise ConfigError("name a snapshot (or 'last'), or give --at DATE")
+    return repo.select(host, None if when is not None else name, when)
 
 
 def only_host(repo: Repository) -> str:

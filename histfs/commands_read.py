@@ -20,6 +20,7 @@ from histfs.arguments import (
     only_host,
     open_repository,
     repo_location,
+    select_snapshot,
 )
 from histfs.byte_names import typed_paths
 from histfs.exit_status import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS
@@ -147,9 +148,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         items = list(args.items)
         at = parse_when(args.at) if args.at else None
         name = None if at is not None or not items else items.pop(0)
-        if at is None and name is None:
-            raise ConfigError("name a snapshot (or 'last'), or give --at DATE")
-        ref = repo.select(config_host(args, cfg), name, at)
+        ref = select_snapshot(repo, config_host(args, cfg), name, args.at)
         how = f" (the newest at or before {at:%Y-%m-%d %H:%M:%S} UTC)" if at else ""
         log.status(f"restoring {ref.host}/{ref.name}{how} into {args.target}")
         with repo.open_snapshot(ref) as snap:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from histfs.config_values import get_names, get_value, parse_chunk_size
-from histfs.part_kinds import DIRECTORY_KEYS, EXCLUDE_KEYS, PART_KEYS, dump_part
+from histfs.part_kinds import DIRECTORY_KEYS, EXCLUDE_KEYS, MAIL_KEYS, PART_KEYS, dump_part
 from index.errors import ConfigError
+from index.format.mailbox_path import MailboxPath, MailboxPathError
 from index.model.location import as_location
 from writer.excludes import check_marker_name, patterns_from_file
 from writer.parts import Part
@@ -20,6 +21,9 @@ from writer.retention import Policy
 
 _TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "metrics_file",
              "part", "retention", "hooks", *EXCLUDE_KEYS}
+LAYOUTS = ("maildir",)
+"""Mail layouts a part may have; Dovecot's mdbox and sdbox, its Maildir
+LAYOUT=fs and Cyrus are not read yet."""
 _RETENTION_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
                      "keep_yearly")
 _RETENTION_KEYS = {*_RETENTION_COUNTS, "keep_within", "keep_ages"}
@@ -40,6 +44,21 @@ class Hooks:
 
 
 @dataclass(frozen=True)
+class MailLayout:
+    """How a directory part holds mail (`layout`, `mailbox_path` and
+    `after_mailbox_restore` of its [[part]] table)."""
+
+    part: str
+    path: Path
+    """The part's live directory."""
+    mailbox_path: MailboxPath
+    layout: str = "maildir"
+    after_restore: str | None = None
+    """The command run after a mailbox restore; None for the default
+    (`doveadm force-resync` where doveadm is installed), "" for none."""
+
+
+@dataclass(frozen=True)
 class FileConfig:
     """A parsed configuration file; None where the file is silent."""
 
@@ -53,6 +72,8 @@ class FileConfig:
     metrics_file: Path | None = None
     retention: Policy | None = None
     hooks: Hooks = field(default_factory=Hooks)
+    mail: tuple[MailLayout, ...] = ()
+    """The parts that hold mail, in the file's order."""
 
 
 def short_host_name() -> str:
@@ -203,6 +224,7 @@ def load_config(path: Path) -> FileConfig:
         raise ConfigError(f"{where}part: expected [[part]] tables")
     top = exclude_settings(doc, where, path.parent)
     parts: list[Part] = []
+    mail: list[MailLayout] = []
     for i, table in enumerate(raw_parts):
         pw = f"{path}: part[{i}]."
         if not isinstance(table, dict):
@@ -226,6 +248,8 @@ def load_config(path: Path) -> FileConfig:
         part = Part(name, Path(src), tuple(exclude), True if enabled is None else enabled,
                     None if chunk_size is None else parse_chunk_size(chunk_size, pw))
         parts.append(exclude_settings(table, pw, path.parent).over(top).apply(part))
+        if MAIL_KEYS & table.keys():
+            mail.append(_mail_layout(table, pw, name, Path(src)))
     interval = doc.get("min_interval")
     mountpoint = get_value(doc, "mountpoint", str, where)
     metrics_file = get_value(doc, "metrics_file", str, where)
@@ -237,7 +261,28 @@ def load_config(path: Path) -> FileConfig:
         metrics_file=Path(metrics_file) if metrics_file else None,
         retention=_load_retention(doc["retention"], where) if "retention" in doc else None,
         hooks=_load_hooks(doc["hooks"], where) if "hooks" in doc else Hooks(),
+        mail=tuple(mail),
     )
+
+
+def _mail_layout(table: dict[str, Any], pw: str, name: str, path: Path) -> MailLayout:
+    """The mail settings of a directory part: `layout` and `mailbox_path`
+    together, `after_mailbox_restore` optional."""
+    layout = get_value(table, "layout", str, pw)
+    template = get_value(table, "mailbox_path", str, pw)
+    after = get_value(table, "after_mailbox_restore", str, pw)
+    if layout is None or template is None:
+        raise ConfigError(f"{pw[:-1]}: a mail part needs both layout and mailbox_path, "
+                          "e.g. layout = \"maildir\", mailbox_path = \"%d/%n/Maildir\"")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"{pw}layout: expected \"maildir\" (Maildir++, as Dovecot's "
+                          f"default), got {layout!r}; mdbox, sdbox, LAYOUT=fs and Cyrus "
+                          "are not supported yet")
+    try:
+        parsed = MailboxPath.parse(template)
+    except MailboxPathError as exc:
+        raise ConfigError(f"{pw}mailbox_path: {exc}") from None
+    return MailLayout(name, path, parsed, layout, after)
 
 
 def parse_part_args(args: list[str], exclude: list[str]) -> list[Part]:

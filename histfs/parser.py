@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from histfs.commands_backup import cmd_backup
 from histfs.commands_browse import cmd_find, cmd_ls
+from histfs.commands_mailbox import cmd_mailbox_list, cmd_mailbox_restore
 from histfs.commands_maintain import (
     cmd_check,
     cmd_forget,
@@ -361,6 +362,49 @@ def _find(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_find)
 
 
+def _mailbox(sub: Subparsers) -> None:
+    p = sub.add_parser("mailbox", help="list the mailboxes of a mail part, or restore one",
+                       description="The users of the mail part (a [[part]] with layout = "
+                       "\"maildir\" and mailbox_path in --config) in a snapshot, and one "
+                       "user's mailbox as it was then merged back into the live Maildir.")
+    actions = p.add_subparsers(dest="mailbox_command", required=True, metavar="ACTION")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--part", help="the mail part (default: the only one)")
+    common.add_argument("--host", help="host of the snapshots (default: the config file's, "
+                                       "else the only one)")
+    common.add_argument("--json", action="store_true", help="print as JSON")
+    repo = repository_options("TOML configuration file with the mail part "
+                              "(default: $HISTFS_CONFIG)")
+    a = actions.add_parser("list", help="users, their folders and message counts",
+                           parents=[repo, common])
+    a.add_argument("snapshot", nargs="?", help="snapshot name, or 'last' (the default)")
+    a.add_argument("--at", metavar="DATE",
+                   help="the newest snapshot taken at or before DATE (e.g. 2026-11-14)")
+    a.set_defaults(func=cmd_mailbox_list)
+    a = actions.add_parser(
+        "restore", help="merge a user's mailbox as it was into the live one",
+        description="Copy the messages of USER's mailbox in the snapshot of --at that the "
+        "live Maildir lacks (same base name, whatever the flags) into it, with their flags; "
+        "folders it lacks are created (and subscribed when it has a subscriptions file). "
+        "Nothing live is replaced or deleted. Then after_mailbox_restore runs (default: "
+        "doveadm force-resync -u USER '*' where doveadm is installed).",
+        parents=[repo, common])
+    a.add_argument("user", help="the user, as `histfs mailbox list` names them, e.g. "
+                                "john@example.org")
+    a.add_argument("--at", required=True, metavar="DATE",
+                   help="the newest snapshot taken at or before DATE (e.g. 2026-11-14), "
+                        "or a snapshot's name, or 'last'")
+    a.add_argument("--folder", metavar="FOLDER",
+                   help="only this folder and those beneath it (e.g. Projects or "
+                        "INBOX.Projects)")
+    a.add_argument("--into", metavar="FOLDER",
+                   help="put everything under this new folder (e.g. \"Restored "
+                        "2026-11-14\") instead of the original folders")
+    a.add_argument("--dry-run", action="store_true",
+                   help="count what would be restored and created; write nothing")
+    a.set_defaults(func=cmd_mailbox_restore)
+
+
 def _mount(sub: Subparsers) -> None:
     p = sub.add_parser("mount", help="mount the repository read-only",
                        parents=[repository_options(CONFIG_NAMING_REPO)])
@@ -390,8 +434,8 @@ def _umount(sub: Subparsers) -> None:
 
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _init, _report, _completion, _metrics, _copy, _key, _backup, _prune, _forget, _gc,
-    _holds, _snapshots, _info, _restore, _cat, _check, _versions, _diff, _ls, _find, _mount,
-    _umount)
+    _holds, _snapshots, _info, _restore, _cat, _check, _versions, _diff, _ls, _find,
+    _mailbox, _mount, _umount)
 
 
 def _version() -> str:

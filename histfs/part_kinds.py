@@ -23,8 +23,10 @@ from writer.parts import Part
 # Excludes that may be set for every part at the top level, and per part.
 EXCLUDE_KEYS = frozenset({"exclude_from", "exclude_caches", "exclude_if_present",
                           "one_file_system"})
+# How a directory part holds mailboxes, for `histfs mailbox`.
+MAIL_KEYS = frozenset({"layout", "mailbox_path", "after_mailbox_restore"})
 DIRECTORY_KEYS = frozenset({"name", "path", "exclude", "enabled", "chunk_size", "kind",
-                            *EXCLUDE_KEYS})
+                            *EXCLUDE_KEYS, *MAIL_KEYS})
 _DUMP_KEYS = frozenset({"name", "kind", "enabled", "chunk_size", "on_error"})
 """The keys of every dump kind."""
 

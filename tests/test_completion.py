@@ -44,6 +44,11 @@ def test_bash_completes_commands_options_and_hosts(tmp_path: Path,
     assert complete_bash(script, ["histfs", "--log-file", "/tmp/x", "init", "--en"], env) == [
         "--encryption", "--endpoint"]
     assert complete_bash(script, ["histfs", "key", "ch"], env) == ["change-passphrase"]
+    # Commands with actions: the action, then the action's own options.
+    assert complete_bash(script, ["histfs", "mailbox", ""], env) == ["list", "restore"]
+    assert complete_bash(script, ["histfs", "mailbox", "--"], env) == ["--help"]
+    assert complete_bash(script, ["histfs", "mailbox", "restore", "--d"], env) == ["--dry-run"]
+    assert complete_bash(script, ["histfs", "key", "export", "--r"], env) == ["--repo"]
     # Host names come from the repository on the line.
     src = tmp_path / "src"
     src.mkdir()

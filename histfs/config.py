@@ -23,8 +23,11 @@ _EXCLUDE_KEYS = {"exclude_from", "exclude_caches", "exclude_if_present", "one_fi
 _TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "metrics_file",
              "part", "retention", "hooks", *_EXCLUDE_KEYS}
 _PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size", "kind", "command", "file",
-              "on_error", *_EXCLUDE_KEYS}
-_COMMAND_PART_KEYS = {"name", "kind", "command", "file", "enabled", "chunk_size", "on_error"}
+              "paths", "on_error", *_EXCLUDE_KEYS}
+_KIND_COMMON_KEYS = {"name", "kind", "enabled", "chunk_size", "on_error"}
+# The keys of each kind of part but "directory".
+_KIND_KEYS = {"command": {*_KIND_COMMON_KEYS, "command", "file"},
+              "sqlite": {*_KIND_COMMON_KEYS, "paths"}}
 _RETENTION_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
                      "keep_yearly")
 _RETENTION_KEYS = {*_RETENTION_COUNTS, "keep_within", "keep_ages"}
@@ -259,7 +262,7 @@ def load_config(path: Path) -> FileConfig:
             if key not in _PART_KEYS:
                 raise ConfigError(f"{pw}{key}: unknown key")
         if table.get("kind", "directory") != "directory":
-            parts.append(_command_part(table, pw))
+            parts.append(_kind_part(table, pw))
             continue
         name = _get(table, "name", str, pw)
         src = _get(table, "path", str, pw)
@@ -287,30 +290,57 @@ def load_config(path: Path) -> FileConfig:
     )
 
 
-def _command_part(table: dict[str, Any], pw: str) -> Part:
-    """A part of `kind = "command"`: one file, the command's standard output."""
-    kind = table["kind"]
-    if kind != "command":
-        raise ConfigError(f"{pw}kind: expected \"directory\" or \"command\", got {kind!r}")
+def _kind_part(table: dict[str, Any], pw: str) -> Part:
+    """A part of another kind than "directory", which makes its own files."""
+    kind = _get(table, "kind", str, pw)
+    allowed = _KIND_KEYS.get(kind)
+    if allowed is None:
+        raise ConfigError(f"{pw}kind: expected \"directory\", \"command\" or \"sqlite\", "
+                          f"got {kind!r}")
     for key in table:
-        if key not in _COMMAND_PART_KEYS:
-            raise ConfigError(f"{pw}{key}: not a key of a part of kind \"command\"")
-    name = _get(table, "name", str, pw)
-    command = _get(table, "command", str, pw)
-    file = _get(table, "file", str, pw)
-    if name is None or not command or not file:
-        raise ConfigError(f"{pw[:-1]}: a part of kind \"command\" needs name, command "
-                          "and file")
-    if not safe_name(os.fsencode(file)):
-        raise ConfigError(f"{pw}file: expected a file name (no '/'), got {file!r}")
+        if key not in allowed:
+            raise ConfigError(f"{pw}{key}: not a key of a part of kind \"{kind}\"")
     on_error = _get(table, "on_error", str, pw) or "fail"
     if on_error not in ("fail", "warn"):
         raise ConfigError(f"{pw}on_error: expected \"fail\" or \"warn\", got {on_error!r}")
     enabled = _get(table, "enabled", bool, pw)
     chunk_size = table.get("chunk_size")
-    return Part(name, Path("/"), (), True if enabled is None else enabled,
+    part = Part(_get(table, "name", str, pw) or "", Path("/"), (),
+                True if enabled is None else enabled,
                 None if chunk_size is None else parse_chunk_size(chunk_size, pw),
-                command=command, file=file, on_error=on_error)
+                kind=kind, on_error=on_error)
+    return _command_part(table, pw, part) if kind == "command" else _sqlite_part(table, pw,
+                                                                                   part)
+
+
+def _command_part(table: dict[str, Any], pw: str, part: Part) -> Part:
+    """A part of `kind = "command"`: one file, the command's standard output."""
+    command = _get(table, "command", str, pw)
+    file = _get(table, "file", str, pw)
+    if not part.name or not command or not file:
+        raise ConfigError(f"{pw[:-1]}: a part of kind \"command\" needs name, command "
+                          "and file")
+    if not safe_name(os.fsencode(file)):
+        raise ConfigError(f"{pw}file: expected a file name (no '/'), got {file!r}")
+    return replace(part, command=command, file=file)
+
+
+def _sqlite_part(table: dict[str, Any], pw: str, part: Part) -> Part:
+    """A part of `kind = "sqlite"`: a copy of each database of `paths`,
+    named by its base name, which must therefore differ."""
+    paths = [Path(p) for p in _names(table, "paths", pw)]
+    if not part.name or not paths:
+        raise ConfigError(f"{pw[:-1]}: a part of kind \"sqlite\" needs name and paths")
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if not safe_name(os.fsencode(path.name)):
+            raise ConfigError(f"{pw}paths: expected paths of database files, got "
+                              f"{str(path)!r}")
+        if path.name in seen:
+            raise ConfigError(f"{pw}paths: {seen[path.name]} and {path} would both be "
+                              f"{part.name}/{path.name}; put them in parts of their own")
+        seen[path.name] = path
+    return replace(part, paths=tuple(paths))
 
 
 def parse_part_args(args: list[str], exclude: list[str]) -> list[Part]:

@@ -35,6 +35,7 @@ from writer.mapped_memory import MappedMemory
 from writer.packer import ChunkSink
 from writer.parts import Part, check_part_sizes, check_parts
 from writer.previous import Previous
+from writer.sqlite_part import stage_sqlite_part
 from writer.staging import SEP, StagedEntry, Staging
 from writer.stats import BackupStats
 from writer.testpoints import crash_point, pause_point
@@ -118,11 +119,15 @@ class BackupRun:
                         (root_st.st_dev, root_st.st_ino) if self.repo.local_root else (-1, -1))
         applied = []
         for part in list(self.parts):
-            if part.command is None:
+            if part.kind == "directory":
                 applied.append((part, walker.walk_part(part)))
                 continue
             try:
-                stage_command_part(part, self.staging, self.files, stats)
+                if part.kind == "sqlite":
+                    stage_sqlite_part(part, self.staging, self.files, stats,
+                                      lambda: self.repo.cache.work_file("sqlite"))
+                else:
+                    stage_command_part(part, self.staging, self.files, stats)
             except SourceError as exc:
                 if part.on_error != "warn":
                     raise

@@ -100,9 +100,10 @@ class DryRun:
     def run(self, parts: list[Part]) -> DryRunCounts:
         """Walk every enabled part; the counts."""
         for part in check_parts(parts):
-            # A command part's command is run by the backup alone: a dump
-            # costs too much to take one only to count it.
-            if part.command is None:
+            # A command part's command is run, and a database copied, by
+            # the backup alone: a dump costs too much to take one only to
+            # count it.
+            if part.kind == "directory":
                 self._walk_part(part)
         return self.counts
 

@@ -34,17 +34,25 @@ class Part:
     one_file_system: bool = False
     """Enter no directory on another file system than the part's own (a
     mount point is kept, empty)."""
+    kind: str = "directory"
+    """"directory" (`path` walked), "command" or "sqlite" (`path` unused)."""
     command: str | None = None
     """For a part of kind "command": run by /bin/sh -c, its standard output
-    is the part's one file, named `file`; `path` is unused."""
+    is the part's one file, named `file`."""
     file: str = ""
+    paths: tuple[Path, ...] = ()
+    """For a part of kind "sqlite": the databases, each copied online as
+    the part's file of its base name."""
     on_error: str = "fail"
-    """What a failing command does to the backup: "fail" it (nothing is
-    published), or "warn" and publish the snapshot without this part."""
+    """What a failing command or database does to the backup: "fail" it
+    (nothing is published), or "warn" and publish the snapshot without this
+    part."""
 
     @property
     def source(self) -> str:
         """What the part is read from, as the snapshot records it."""
+        if self.kind == "sqlite":
+            return " ".join(str(p) for p in self.paths)
         return self.command if self.command is not None else str(self.path)
 
 
@@ -113,7 +121,7 @@ def check_parts(parts: list[Part]) -> list[Part]:
         if part.name in seen:
             raise SourceError(f"part {part.name!r} is given twice")
         seen.add(part.name)
-        if part.command is not None:
+        if part.kind != "directory":
             continue
         if not part.path.exists():
             raise SourceError(f"part {part.name}: {part.path} does not exist")

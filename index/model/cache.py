@@ -41,8 +41,9 @@ NETWORK_FILESYSTEMS = frozenset({
 INDEX_CACHE_MB = 4096
 """Default bound of the local copies of snapshot indexes (HISTFS_INDEX_CACHE_MB)."""
 
-WORK_KINDS = ("staging", "index")
-"""Prefixes of the work files named `<kind>-<pid>-<hex>.lmdb`."""
+WORK_KINDS = {"staging": ".lmdb", "index": ".lmdb", "sqlite": ".db"}
+"""Work files, named `<kind>-<pid>-<hex><suffix>`, and their suffixes
+(an SQLite copy is followed by its journal, `<name>-journal`)."""
 
 
 def cache_root() -> Path:
@@ -165,8 +166,7 @@ class LocalCache:
     def work_file(self, kind: str) -> Path:
         """A new work file `kind` (one of WORK_KINDS) of this process; what a
         process that died left behind goes with `remove_stale_work_files`."""
-        assert kind in WORK_KINDS, kind
-        return self.path / f"{kind}-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
+        return self.path / f"{kind}-{os.getpid()}-{secrets.token_hex(4)}{WORK_KINDS[kind]}"
 
     def pack_copy(self, pack_hex: str) -> Path:
         """Where `check` keeps a pack it reads whole."""
@@ -175,7 +175,7 @@ class LocalCache:
     def remove_stale_work_files(self) -> int:
         """Delete the work files of processes that died; how many went."""
         removed = 0
-        for path in self.path.glob("*-*-*.lmdb*"):
+        for path in self.path.glob("*-*-*"):
             prefix, _, rest = path.name.partition("-")
             pid = rest.partition("-")[0]
             if prefix not in WORK_KINDS or not pid.isdigit():

@@ -114,7 +114,9 @@ def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, hold: bool) -> None:
     def progress(status: int, remaining: int, total: int) -> None:
         nonlocal copied, restarts
         pause_point("sqlite-step")
-        if total - remaining < copied:
+        # A step that was not kept waiting (busy) copies pages: if no more
+        # than before are copied, it started again from the first.
+        if status == sqlite3.SQLITE_OK and total - remaining <= copied:
             restarts += 1
             if restarts > MAX_RESTARTS:
                 raise _Restarted

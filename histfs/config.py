@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import tomllib
@@ -11,23 +10,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from histfs.config_values import get_names, get_value, parse_chunk_size
+from histfs.part_kinds import DIRECTORY_KEYS, EXCLUDE_KEYS, PART_KEYS, dump_part
 from index.errors import ConfigError
-from index.format.names import safe_name
 from index.model.location import as_location
 from writer.excludes import check_marker_name, patterns_from_file
 from writer.parts import Part
 from writer.retention import Policy
 
-# Excludes that may be set for every part at the top level, and per part.
-_EXCLUDE_KEYS = {"exclude_from", "exclude_caches", "exclude_if_present", "one_file_system"}
 _TOP_KEYS = {"repository", "host", "compression", "min_interval", "mountpoint", "metrics_file",
-             "part", "retention", "hooks", *_EXCLUDE_KEYS}
-_PART_KEYS = {"name", "path", "exclude", "enabled", "chunk_size", "kind", "command", "file",
-              "paths", "on_error", *_EXCLUDE_KEYS}
-_KIND_COMMON_KEYS = {"name", "kind", "enabled", "chunk_size", "on_error"}
-# The keys of each kind of part but "directory".
-_KIND_KEYS = {"command": {*_KIND_COMMON_KEYS, "command", "file"},
-              "sqlite": {*_KIND_COMMON_KEYS, "paths"}}
+             "part", "retention", "hooks", *EXCLUDE_KEYS}
 _RETENTION_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
                      "keep_yearly")
 _RETENTION_KEYS = {*_RETENTION_COUNTS, "keep_within", "keep_ages"}
@@ -35,8 +27,6 @@ _HOOK_KEYS = {"before", "after", "after_success", "timeout"}
 _DURATION_RE = re.compile(r"([0-9]{1,12})\s*([smhdw])", re.ASCII)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DEFAULT_HOOK_TIMEOUT = timedelta(hours=1)
-_UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20}
-CHUNK_SIZE_RANGE = (4 << 10, 4 << 20)
 
 
 @dataclass(frozen=True)
@@ -71,40 +61,11 @@ def short_host_name() -> str:
     return socket.gethostname().split(".")[0]
 
 
-def _get(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    value = table.get(key)
-    if (value is not None and not isinstance(value, kind)) or (
-        kind is int and isinstance(value, bool)
-    ):
-        raise ConfigError(f"{where}{key}: expected {kind.__name__}, got {value!r}")
-    return value
-
-
 def check_compression(value: int, where: str = "compression") -> int:
     """zstd levels 1-22, or 0 for none."""
     if not 0 <= value <= 22:
         raise ConfigError(f"{where}: must be 0 (off) to 22, got {value}")
     return value
-
-
-def parse_chunk_size(value: object, where: str) -> int:
-    """An average chunk size: bytes, or a string such as "8KiB" or "1MiB"."""
-    size: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str):
-        text = value.strip().upper().replace(" ", "")
-        digits = text.rstrip("KMIB")
-        unit = _UNITS.get(text[len(digits):])
-        # isdigit() alone accepts "²"; a size has a dozen digits at most.
-        if digits.isascii() and digits.isdigit() and len(digits) <= 12 and unit is not None:
-            size = int(digits) * unit
-    lo, hi = CHUNK_SIZE_RANGE
-    if size is None:
-        raise ConfigError(f"{where}chunk_size: expected a size such as \"8KiB\", got {value!r}")
-    if not lo <= size <= hi:
-        raise ConfigError(f"{where}chunk_size: must be 4KiB to 4MiB, got {value!r}")
-    return size
 
 
 _MAX_DURATION = 100 * 366 * 86400
@@ -156,28 +117,16 @@ class ExcludeSettings:
             one_file_system=bool(self.one_file_system) or part.one_file_system)
 
 
-def _names(table: dict[str, Any], key: str, where: str) -> list[str]:
-    """A string or a list of strings."""
-    value = table.get(key)
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(x, str) for x in value):
-        return list(value)
-    raise ConfigError(f"{where}{key}: expected a string or a list of strings, got {value!r}")
-
-
 def exclude_settings(table: dict[str, Any], where: str, base: Path) -> ExcludeSettings:
     """The exclude settings of a table of the configuration file (`where`
     names it); `exclude_from` files are found from `base`."""
-    files = [base / f for f in _names(table, "exclude_from", where)]
+    files = [base / f for f in get_names(table, "exclude_from", where)]
     markers = [check_marker_name(m, f"{where}exclude_if_present")
-               for m in _names(table, "exclude_if_present", where)]
+               for m in get_names(table, "exclude_if_present", where)]
     return ExcludeSettings(
         tuple(p for f in files for p in patterns_from_file(f)),
-        _get(table, "exclude_caches", bool, where), tuple(markers),
-        _get(table, "one_file_system", bool, where))
+        get_value(table, "exclude_caches", bool, where), tuple(markers),
+        get_value(table, "one_file_system", bool, where))
 
 
 def _check_table(table: object, name: str, allowed: set[str], where: str) -> dict[str, Any]:
@@ -194,12 +143,12 @@ def _load_retention(raw: object, where: str) -> Policy:
     table = _check_table(raw, "retention", _RETENTION_KEYS, where)
     counts = {}
     for key in _RETENTION_COUNTS:
-        value = _get(table, key, int, f"{where}retention.")
+        value = get_value(table, key, int, f"{where}retention.")
         if value is not None and value < 0:
             raise ConfigError(f"{where}retention.{key}: must be 0 or more, got {value}")
         counts[key] = value or 0
     within = table.get("keep_within")
-    ages = _get(table, "keep_ages", list, f"{where}retention.") or []
+    ages = get_value(table, "keep_ages", list, f"{where}retention.") or []
     policy = Policy(
         **counts,
         keep_within=None if within is None
@@ -213,7 +162,7 @@ def _load_retention(raw: object, where: str) -> Policy:
 
 def _load_hooks(raw: object, where: str) -> Hooks:
     table = _check_table(raw, "hooks", _HOOK_KEYS, where)
-    commands = {k: _get(table, k, str, f"{where}hooks.") for k in ("before", "after",
+    commands = {k: get_value(table, k, str, f"{where}hooks.") for k in ("before", "after",
                                                                     "after_success")}
     raw = table.get("timeout")
     timeout = DEFAULT_HOOK_TIMEOUT if raw is None else parse_duration(raw,
@@ -244,9 +193,9 @@ def load_config(path: Path) -> FileConfig:
     for key in doc:
         if key not in _TOP_KEYS:
             raise ConfigError(f"{where}unknown key {key!r}")
-    repo = _get(doc, "repository", str, where)
-    host = _get(doc, "host", str, where)
-    compression = _get(doc, "compression", int, where)
+    repo = get_value(doc, "repository", str, where)
+    host = get_value(doc, "host", str, where)
+    compression = get_value(doc, "compression", int, where)
     if compression is not None:
         check_compression(compression, f"{path}: compression")
     raw_parts = doc.get("part", [])
@@ -258,27 +207,28 @@ def load_config(path: Path) -> FileConfig:
         pw = f"{path}: part[{i}]."
         if not isinstance(table, dict):
             raise ConfigError(f"{pw[:-1]}: expected a table")
-        for key in table:
-            if key not in _PART_KEYS:
-                raise ConfigError(f"{pw}{key}: unknown key")
         if table.get("kind", "directory") != "directory":
-            parts.append(_kind_part(table, pw))
+            parts.append(dump_part(table, pw, path.parent))
             continue
-        name = _get(table, "name", str, pw)
-        src = _get(table, "path", str, pw)
+        for key in table:
+            if key not in DIRECTORY_KEYS:
+                raise ConfigError(f"{pw}{key}: " + ("unknown key" if key not in PART_KEYS else
+                                                    "not a key of a part of kind \"directory\""))
+        name = get_value(table, "name", str, pw)
+        src = get_value(table, "path", str, pw)
         if name is None or src is None:
             raise ConfigError(f"{pw[:-1]}: needs both name and path")
-        exclude = _get(table, "exclude", list, pw) or []
+        exclude = get_value(table, "exclude", list, pw) or []
         if not all(isinstance(x, str) for x in exclude):
             raise ConfigError(f"{pw}exclude: expected a list of strings")
-        enabled = _get(table, "enabled", bool, pw)
+        enabled = get_value(table, "enabled", bool, pw)
         chunk_size = table.get("chunk_size")
         part = Part(name, Path(src), tuple(exclude), True if enabled is None else enabled,
                     None if chunk_size is None else parse_chunk_size(chunk_size, pw))
         parts.append(exclude_settings(table, pw, path.parent).over(top).apply(part))
     interval = doc.get("min_interval")
-    mountpoint = _get(doc, "mountpoint", str, where)
-    metrics_file = _get(doc, "metrics_file", str, where)
+    mountpoint = get_value(doc, "mountpoint", str, where)
+    metrics_file = get_value(doc, "metrics_file", str, where)
     return FileConfig(
         path, as_location(repo) if repo else None, host, compression, parts,
         min_interval=None if interval is None else parse_duration(interval,
@@ -288,59 +238,6 @@ def load_config(path: Path) -> FileConfig:
         retention=_load_retention(doc["retention"], where) if "retention" in doc else None,
         hooks=_load_hooks(doc["hooks"], where) if "hooks" in doc else Hooks(),
     )
-
-
-def _kind_part(table: dict[str, Any], pw: str) -> Part:
-    """A part of another kind than "directory", which makes its own files."""
-    kind = _get(table, "kind", str, pw)
-    allowed = _KIND_KEYS.get(kind)
-    if allowed is None:
-        raise ConfigError(f"{pw}kind: expected \"directory\", \"command\" or \"sqlite\", "
-                          f"got {kind!r}")
-    for key in table:
-        if key not in allowed:
-            raise ConfigError(f"{pw}{key}: not a key of a part of kind \"{kind}\"")
-    on_error = _get(table, "on_error", str, pw) or "fail"
-    if on_error not in ("fail", "warn"):
-        raise ConfigError(f"{pw}on_error: expected \"fail\" or \"warn\", got {on_error!r}")
-    enabled = _get(table, "enabled", bool, pw)
-    chunk_size = table.get("chunk_size")
-    part = Part(_get(table, "name", str, pw) or "", Path("/"), (),
-                True if enabled is None else enabled,
-                None if chunk_size is None else parse_chunk_size(chunk_size, pw),
-                kind=kind, on_error=on_error)
-    return _command_part(table, pw, part) if kind == "command" else _sqlite_part(table, pw,
-                                                                                   part)
-
-
-def _command_part(table: dict[str, Any], pw: str, part: Part) -> Part:
-    """A part of `kind = "command"`: one file, the command's standard output."""
-    command = _get(table, "command", str, pw)
-    file = _get(table, "file", str, pw)
-    if not part.name or not command or not file:
-        raise ConfigError(f"{pw[:-1]}: a part of kind \"command\" needs name, command "
-                          "and file")
-    if not safe_name(os.fsencode(file)):
-        raise ConfigError(f"{pw}file: expected a file name (no '/'), got {file!r}")
-    return replace(part, command=command, file=file)
-
-
-def _sqlite_part(table: dict[str, Any], pw: str, part: Part) -> Part:
-    """A part of `kind = "sqlite"`: a copy of each database of `paths`,
-    named by its base name, which must therefore differ."""
-    paths = [Path(p) for p in _names(table, "paths", pw)]
-    if not part.name or not paths:
-        raise ConfigError(f"{pw[:-1]}: a part of kind \"sqlite\" needs name and paths")
-    seen: dict[str, Path] = {}
-    for path in paths:
-        if not safe_name(os.fsencode(path.name)):
-            raise ConfigError(f"{pw}paths: expected paths of database files, got "
-                              f"{str(path)!r}")
-        if path.name in seen:
-            raise ConfigError(f"{pw}paths: {seen[path.name]} and {path} would both be "
-                              f"{part.name}/{path.name}; put them in parts of their own")
-        seen[path.name] = path
-    return replace(part, paths=tuple(paths))
 
 
 def parse_part_args(args: list[str], exclude: list[str]) -> list[Part]:

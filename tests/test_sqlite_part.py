@@ -84,7 +84,7 @@ def _consistent(path: Path) -> int:
 
 
 def _work_files(cache: Path) -> list[Path]:
-    return [p for p in cache.glob("*/sqlite-*")]
+    return list(cache.rglob("sqlite-copy-*"))
 
 
 @pytest.mark.timeout(600)
@@ -172,7 +172,8 @@ def test_a_database_that_cannot_be_copied_fails_the_part(tmp_path: Path, cache_d
     [line] = proc.stderr.strip().splitlines()
     said = {"missing": "No such file", "directory": "not a regular file",
             "not a database": "not a database"}[case]
-    assert f"part db: cannot copy the database {bad}" in line and said in line, line
+    assert line.startswith(f"histfs: error: part db: the copy of the SQLite database {bad} "
+                           "exited with status 2: ") and said in line, line
     assert json.loads(histfs("snapshots", "--config", str(cfg), "--json",
                              check=0).stdout) == []
     assert _work_files(cache_dir) == []
@@ -188,8 +189,15 @@ def test_a_database_that_cannot_be_copied_fails_the_part(tmp_path: Path, cache_d
     assert _work_files(cache_dir) == []
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+            for c in (t / "children").read_text().split()]
+
+
 @pytest.mark.timeout(300)
-def test_ctrl_c_during_the_copy_removes_it(tmp_path: Path, cache_dir: Path) -> None:
+@pytest.mark.parametrize("how", ["ctrl-c", "copy killed"])
+def test_a_copy_stopped_midway_leaves_nothing(tmp_path: Path, cache_dir: Path,
+                                              how: str) -> None:
     db = tmp_path / "app.db"
     _database(db, "delete", 10_000)
     cfg = _config(tmp_path, [db])
@@ -201,16 +209,26 @@ def test_ctrl_c_during_the_copy_removes_it(tmp_path: Path, cache_dir: Path) -> N
         while not (tmp_path / "sqlite-step.reached").exists():
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
-        # The copy is under way, private, in the cache, not beside the database.
-        copies = _work_files(cache_dir)
-        assert [p.suffix for p in copies if p.suffix == ".db"] == [".db"], copies
-        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in copies)
-        assert sorted(p.name for p in tmp_path.glob("app.db*")) == ["app.db"]
-        proc.send_signal(signal.SIGINT)
+        # The copy is under way: private, in the cache, not beside the
+        # database, and already without a name.
+        [copier] = _children(proc.pid)
+        fds = [fd for fd in Path(f"/proc/{copier}/fd").iterdir()
+               if os.readlink(fd).startswith(f"{cache_dir}/sqlite-copy-")]
+        assert fds and all(os.readlink(fd).endswith(" (deleted)") for fd in fds)
+        assert all(stat.S_IMODE(fd.stat().st_mode) == 0o600 for fd in fds)
+        assert [p.name for p in tmp_path.glob("app.db*")] == ["app.db"]
+        if how == "ctrl-c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.kill(copier, signal.SIGKILL)
+            (tmp_path / "sqlite-step.go").touch()
         _, err = proc.communicate(timeout=60)
     finally:
         reap(proc)
-    assert proc.returncode == 2 and "interrupted" in err, err
+    assert proc.returncode == 2, err
+    assert ("interrupted" if how == "ctrl-c" else
+            f"part db: the copy of the SQLite database {db} killed by signal 9") in err, err
+    assert not Path(f"/proc/{copier}").exists()
     assert _work_files(cache_dir) == []
     assert json.loads(histfs("snapshots", "--config", str(cfg), "--json",
                              check=0).stdout) == []
@@ -221,7 +239,7 @@ def test_config_of_a_sqlite_part(tmp_path: Path) -> None:
             (["/srv/a/app.db", "/srv/b/app.db"], "", "/srv/a/app.db and /srv/b/app.db "
              "would both be db/app.db"),
             ([], "", "needs name and paths"),
-            (["/"], "", "paths"),
+            (["/"], "", "paths: expected paths of database files, got '/'"),
             (["/srv/app.db"], 'command = "true"\n', "command"),
             (["/srv/app.db"], 'on_error = "skip"\n', "on_error")):
         cfg = _config(tmp_path, [Path(p) for p in paths], extra)
@@ -229,19 +247,3 @@ def test_config_of_a_sqlite_part(tmp_path: Path) -> None:
         assert proc.returncode == 2 and said in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
 
-
-def test_a_copy_left_by_a_killed_backup_goes(tmp_path: Path, cache_dir: Path) -> None:
-    db = tmp_path / "app.db"
-    _database(db, "delete", 10)
-    cfg = _config(tmp_path, [db])
-    histfs("backup", "--config", str(cfg), check=0)
-    [where] = list(cache_dir.iterdir())
-    # A process id that is not running.
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    left = [where / f"sqlite-{dead.pid}-0badc0de.db",
-            where / f"sqlite-{dead.pid}-0badc0de.db-journal"]
-    for p in left:
-        p.write_bytes(b"x" * 100)
-    histfs("backup", "--config", str(cfg), check=0)
-    assert not any(p.exists() for p in left)

@@ -28,14 +28,13 @@ from index.model.repository import Repository, SnapshotRef
 from index.model.snapshot_reader import SnapshotReader
 from index.model.snapshot_writer import SnapshotWriter
 from index.store import garbage
-from writer.command_part import stage_command_part
+from writer.dump_part import stage_dumps
 from writer.file_reading import FileReading
 from writer.index_builder import BuildResult, IndexBuilder, publish
 from writer.mapped_memory import MappedMemory
 from writer.packer import ChunkSink
 from writer.parts import Part, check_part_sizes, check_parts
 from writer.previous import Previous
-from writer.sqlite_part import stage_sqlite_part
 from writer.staging import SEP, StagedEntry, Staging
 from writer.stats import BackupStats
 from writer.testpoints import crash_point, pause_point
@@ -119,15 +118,11 @@ class BackupRun:
                         (root_st.st_dev, root_st.st_ino) if self.repo.local_root else (-1, -1))
         applied = []
         for part in list(self.parts):
-            if part.kind == "directory":
+            if part.dump_source is None:
                 applied.append((part, walker.walk_part(part)))
                 continue
             try:
-                if part.kind == "sqlite":
-                    stage_sqlite_part(part, self.staging, self.files, stats,
-                                      lambda: self.repo.cache.work_file("sqlite"))
-                else:
-                    stage_command_part(part, self.staging, self.files, stats)
+                stage_dumps(part, part.dump_source.dumps(), self.staging, self.files, stats)
             except SourceError as exc:
                 if part.on_error != "warn":
                     raise

@@ -43,9 +43,13 @@ class StderrTail:
 
     def last_lines(self) -> str:
         """Its last non-empty lines, on one line (after `join`)."""
-        raw = b"".join(self._tail).decode("utf-8", "backslashreplace")
-        lines = [ln.strip() for ln in raw.splitlines()]
-        return " | ".join([ln for ln in lines if ln][-_TAIL_LINES:])
+        return last_lines(b"".join(self._tail))
+
+
+def last_lines(said: bytes) -> str:
+    """The last non-empty lines of what a command said, on one line."""
+    lines = [ln.strip() for ln in said.decode("utf-8", "backslashreplace").splitlines()]
+    return " | ".join([ln for ln in lines if ln][-_TAIL_LINES:])
 
 
 def how_it_ended(status: int) -> str:

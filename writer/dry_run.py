@@ -100,10 +100,9 @@ class DryRun:
     def run(self, parts: list[Part]) -> DryRunCounts:
         """Walk every enabled part; the counts."""
         for part in check_parts(parts):
-            # A command part's command is run, and a database copied, by
-            # the backup alone: a dump costs too much to take one only to
-            # count it.
-            if part.kind == "directory":
+            # A dump part's processes are run by the backup alone: a dump
+            # costs too much to take one only to count it.
+            if part.dump_source is None:
                 self._walk_part(part)
         return self.counts
 

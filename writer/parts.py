@@ -12,12 +12,14 @@ from index.errors import HistfsError, SourceError
 from index.format.names import check_part
 from index.format.types import ROOT_ID, Kind
 from index.model.snapshot_reader import SnapshotReader
+from writer.dumps import DumpSource
 from writer.stats import BackupStats
 
 
 @dataclass(frozen=True)
 class Part:
-    """A named source directory of a backup."""
+    """A named source directory of a backup, or the dumps of a part of
+    another kind (`dump_source`)."""
 
     name: str
     path: Path
@@ -34,26 +36,18 @@ class Part:
     one_file_system: bool = False
     """Enter no directory on another file system than the part's own (a
     mount point is kept, empty)."""
-    kind: str = "directory"
-    """"directory" (`path` walked), "command" or "sqlite" (`path` unused)."""
-    command: str | None = None
-    """For a part of kind "command": run by /bin/sh -c, its standard output
-    is the part's one file, named `file`."""
-    file: str = ""
-    paths: tuple[Path, ...] = ()
-    """For a part of kind "sqlite": the databases, each copied online as
-    the part's file of its base name."""
+    dump_source: DumpSource | None = None
+    """For a part of a dump kind ("command", "postgresql", ...): its files,
+    each the standard output of a process; `path` is unused."""
     on_error: str = "fail"
-    """What a failing command or database does to the backup: "fail" it
-    (nothing is published), or "warn" and publish the snapshot without this
-    part."""
+    """What a failing dump does to the backup: "fail" it (nothing is
+    published), or "warn" and publish the snapshot without this part."""
 
     @property
     def source(self) -> str:
         """What the part is read from, as the snapshot records it."""
-        if self.kind == "sqlite":
-            return " ".join(str(p) for p in self.paths)
-        return self.command if self.command is not None else str(self.path)
+        return self.dump_source.describe() if self.dump_source is not None \
+            else str(self.path)
 
 
 def check_part_sizes(parts: list[Part], found: dict[bytes, int],
@@ -121,7 +115,7 @@ def check_parts(parts: list[Part]) -> list[Part]:
         if part.name in seen:
             raise SourceError(f"part {part.name!r} is given twice")
         seen.add(part.name)
-        if part.kind != "directory":
+        if part.dump_source is not None:
             continue
         if not part.path.exists():
             raise SourceError(f"part {part.name}: {part.path} does not exist")

@@ -41,9 +41,8 @@ NETWORK_FILESYSTEMS = frozenset({
 INDEX_CACHE_MB = 4096
 """Default bound of the local copies of snapshot indexes (HISTFS_INDEX_CACHE_MB)."""
 
-WORK_KINDS = {"staging": ".lmdb", "index": ".lmdb", "sqlite": ".db"}
-"""Work files, named `<kind>-<pid>-<hex><suffix>`, and their suffixes
-(an SQLite copy is followed by its journal, `<name>-journal`)."""
+WORK_KINDS = ("staging", "index")
+"""Prefixes of the work files named `<kind>-<pid>-<hex>.lmdb`."""
 
 
 def cache_root() -> Path:
@@ -166,7 +165,8 @@ class LocalCache:
     def work_file(self, kind: str) -> Path:
         """A new work file `kind` (one of WORK_KINDS) of this process; what a
         process that died left behind goes with `remove_stale_work_files`."""
-        return self.path / f"{kind}-{os.getpid()}-{secrets.token_hex(4)}{WORK_KINDS[kind]}"
+        assert kind in WORK_KINDS, kind
+        return self.path / f"{kind}-{os.getpid()}-{secrets.token_hex(4)}.lmdb"
 
     def pack_copy(self, pack_hex: str) -> Path:
         """Where `check` keeps a pack it reads whole."""
@@ -175,7 +175,7 @@ class LocalCache:
     def remove_stale_work_files(self) -> int:
         """Delete the work files of processes that died; how many went."""
         removed = 0
-        for path in self.path.glob("*-*-*"):
+        for path in self.path.glob("*-*-*.lmdb*"):
             prefix, _, rest = path.name.partition("-")
             pid = rest.partition("-")[0]
             if prefix not in WORK_KINDS or not pid.isdigit():

@@ -1,0 +1,251 @@
+"""Parts of `kind = "postgresql"` against a real server (tests/pg_server.py):
+each database's plain dump and the globals streamed into a snapshot,
+restored day by day with `restore --to-command psql` to what each day held;
+failing dumps publish nothing truncated; no password anywhere but its file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mount, histfs
+from tests.pg_server import DUMPER, PgServer, pg_server
+from writer.postgresql_dumps import PostgresqlDumps
+
+PASSWORD = "s3cret-Pa55word"
+ODD_NAME = "a/b 'é'"
+"""A database whose name is no file name: its dump is "a%2Fb 'é'.sql"."""
+
+
+@pytest.fixture
+def pg() -> Iterator[PgServer]:
+    with pg_server() as server:
+        yield server
+
+
+def _config(tmp_path: Path, pg: PgServer, extra: str = "") -> Path:
+    root = tmp_path / "repo"
+    if not root.exists():
+        histfs("init", "--encryption", "none", str(root), check=0)
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "a").write_text("mail\n")
+    cfg = tmp_path / "histfs.toml"
+    cfg.write_text(f'repository = "{root}"\nhost = "mx1"\n'
+                   f'[[part]]\nname = "mail"\npath = "{src}"\n'
+                   f'[[part]]\nname = "pgsql"\nkind = "postgresql"\n'
+                   f'host = "{pg.socket_dir}"\n{extra}')
+    return cfg
+
+
+def _backup(cfg: Path, check: int = 0) -> dict[str, object]:
+    proc = histfs("backup", "--config", str(cfg), "--json", check=check, timeout=600)
+    summary: dict[str, object] = json.loads(proc.stdout)
+    return summary
+
+
+def _snapshots(cfg: Path) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = json.loads(
+        histfs("snapshots", "--config", str(cfg), "--json", check=0).stdout)
+    return rows
+
+
+SHOP = """
+CREATE TABLE item (id int PRIMARY KEY, name text, picture bytea, price numeric(10, 2));
+INSERT INTO item SELECT i, 'Größe ' || i || ' — 日本語 ✓', decode(md5(i::text), 'hex'),
+                        i * 1.25 FROM generate_series(1, 5000) AS i;
+CREATE VIEW cheap AS SELECT id FROM item WHERE price < 100;
+"""
+SHOP_QUERY = "SELECT id, name, encode(picture, 'base64'), price FROM item ORDER BY id"
+
+
+def _restore(cfg: Path, pg: PgServer, at: str, file: str, database: str) -> None:
+    """Drop `database`, create it anew and load the dump `pgsql/<file>` of
+    the snapshot at `at` into it."""
+    pg.psql(f'DROP DATABASE IF EXISTS "{database}"; CREATE DATABASE "{database}"')
+    histfs("restore", "--config", str(cfg), "--at", at, f"pgsql/{file}", "--to-command",
+           pg.restore_command(database), check=0, timeout=600)
+
+
+@pytest.mark.timeout(600)
+def test_round_trip_day_by_day(tmp_path: Path, pg: PgServer,
+                               mount_repo: Callable[..., Mount]) -> None:
+    pg.psql(f"CREATE DATABASE shop; CREATE DATABASE \"{ODD_NAME}\"; "
+            "CREATE ROLE clerk LOGIN")
+    pg.psql(SHOP, "shop")
+    pg.psql("CREATE TABLE note (t text); INSERT INTO note VALUES ('première')", ODD_NAME)
+    cfg = _config(tmp_path, pg, 'user = "postgres"\n')
+    days = []
+    for _ in range(2):
+        summary = _backup(cfg)
+        assert summary["part_files"] == {"mail": 1, "pgsql": 4}, summary
+        days.append((_snapshots(cfg)[-1]["time"], pg.psql(SHOP_QUERY, "shop"),
+                     pg.psql("SELECT t FROM note", ODD_NAME)))
+        # The next day: rows changed, added and removed, in both databases.
+        pg.psql("UPDATE item SET name = name || ' (soldé)', picture = '\\x00ff'::bytea "
+                "WHERE id % 100 = 7; DELETE FROM item WHERE id > 4990; "
+                "INSERT INTO item VALUES (9999, 'nouveau', NULL, 1)", "shop")
+        pg.psql("INSERT INTO note VALUES ('deuxième')", ODD_NAME)
+        time.sleep(1)
+    listed = json.loads(histfs("ls", "--config", str(cfg), "--json", "last", "pgsql",
+                               check=0).stdout)
+    files = sorted(row["path"] for row in listed)
+    odd_file = "a%2Fb 'é'.sql"
+    assert files == sorted(f"pgsql/{n}" for n in ("globals.sql", "postgres.sql", "shop.sql",
+                                                   odd_file)), files
+    assert all(row["mode"] == 0o600 for row in listed)
+    for at, shop_rows, notes in days:
+        _restore(cfg, pg, str(at), "shop.sql", "shop")
+        assert pg.psql(SHOP_QUERY, "shop") == shop_rows
+        assert pg.psql("SELECT count(*) FROM cheap", "shop").strip() != "0"
+        _restore(cfg, pg, str(at), odd_file, ODD_NAME)
+        assert pg.psql("SELECT t FROM note", ODD_NAME) == notes
+    assert days[0][1] != days[1][1] and days[0][2] != days[1][2]
+    # The globals hold the roles; cat streams any dump out.
+    globals_sql = subprocess.run([sys.executable, "-m", "histfs", "cat", "--config", str(cfg),
+                                  "last", "pgsql/globals.sql"], capture_output=True,
+                                 check=True, timeout=300).stdout
+    assert b"CREATE ROLE clerk" in globals_sql
+    versions = histfs("versions", "--config", str(cfg), "pgsql/shop.sql", check=0).stdout
+    assert len([ln for ln in versions.splitlines() if "shop.sql" in ln or ln[:1].isdigit()]) \
+        >= 2, versions
+    root = tmp_path / "repo"
+    m = mount_repo(root)
+    dumped = m.path / "mx1" / "last" / "pgsql" / "shop.sql"
+    st = dumped.stat()
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_size == len(dumped.read_bytes()) > 5000 * 40
+    assert stat.S_IMODE((m.path / "mx1" / "last" / "pgsql").stat().st_mode) == 0o700
+
+
+def _password_file(tmp_path: Path, pg: PgServer, mode: int = 0o600) -> Path:
+    path = tmp_path / "pgpass"
+    path.write_text(f"# for histfs\n*:*:*:{DUMPER}:{PASSWORD}\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.timeout(600)
+def test_credentials_only_in_the_password_file(tmp_path: Path, pg: PgServer) -> None:
+    pg.psql(f"CREATE ROLE {DUMPER} SUPERUSER LOGIN PASSWORD '{PASSWORD}'; "
+            "CREATE DATABASE shop")
+    pg.psql(SHOP, "shop")
+    # Without the password the server refuses (scram-sha-256): the part fails.
+    cfg = _config(tmp_path, pg, f'user = "{DUMPER}"\n')
+    proc = histfs("backup", "--config", str(cfg), timeout=300)
+    assert proc.returncode == 2 and "no password supplied" in proc.stderr, proc.stderr
+    # A password file that others may read is refused before libpq ignores it.
+    pgpass = _password_file(tmp_path, pg, 0o644)
+    cfg = _config(tmp_path, pg, f'user = "{DUMPER}"\npassword_file = "pgpass"\n'
+                                'databases = ["shop"]\n')
+    proc = histfs("backup", "--config", str(cfg), timeout=300)
+    assert proc.returncode == 2 and "chmod 600" in proc.stderr, proc.stderr
+    pgpass.chmod(0o600)
+    log = tmp_path / "histfs.log"
+    proc = histfs("--log-file", str(log), "backup", "--config", str(cfg), "--json", "-v",
+                  timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    cat = subprocess.run([sys.executable, "-m", "histfs", "cat", "--config", str(cfg), "last",
+                          "pgsql/shop.sql"], capture_output=True, check=True, timeout=300)
+    assert b"COPY public.item" in cat.stdout
+    said = [proc.stdout, proc.stderr, log.read_text(),
+            histfs("snapshots", "--config", str(cfg), "--json", check=0).stdout,
+            histfs("info", "--config", str(cfg), check=0).stdout]
+    assert not [s for s in said if PASSWORD in s]
+    # Nor in any argv histfs builds: the file's path goes in the environment.
+    source = PostgresqlDumps(("all",), str(pg.socket_dir), None, DUMPER, pgpass, ("-v",))
+    dumps = list(source.dumps())
+    assert [d.file for d in dumps] == ["globals.sql", "postgres.sql", "shop.sql"]
+    for dump in dumps:
+        assert not [a for a in dump.argv if PASSWORD in a or "pgpass" in a], dump.argv
+        assert dict(dump.env) == {"PGPASSFILE": str(pgpass)}
+
+
+@pytest.mark.timeout(600)
+def test_a_missing_database_publishes_nothing(tmp_path: Path, pg: PgServer) -> None:
+    pg.psql("CREATE DATABASE shop")
+    cfg = _config(tmp_path, pg, 'databases = ["shop", "nosuch"]\n')
+    proc = histfs("backup", "--config", str(cfg), timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "part pgsql: pg_dump of database 'nosuch' exited with status 1" in last, last
+    assert 'database "nosuch" does not exist' in last, last
+    assert _snapshots(cfg) == []
+    cfg = _config(tmp_path, pg, 'databases = ["shop", "nosuch"]\non_error = "warn"\n')
+    proc = histfs("backup", "--config", str(cfg), timeout=300)
+    assert proc.returncode == 1 and "nosuch" in proc.stderr, proc.stderr
+    [snap] = _snapshots(cfg)
+    assert snap["parts"] == ["mail"]
+
+
+def _kill_pg_dump_when_busy(pg: PgServer, done: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the pg_dump of this server once it has run a little."""
+    while not done.is_set():
+        for pid in os.listdir("/proc"):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if pid.isdigit() and any(a.endswith(b"pg_dump") for a in argv[:2]) \
+                    and f"--host={pg.socket_dir}".encode() in argv:
+                time.sleep(0.3)
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(600)
+def test_a_dump_killed_midway_publishes_nothing(tmp_path: Path, pg: PgServer) -> None:
+    pg.psql("CREATE DATABASE big")
+    pg.psql("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat(md5(i::text), 8) "
+            "FROM generate_series(1, 400000) AS i", "big")
+    cfg = _config(tmp_path, pg, 'databases = ["big"]\n')
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_pg_dump_when_busy, args=(pg, done, killed))
+    killer.start()
+    try:
+        proc = histfs("backup", "--config", str(cfg), "--json", timeout=300)
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "pg_dump ended before it could be killed"
+    assert proc.returncode == 2, proc.stderr
+    assert "part pgsql: pg_dump of database 'big' killed by signal 9" in proc.stderr
+    assert _snapshots(cfg) == []
+
+
+def test_config_of_a_postgresql_part(tmp_path: Path) -> None:
+    cases = [
+        ('databases = []\n', "databases"),
+        ('databases = ["all", "shop"]\n', "databases"),
+        ('databases = ["shop", "shop"]\n', "databases"),
+        ('databases = "shop"\nport = 0\n', "port"),
+        ('port = "5432"\n', "port"),
+        ('user = ""\n', "user"),
+        ('options = ["--file=/tmp/x"]\n', "options"),
+        ('options = ["-Fc"]\n', "options"),
+        ('options = ["--form=custom"]\n', "options"),
+        ('options = "--clean"\n', "options"),
+        ('command = "pg_dump"\n', "command"),
+        ('paths = ["/x"]\n', "paths"),
+        ('chunk_size = "1KiB"\n', "chunk_size"),
+    ]
+    for i, (extra, key) in enumerate(cases):
+        cfg = tmp_path / f"c{i}.toml"
+        cfg.write_text(f'repository = "{tmp_path}/repo"\n[[part]]\nname = "pgsql"\n'
+                       f'kind = "postgresql"\n{extra}')
+        proc = histfs("backup", "--config", str(cfg))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (extra, proc.stderr)
+        assert f"{cfg}: part[0].{key}" in lines[0], (extra, lines)

@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench.py [--scale 1] [--peers borg,restic]
                                       [--repeat 3] [--days 6] [--json FILE]
+    .venv/bin/python scripts/bench.py --postgres 1024
 
 Generates the corpus with scripts/gen_corpus.py (day 0, then one day at a
 time), and for every tool that is installed: first backup, the same data
@@ -806,9 +807,16 @@ def main() -> int:
                     help="files in the scale test's big tree (default 1,000,000)")
     ap.add_argument("--snapshots", type=int, default=100,
                     help="snapshots of a second host in the scale test (default 100)")
+    ap.add_argument("--postgres", type=int, metavar="MB",
+                    help="instead: a PostgreSQL dump of MB streamed in, beside pg_dump > "
+                         "file and a backup of the file (scripts/bench_postgres.py)")
     args = ap.parse_args()
     global BORG
     BORG = args.borg
+    if args.postgres:
+        import bench_postgres
+        print(bench_postgres.run(args.postgres, args.dir))
+        return 0
     if args.scale_test:
         scale_test(args)
         return 0

@@ -152,7 +152,7 @@ def test_credentials_only_in_the_password_file(tmp_path: Path, pg: PgServer) -> 
     assert proc.returncode == 2 and "chmod 600" in proc.stderr, proc.stderr
     pgpass.chmod(0o600)
     log = tmp_path / "histfs.log"
-    proc = histfs("--log-file", str(log), "backup", "--config", str(cfg), "--json", "-v",
+    proc = histfs("--log-file", str(log), "backup", "--config", str(cfg), "--json",
                   timeout=300)
     assert proc.returncode == 0, proc.stderr
     cat = subprocess.run([sys.executable, "-m", "histfs", "cat", "--config", str(cfg), "last",
@@ -174,14 +174,15 @@ def test_credentials_only_in_the_password_file(tmp_path: Path, pg: PgServer) -> 
 @pytest.mark.timeout(600)
 def test_a_missing_database_publishes_nothing(tmp_path: Path, pg: PgServer) -> None:
     pg.psql("CREATE DATABASE shop")
-    cfg = _config(tmp_path, pg, 'databases = ["shop", "nosuch"]\n')
+    cfg = _config(tmp_path, pg, 'user = "postgres"\ndatabases = ["shop", "nosuch"]\n')
     proc = histfs("backup", "--config", str(cfg), timeout=300)
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "part pgsql: pg_dump of database 'nosuch' exited with status 1" in last, last
     assert 'database "nosuch" does not exist' in last, last
     assert _snapshots(cfg) == []
-    cfg = _config(tmp_path, pg, 'databases = ["shop", "nosuch"]\non_error = "warn"\n')
+    cfg = _config(tmp_path, pg,
+                  'user = "postgres"\ndatabases = ["shop", "nosuch"]\non_error = "warn"\n')
     proc = histfs("backup", "--config", str(cfg), timeout=300)
     assert proc.returncode == 1 and "nosuch" in proc.stderr, proc.stderr
     [snap] = _snapshots(cfg)
@@ -210,7 +211,7 @@ def test_a_dump_killed_midway_publishes_nothing(tmp_path: Path, pg: PgServer) ->
     pg.psql("CREATE DATABASE big")
     pg.psql("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat(md5(i::text), 8) "
             "FROM generate_series(1, 400000) AS i", "big")
-    cfg = _config(tmp_path, pg, 'databases = ["big"]\n')
+    cfg = _config(tmp_path, pg, 'user = "postgres"\ndatabases = ["big"]\n')
     done, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_pg_dump_when_busy, args=(pg, done, killed))
     killer.start()
@@ -249,3 +250,30 @@ def test_config_of_a_postgresql_part(tmp_path: Path) -> None:
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, (extra, proc.stderr)
         assert f"{cfg}: part[0].{key}" in lines[0], (extra, lines)
+
+
+CHECKSUM = "SELECT count(*), md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM t"
+
+
+@pytest.mark.timeout(900)
+def test_a_large_table(tmp_path: Path, pg: PgServer) -> None:
+    rows = 1_000_000  # a dump of about 200 MB
+    pg.psql("CREATE DATABASE big")
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT i, "
+            f"repeat(md5(i::text), 6) FROM generate_series(1, {rows}) AS i", "big")
+    cfg = _config(tmp_path, pg, 'user = "postgres"\ndatabases = ["big"]\n')
+    first = _backup(cfg)
+    day1 = (_snapshots(cfg)[-1]["time"], pg.psql(CHECKSUM, "big"))
+    # 0.3% of the rows, spread over the whole table.
+    pg.psql("UPDATE t SET v = upper(v) WHERE id % 333 = 0", "big")
+    time.sleep(1)
+    second = _backup(cfg)
+    day2 = (_snapshots(cfg)[-1]["time"], pg.psql(CHECKSUM, "big"))
+    size = first["bytes_read"]
+    assert isinstance(size, int) and size > rows * 190
+    added = second["bytes_added"]
+    assert isinstance(added, int) and added < size // 4, (first, second)
+    for at, checksum in (day1, day2):
+        _restore(cfg, pg, str(at), "big.sql", "big")
+        assert pg.psql(CHECKSUM, "big") == checksum
+    assert day1[1] != day2[1]

@@ -116,9 +116,11 @@ def test_round_trip_day_by_day(tmp_path: Path, pg: PgServer,
                                   "last", "pgsql/globals.sql"], capture_output=True,
                                  check=True, timeout=300).stdout
     assert b"CREATE ROLE clerk" in globals_sql
-    versions = histfs("versions", "--config", str(cfg), "pgsql/shop.sql", check=0).stdout
-    assert len([ln for ln in versions.splitlines() if "shop.sql" in ln or ln[:1].isdigit()]) \
-        >= 2, versions
+    # Each day's dump is a version of its own, dated when its dump started.
+    versions = json.loads(histfs("versions", "--config", str(cfg), "--json", "pgsql/shop.sql",
+                                 check=0).stdout)
+    assert [v["changed"] for v in versions] == [True, True], versions
+    assert versions[0]["mtime_ns"] < versions[1]["mtime_ns"]
     root = tmp_path / "repo"
     m = mount_repo(root)
     dumped = m.path / "mx1" / "last" / "pgsql" / "shop.sql"

@@ -134,8 +134,9 @@ def test_several_databases_and_a_second_backup(tmp_path: Path) -> None:
     first, second = data / "a.sqlite", data / "b.db"
     _database(first, "wal", 1000)
     _database(second, "delete", 30)
-    cfg = _config(tmp_path, [first, second])
-    histfs("backup", "--config", str(cfg), check=0)
+    # A relative path is found from the configuration file's directory.
+    cfg = _config(tmp_path, [first, Path("data/b.db")])
+    histfs("backup", "--config", str(cfg), check=0, cwd=Path("/"))
     db = sqlite3.connect(second, isolation_level=None)
     db.execute("BEGIN")
     db.execute("INSERT INTO rows (batch, pad) SELECT 0, x'00' FROM rows LIMIT 10")

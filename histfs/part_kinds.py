@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from histfs.config_mysql import MYSQL_KEYS, mysql_source
 from histfs.config_postgresql import POSTGRESQL_KEYS, postgresql_source
+from histfs.config_sqlite import SQLITE_KEYS, sqlite_source
 from histfs.config_values import get_value, parse_chunk_size
 from index.errors import ConfigError
 from index.format.names import safe_name
@@ -58,6 +60,8 @@ KINDS: dict[str, PartKind] = {
                         _command_source),
     # Plain dumps change where rows change: small chunks store little else.
     "postgresql": PartKind(POSTGRESQL_KEYS, ("name",), postgresql_source, 16 << 10),
+    "mysql": PartKind(MYSQL_KEYS, ("name",), mysql_source, 16 << 10),
+    "sqlite": PartKind(SQLITE_KEYS, ("name", "paths"), sqlite_source),
 }
 PART_KEYS = DIRECTORY_KEYS | _DUMP_KEYS | {k for kind in KINDS.values() for k in kind.keys}
 """Every key a `[[part]]` table may have, of one kind or another."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from histfs.config_values import get_names, get_value
+from histfs.config_server import own_option, server_settings
 from index.errors import ConfigError
 from writer.postgresql_dumps import PostgresqlDumps
 
@@ -19,42 +19,15 @@ _OWN_OPTIONS = {"f": "file", "F": "format", "d": "dbname"}
 def postgresql_source(table: dict[str, Any], pw: str, base: Path) -> PostgresqlDumps:
     """The settings of a part of kind "postgresql"; `base` is where a
     relative password_file is found (the configuration file's directory)."""
-    databases = get_names(table, "databases", pw) if "databases" in table else ["all"]
-    if not databases or ("all" in databases and len(databases) > 1):
-        raise ConfigError(f"{pw}databases: expected [\"all\"] or a list of database names, "
-                          f"got {table.get('databases')!r}")
-    for i, name in enumerate(databases):
-        if not name or "\0" in name or name in databases[:i]:
-            raise ConfigError(f"{pw}databases: {name!r} is empty, holds NUL or is given "
-                              "twice")
-    strings = {}
-    for key in ("host", "user", "password_file"):
-        value = strings[key] = get_value(table, key, str, pw)
-        if value == "" or (value and "\0" in value):
-            raise ConfigError(f"{pw}{key}: expected a non-empty string, got {value!r}")
-    port = get_value(table, "port", int, pw)
-    if port is not None and not 0 < port < 65536:
-        raise ConfigError(f"{pw}port: expected 1 to 65535, got {port}")
-    options = get_value(table, "options", list, pw) or []
-    if not all(isinstance(o, str) and "\0" not in o for o in options):
-        raise ConfigError(f"{pw}options: expected a list of strings, got {options!r}")
-    for option in options:
-        _check_option(option, pw)
-    password_file = strings["password_file"]
-    return PostgresqlDumps(
-        tuple(databases), strings["host"], port, strings["user"],
-        None if password_file is None else base / password_file, tuple(options))
+    s = server_settings(table, pw, base, ("host", "user"), _check_option)
+    return PostgresqlDumps(s.databases, s.strings["host"], s.port, s.strings["user"],
+                           s.password_file, s.options)
 
 
 def _check_option(option: str, pw: str) -> None:
     """Refuse a pg_dump option that histfs sets itself (long options may
     be abbreviated)."""
-    if option.startswith("--"):
-        name = option[2:].partition("=")[0]
-        own = [long for long in _OWN_OPTIONS.values() if name and long.startswith(name)]
-    else:
-        own = [_OWN_OPTIONS[option[1]]] if option[:1] == "-" and option[1:2] in _OWN_OPTIONS \
-            else []
+    own = own_option(option, _OWN_OPTIONS)
     if own:
-        raise ConfigError(f"{pw}options: {option!r}: histfs sets --{own[0]} itself "
+        raise ConfigError(f"{pw}options: {option!r}: histfs sets --{own} itself "
                           "(plain SQL to its standard output, one database per file)")

@@ -3,16 +3,18 @@ FastCDC, sparse files region by region so that holes are never stored."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 from pyfastcdc import FastCDC
 
 from index.format.config import ChunkerParams
 from index.format.types import ChunkId, Extent
+from writer.chunk_cutter import Readable, cut
 from writer.packer import ChunkSink
 
 # Chunks of one large file handed to the encoder threads at a time.
@@ -61,6 +63,16 @@ class _RegionReader:
         got = os.preadv(self._fd, [buf[:n]], self._pos)
         self._pos += got
         return got
+
+
+class _PipeReader:
+    """A `readinto` stream over a binary stream (a pipe's buffered reader)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = cast(io.BufferedIOBase, stream)
+
+    def readinto(self, buf: memoryview) -> int:
+        return self._stream.readinto(buf)
 
 
 def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
@@ -153,13 +165,14 @@ class FileReader:
         extents: list[Extent] = []
         pending: list[Future[None]] = []
         try:
-            size = self._chunk(stream, 0, self._chunker(), extents, pending, on_bytes)
+            size = self._chunk(_PipeReader(stream), 0, self._chunker(), extents, pending,
+                               on_bytes)
         finally:
             for fut in pending:
                 fut.result()
         return extents, size
 
-    def _chunk(self, stream: _RegionReader | IO[bytes], start: int, chunker: FastCDC,
+    def _chunk(self, stream: Readable, start: int, chunker: FastCDC,
                extents: list[Extent], pending: list[Future[None]],
                on_bytes: Callable[[int], None]) -> int:
         """Cut `stream` (beginning at offset `start` of the file) into
@@ -167,10 +180,10 @@ class FileReader:
         encoders in batches (their futures in `pending`); the bytes read."""
         batch: list[tuple[ChunkId, bytes]] = []
         batch_bytes = nread = 0
-        for chunk in chunker.cut_stream(stream):
-            data = bytes(chunk.data)
+        for view in cut(chunker, stream):
+            data = bytes(view)
             cid = self._sink.chunk_id(data)
-            extents.append(Extent(start + chunk.offset, len(data), cid))
+            extents.append(Extent(start + nread, len(data), cid))
             batch.append((cid, data))
             batch_bytes += len(data)
             nread += len(data)

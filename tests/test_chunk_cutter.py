@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from index.format.config import ChunkerParams
 from index.model.chunk_index import ChunkIndex
 from index.model.repository import Repository
 from writer.chunk_cutter import cut
-from writer.filereader import FileReader
+from writer.filereader import FileReader, InFlight
 from writer.packer import ChunkSink
 from writer.stats import BackupStats
 
@@ -116,3 +117,27 @@ def test_a_large_file_keeps_its_chunk_ids(repo: Repository, tmp_path: Path) -> N
         want.append((offset, len(chunk), sink.chunk_id(chunk)))
         offset += len(chunk)
     assert [(e.offset, e.length, e.chunk_id) for e in content.extents] == want
+
+
+def test_in_flight_bounds_what_waits_for_the_encoders() -> None:
+    """Readers wait while the encoders hold the limit; one batch larger than
+    the limit still goes (alone)."""
+    in_flight = InFlight(limit=10)
+    in_flight.acquire(6)
+    in_flight.acquire(4)
+    entered = threading.Event()
+
+    def third() -> None:
+        in_flight.acquire(3)
+        entered.set()
+
+    waiting = threading.Thread(target=third)
+    waiting.start()
+    assert not entered.wait(0.2)
+    in_flight.release(6)
+    assert entered.wait(10)
+    waiting.join()
+    in_flight.release(4)
+    in_flight.release(3)
+    in_flight.acquire(50)
+    in_flight.release(50)

@@ -1,5 +1,6 @@
 """Fewer glibc malloc arenas, and freed memory handed back sooner, for a
 process whose threads allocate a lot.
+
 glibc gives each thread that allocates its own heap ("arena"), and each
 keeps what it freed. In the mount daemon the decoding threads' arenas made
 a third of its memory; in a backup the reading and encoding threads' arenas

@@ -26,7 +26,7 @@ from histfs.exit_status import EXIT_OK
 from histfs.output import Progress, human_bytes
 from index.errors import ConfigError
 from index.model.repository import Repository
-from index.store.malloc_arenas import limit_malloc_arenas
+from index.store.malloc_arenas import limit_malloc_arenas, return_freed_memory
 from writer.backup import BackupResult
 from writer.excludes import check_marker_name, patterns_from_file
 from writer.parts import Part
@@ -40,6 +40,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     """`histfs backup`. Every run that got as far as reading its options
     writes its metrics file, whatever stops it (but a dry run)."""
     limit_malloc_arenas()  # before the reading threads start
+    return_freed_memory()
     if args.list and not args.dry_run:
         raise ConfigError("--list names the paths of a --dry-run: give both")
     if args.dry_run:

@@ -19,7 +19,7 @@ from typing import IO
 from index.format.config import ChunkerParams
 from index.format.names import show_path
 from index.format.types import Extent, Kind
-from writer.filereader import FileChanged, FileReader
+from writer.filereader import FileChanged, FileReader, InFlight
 from writer.long_paths import reachable
 from writer.metadata import read_xattrs
 from writer.packer import ChunkSink
@@ -64,6 +64,7 @@ class FileReading:
         self._chunker = chunker
         self._stats = stats
         self._encoders = ThreadPoolExecutor(2, thread_name_prefix="encode")
+        self._in_flight = InFlight()
         self._readers = ThreadPoolExecutor(threads, thread_name_prefix="read")
         self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
         self._by_chunk_size: dict[int | None, FileReader] = {}
@@ -86,8 +87,8 @@ class FileReading:
             if chunk_size is not None:
                 params = replace(params, min_size=chunk_size // 4, avg_size=chunk_size,
                                  max_size=chunk_size * 4)
-            reader = self._by_chunk_size[chunk_size] = FileReader(self._sink, params,
-                                                                  self._encoders)
+            reader = self._by_chunk_size[chunk_size] = FileReader(
+                self._sink, params, self._encoders, self._in_flight)
         return reader
 
     def use_chunk_size(self, chunk_size: int | None) -> None:

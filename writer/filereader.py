@@ -3,24 +3,28 @@ FastCDC, sparse files region by region so that holes are never stored."""
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 from pyfastcdc import FastCDC
 
 from index.format.config import ChunkerParams
 from index.format.types import ChunkId, Extent
+from writer.chunk_cutter import Readable, cut
 from writer.packer import ChunkSink
 
-# Chunks of one large file handed to the encoder threads at a time.
-_IN_FLIGHT = 4
 # Chunks go to the encoder threads in runs of about this many bytes: one
 # 4 MiB chunk, or a few hundred small ones (per-chunk hand-offs cost more
 # than hashing or compressing 8 KiB).
 _BATCH_BYTES = 1 << 20
+IN_FLIGHT_BYTES = 8 << 20
+"""Bytes of chunks waiting for or in the encoder threads at most: the
+largest chunk (4 MiB) for each of the two."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,16 @@ class _RegionReader:
         return got
 
 
+class _PipeReader:
+    """A `readinto` stream over a binary stream (a pipe's buffered reader)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = cast(io.BufferedIOBase, stream)
+
+    def readinto(self, buf: memoryview) -> int:
+        return self._stream.readinto(buf)
+
+
 def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
     """[start, end) ranges holding data; the gaps between them are holes."""
     regions: list[tuple[int, int]] = []
@@ -98,20 +112,57 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     )
 
 
+class InFlight:
+    """The bytes of chunks handed to the encoder threads and not stored yet,
+    by all the threads that read: a thread waits while handing over more
+    would pass `limit` (one batch goes whatever its size). Each thread that
+    reads holds a copy of what it hands over: without a bound shared by
+    them, four threads reading files of a few MB (while the encoders were
+    the slower) held some 20 MB of copies in the benchmark's first backup."""
+
+    def __init__(self, limit: int = IN_FLIGHT_BYTES) -> None:
+        self._limit = limit
+        self._bytes = 0
+        self._changed = threading.Condition()
+
+    def acquire(self, size: int) -> None:
+        """Wait until `size` bytes more may be handed over, and count them."""
+        with self._changed:
+            while self._bytes and self._bytes + size > self._limit:
+                self._changed.wait()
+            self._bytes += size
+
+    def release(self, size: int) -> None:
+        """`size` bytes handed over are stored (or failed)."""
+        with self._changed:
+            self._bytes -= size
+            self._changed.notify_all()
+
+
 class FileReader:
     """Turns files into extents, storing new chunks in a `ChunkSink`."""
 
-    def __init__(self, sink: ChunkSink, params: ChunkerParams, encoders: Executor) -> None:
+    def __init__(self, sink: ChunkSink, params: ChunkerParams, encoders: Executor,
+                 in_flight: InFlight | None = None) -> None:
+        """`in_flight` bounds what the readers sharing `encoders` hand them."""
         self._sink = sink
         self._params = params
         self._encoders = encoders
+        self._in_flight = in_flight or InFlight()
 
     def _submit(self, batch: list[tuple[ChunkId, bytes]], size: int,
                 pending: list[Future[None]], on_bytes: Callable[[int], None]) -> None:
         on_bytes(size)
-        if len(pending) >= _IN_FLIGHT:
+        while pending and pending[0].done():
             pending.pop(0).result()
-        pending.append(self._encoders.submit(self._sink.store_many, batch))
+        self._in_flight.acquire(size)
+        try:
+            future = self._encoders.submit(self._sink.store_many, batch)
+        except BaseException:
+            self._in_flight.release(size)
+            raise
+        future.add_done_callback(lambda _: self._in_flight.release(size))
+        pending.append(future)
 
     @property
     def min_size(self) -> int:
@@ -153,13 +204,14 @@ class FileReader:
         extents: list[Extent] = []
         pending: list[Future[None]] = []
         try:
-            size = self._chunk(stream, 0, self._chunker(), extents, pending, on_bytes)
+            size = self._chunk(_PipeReader(stream), 0, self._chunker(), extents, pending,
+                               on_bytes)
         finally:
             for fut in pending:
                 fut.result()
         return extents, size
 
-    def _chunk(self, stream: _RegionReader | IO[bytes], start: int, chunker: FastCDC,
+    def _chunk(self, stream: Readable, start: int, chunker: FastCDC,
                extents: list[Extent], pending: list[Future[None]],
                on_bytes: Callable[[int], None]) -> int:
         """Cut `stream` (beginning at offset `start` of the file) into
@@ -167,10 +219,10 @@ class FileReader:
         encoders in batches (their futures in `pending`); the bytes read."""
         batch: list[tuple[ChunkId, bytes]] = []
         batch_bytes = nread = 0
-        for chunk in chunker.cut_stream(stream):
-            data = bytes(chunk.data)
+        for view in cut(chunker, stream):
+            data = bytes(view)
             cid = self._sink.chunk_id(data)
-            extents.append(Extent(start + chunk.offset, len(data), cid))
+            extents.append(Extent(start + nread, len(data), cid))
             batch.append((cid, data))
             batch_bytes += len(data)
             nread += len(data)

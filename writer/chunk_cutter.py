@@ -3,9 +3,9 @@
 pyfastcdc's `cut_stream` allocates a zeroed buffer of twice the largest
 chunk (8 MiB at the default sizes) for every stream it cuts, i.e. for every
 file of more than the smallest chunk size. Four reader threads each
-allocating and freeing such a buffer per file left tens of MB of heap that
-the allocator kept: the first backup of a 1.8 GB corpus peaked ~45 MB higher
-while its 1.3 MB files were read. Here each thread reads into a buffer of
+allocating (and zeroing) such a buffer per file: the first backup of the
+benchmark corpus (1.8 GB) peaked 142-150 MB with them, 130-138 MB without
+(3 runs each, taken in turn). Here each thread reads into a buffer of
 its own, an anonymous mapping whose pages are only made resident as far as
 a stream fills it, and whose pages past the first MiB are handed back after
 each stream that filled more.

@@ -22,11 +22,13 @@ from histfs.config import FileConfig, MailLayout
 from histfs.exit_status import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS
 from histfs.output import human_bytes
 from index.errors import ConfigError
+from index.format.mailbox_path import user_values
 from index.format.names import LAST, is_snapshot_name, json_path, show_path
+from writer.command_output import how_it_ended, last_lines
 
 if TYPE_CHECKING:
     from index.model.repository import Repository, SnapshotRef
-    from index.tools.maildir_snapshot import Folder
+    from index.tools.maildir_snapshot import Folder, Mailbox
     from writer.maildir_merge import Placement
 
 _LINES_SHOWN = 50
@@ -68,57 +70,42 @@ def cmd_mailbox_list(args: argparse.Namespace) -> int:
 
     cfg = file_config(args)
     layout = mail_part(cfg, args.part)
-    rows: list[dict[str, object]] = []
+    found: list[tuple[Mailbox, list[tuple[bytes, int]]]] = []
     with open_repository(repo_location(args, cfg)) as repo:
         ref = chosen_snapshot(repo, args, cfg)
         with repo.open_snapshot(ref) as snap:
             for box in find_mailboxes(snap, layout.part, layout.mailbox_path):
-                rows.append({**json_path(box.user, "user"), **json_path(box.path),
-                             "folders": [{**json_path(f.name, "name"),
-                                          "messages": sum(1 for _ in messages(snap, f))}
-                                         for f in folders(snap, box)]})
+                found.append((box, [(f.name, sum(1 for _ in messages(snap, f)))
+                                    for f in folders(snap, box)]))
     if args.json:
+        users = [{**json_path(box.user, "user"), **json_path(box.path),
+                  "folders": [{**json_path(name, "name"), "messages": count}
+                              for name, count in counted]}
+                 for box, counted in found]
         print(json.dumps({"host": ref.host, "snapshot": ref.name, "part": layout.part,
-                          "users": rows}, indent=2))
+                          "users": users}, indent=2))
         return EXIT_OK
     log.status(f"mailboxes of part {layout.part} in {ref.host}/{ref.name}")
-    if not rows:
+    if not found:
         print(f"no mailbox matches {layout.mailbox_path.text!r} in part {layout.part} "
               f"of {ref.host}/{ref.name}")
         return EXIT_OK
-    for row in rows:
-        folder_rows = row["folders"]
-        assert isinstance(folder_rows, list)
-        total = sum(int(f["messages"]) for f in folder_rows)
-        print(f"{_text(row, 'user')}  ({layout.part}/{_text(row, 'path')}): "
-              f"{len(folder_rows)} folders, {total} messages")
-        for f in folder_rows:
-            print(f"    {_folder_text(f):<40} {f['messages']:>8}")
+    for box, counted in found:
+        print(f"{show_path(box.user)}  ({layout.part}/{show_path(box.path)}): "
+              f"{len(counted)} folders, {sum(count for _, count in counted)} messages")
+        for name, count in counted:
+            print(f"    {_folder_text(name):<40} {count:>8}")
     return EXIT_OK
 
 
-def _folder_text(row: dict[str, object]) -> str:
+def _folder_text(name: bytes) -> str:
     """A folder's name as a mail client shows it (Dovecot keeps non-ASCII
     names in IMAP's modified UTF-7: "Caf&AOk-" is "Café")."""
     from index.format.imap_utf7 import decode
 
-    shown = _text(row, "name")
-    text = decode(shown.encode()) if "name" in row else None
+    shown = show_path(name)
+    text = decode(name)
     return shown if text is None or text == shown else f"{text} ({shown})"
-
-
-def _text(row: dict[str, object], key: str) -> str:
-    """A name of a JSON row as text output shows it."""
-    import base64
-
-    if key in row:
-        return str(row[key])
-    return show_path(base64.b64decode(str(row[f"{key}_b64"])))
-
-
-def user_bytes(text: str) -> bytes:
-    """A user named on the command line, as the bytes of a snapshot."""
-    return os.fsencode(text)
 
 
 def status_of(errors: list[str], warnings: list[str]) -> int:
@@ -130,8 +117,6 @@ def status_of(errors: list[str], warnings: list[str]) -> int:
     return EXIT_FAILED if errors else EXIT_WARNINGS if warnings else EXIT_OK
 
 
-
-
 def cmd_mailbox_restore(args: argparse.Namespace) -> int:
     """`histfs mailbox restore --at DATE USER [--folder F] [--into F]
     [--dry-run]`: merge USER's mailbox as it was into the live one."""
@@ -140,7 +125,7 @@ def cmd_mailbox_restore(args: argparse.Namespace) -> int:
 
     cfg = file_config(args)
     layout = mail_part(cfg, args.part)
-    user = user_bytes(args.user)
+    user = os.fsencode(args.user)
     into = into_name(args.into) if args.into is not None else None
     with open_repository(repo_location(args, cfg)) as repo:
         ref = chosen_snapshot(repo, args, cfg)
@@ -234,11 +219,8 @@ def run_after_restore(command: str | None, user: bytes, warnings: list[str]) -> 
         command = DEFAULT_AFTER_RESTORE
     if not command:
         return None
-    text = os.fsdecode(user)
-    local, at, domain = text.rpartition("@")
-    values = {"u": text, "n": local if at else text, "d": domain if at else "", "%": "%"}
-    line = re.sub(r"%([und%])", lambda m: "%" if m.group(1) == "%"
-                  else shlex.quote(values[m.group(1)]), command)
+    values = {k: shlex.quote(os.fsdecode(v)) for k, v in user_values(user).items()}
+    line = re.sub(r"%([und%])", lambda m: values.get(m.group(1), "%"), command)
     log.status(f"running {line}")
     try:
         proc = subprocess.run(["/bin/sh", "-c", line], stdin=subprocess.DEVNULL,
@@ -248,9 +230,9 @@ def run_after_restore(command: str | None, user: bytes, warnings: list[str]) -> 
                         f"{AFTER_TIMEOUT} s")
         return {"command": line, "exit_status": None}
     if proc.returncode != 0:
-        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        warnings.append(f"after_mailbox_restore: {line!r} failed with exit status "
-                        f"{proc.returncode}" + (f": {said[-1]}" if said else ""))
+        said = last_lines(proc.stderr)
+        warnings.append(f"after_mailbox_restore: {line!r} failed: {how_it_ended(proc.returncode)}"
+                        + (f": {said}" if said else ""))
     return {"command": line, "exit_status": proc.returncode}
 
 

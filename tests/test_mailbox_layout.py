@@ -79,6 +79,23 @@ def _config(tmp_path: Path, body: str) -> Path:
     return path
 
 
+def _backed_up(tmp_path: Path, vmail: Path, after: str,
+               template: str = "%d/%n/Maildir") -> Path:
+    """A config of host mx1 whose one part is the mail part `vmail`, a new
+    repository, and a first backup."""
+    config = _config(tmp_path, f"""host = "mx1"
+[[part]]
+name = "mail"
+path = "{vmail}"
+layout = "maildir"
+mailbox_path = "{template}"
+after_mailbox_restore = "{after}"
+""")
+    histfs("init", "--encryption", "none", str(tmp_path / "repo"), check=0)
+    histfs("backup", "--config", str(config), check=0)
+    return config
+
+
 @pytest.mark.parametrize(("body", "error"), [
     ('layout = "maildir"\n', "needs both layout and mailbox_path"),
     ('mailbox_path = "%d/%n"\n', "needs both layout and mailbox_path"),
@@ -136,16 +153,7 @@ def odd_vmail(tmp_path: Path) -> tuple[Path, Path]:
     (vmail / "example.org/file").mkdir()
     (vmail / "example.org/file/Maildir").write_bytes(b"not a directory")
     (vmail / "lost+found").mkdir()
-    config = _config(tmp_path, f"""host = "mx1"
-[[part]]
-name = "mail"
-path = "{vmail}"
-layout = "maildir"
-mailbox_path = "%d/%n/Maildir"
-after_mailbox_restore = ""
-""")
-    histfs("init", "--encryption", "none", str(tmp_path / "repo"), check=0)
-    histfs("backup", "--config", str(config), check=0)
+    config = _backed_up(tmp_path, vmail, "")
     return config, vmail
 
 
@@ -231,16 +239,7 @@ def test_a_damaged_message_is_not_written_and_the_rest_is(tmp_path: Path) -> Non
     root = _maildir(vmail / "example.org/john/Maildir", {
         f"cur/{i}.M{i}:2,S": f"message {i} ".encode() * (100 + i) for i in range(3)})
     marker = tmp_path / "after"
-    config = _config(tmp_path, f"""host = "mx1"
-[[part]]
-name = "mail"
-path = "{vmail}"
-layout = "maildir"
-mailbox_path = "%d/%n/Maildir"
-after_mailbox_restore = "echo %u > {marker}"
-""")
-    histfs("init", "--encryption", "none", str(tmp_path / "repo"), check=0)
-    histfs("backup", "--config", str(config), check=0)
+    config = _backed_up(tmp_path, vmail, f"echo %u > {marker}")
     repo = Repository.open(tmp_path / "repo")
     try:
         damage_chunk(repo, repo.select("mx1"), "mail/example.org/john/Maildir/cur/1.M1:2,S")
@@ -266,7 +265,7 @@ def test_after_command_failing_is_a_warning(odd_vmail: tuple[Path, Path],
     config.write_text(text)
     proc = histfs("mailbox", "restore", "--config", str(config), "--at", "last",
                   "anne marie@example.org", check=1)
-    assert "failed with exit status 3: anne marie@example.org" in proc.stderr
+    assert "failed: exited with status 3: anne marie@example.org" in proc.stderr
     # Nothing was missing: nothing restored, the command runs all the same.
     assert proc.stdout.splitlines()[1].split()[:3] == ["already", "there", "1"]
 
@@ -309,15 +308,7 @@ def test_common_templates_find_their_users(tmp_path: Path, template: str,
     vmail = tmp_path / "vmail"
     for rel in maildirs:
         _maildir(vmail / rel, {"cur/1.M1:2,S": rel.encode()})
-    config = _config(tmp_path, f"""[[part]]
-name = "mail"
-path = "{vmail}"
-layout = "maildir"
-mailbox_path = "{template}"
-after_mailbox_restore = ""
-""")
-    histfs("init", "--encryption", "none", str(tmp_path / "repo"), check=0)
-    histfs("backup", "--config", str(config), "--host", "mx1", check=0)
+    config = _backed_up(tmp_path, vmail, "", template)
     listed = json.loads(histfs("mailbox", "list", "--config", str(config), "--json",
                                check=0).stdout)
     assert [u["user"] for u in listed["users"]] == users

@@ -99,13 +99,10 @@ class MailboxPath:
         """The path of `user`'s Maildir relative to the part, or None when
         `user` cannot be one of this template's (no domain where %d or %u
         needs one, a '/' or an unsafe name)."""
-        local, at, domain = user.rpartition(b"@")
-        if not at:
-            local, domain = user, b""
-        values = {"u": user, "n": local, "d": domain}
-        if not local or (not domain and self.variables & {"d", "u"}):
+        values = user_values(user)
+        if not values["n"] or (not values["d"] and self.variables & {"d", "u"}):
             return None
-        if self.variables == {"n"} and at:
+        if self.variables == {"n"} and b"@" in user:
             # %n alone keeps no domain: a user named with one is not this
             # template's (john@example.org is not the user "john").
             return None
@@ -116,6 +113,13 @@ class MailboxPath:
                 return None
             names.append(name)
         return b"/".join(names)
+
+
+def user_values(user: bytes) -> dict[str, bytes]:
+    """The variables a user gives: %u the user, %n its part before the last
+    '@' (all of it without one), %d the part after ("" without one)."""
+    local, at, domain = user.rpartition(b"@")
+    return {"u": user, "n": local, "d": domain} if at else {"u": user, "n": user, "d": b""}
 
 
 def _pieces(text: str, level: str) -> tuple[bytes | str, ...]:

@@ -55,3 +55,9 @@ def last_lines(said: bytes) -> str:
 def how_it_ended(status: int) -> str:
     """A non-zero `Popen.wait()` status in words."""
     return f"exited with status {status}" if status > 0 else f"killed by signal {-status}"
+
+
+def process_failed(what: str, status: int, said: str) -> str:
+    """The one-line error of process `what` that ended with the non-zero
+    `status` after saying `said` on its stderr (see `last_lines`)."""
+    return f"{what} {how_it_ended(status)}" + (f": {said}" if said else "")

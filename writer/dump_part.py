@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from index.errors import SourceError
 from index.format.names import safe_name
 from index.format.types import Extent, Kind
-from writer.command_output import StderrTail, how_it_ended
+from writer.command_output import StderrTail, process_failed
 from writer.dumps import Dump
 from writer.file_reading import FileReading
 from writer.parts import Part
@@ -39,23 +39,23 @@ def stage_dumps(part: Part, dumps: Iterable[Dump], staging: Staging, files: File
     when one fails or `dumps` cannot be listed."""
     files.use_chunk_size(part.chunk_size)
     started_ns = time.time_ns()
-    done: list[tuple[bytes, int, list[Extent], int]] = []
+    done: dict[bytes, tuple[int, list[Extent], int]] = {}
     try:
         for dump in dumps:
             name = os.fsencode(dump.file)
-            if not safe_name(name) or any(name == d[0] for d in done):
+            if not safe_name(name) or name in done:
                 raise SourceError(f"{dump.file!r} is not a file name of its own")
-            done.append((name, time.time_ns(), *_run(dump, files)))
+            done[name] = (time.time_ns(), *_run(dump, files))
     except SourceError as exc:
         raise SourceError(f"part {part.name}: {exc}") from None
     uid, gid = os.geteuid(), os.getegid()
     key = part.name.encode()
     staging.put(key, _entry(Kind.DIRECTORY, DIR_MODE, uid, gid, started_ns))
-    for name, when_ns, extents, size in done:
+    for name, (when_ns, extents, size) in done.items():
         entry = _entry(Kind.REGULAR, FILE_MODE, uid, gid, when_ns)
         entry.size, entry.extents, entry.stored_bytes = size, extents, size
         staging.put(key + SEP + name, entry)
-    stats.add(dirs=1, files_new=len(done), logical_bytes=sum(d[3] for d in done))
+    stats.add(dirs=1, files_new=len(done), logical_bytes=sum(d[2] for d in done.values()))
 
 
 def _run(dump: Dump, files: FileReading) -> tuple[list[Extent], int]:
@@ -81,9 +81,7 @@ def _run(dump: Dump, files: FileReading) -> tuple[list[Extent], int]:
         status = proc.wait()
         stderr.join()
     if status != 0:
-        said = stderr.last_lines()
-        raise SourceError(f"{dump.describe()} {how_it_ended(status)}"
-                          + (f": {said}" if said else ""))
+        raise SourceError(process_failed(dump.describe(), status, stderr.last_lines()))
     return extents, size
 
 

@@ -4,9 +4,14 @@ by the part's `DumpSource` when the backup runs."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
+
+from index.errors import SourceError
 
 # Bytes that never go into a file name made of a name chosen elsewhere (a
 # database's): '/' would make a path, '%' is the escape itself, control
@@ -56,3 +61,27 @@ def dump_file_name(name: str, suffix: str, reserved: Iterable[str] = ()) -> str:
     if escaped + suffix in reserved and escaped:
         escaped = "".join(f"%{b:02X}" for b in escaped[0].encode()) + escaped[1:]
     return escaped + suffix
+
+
+def read_password_file(path: Path) -> bytes:
+    """The content of a part's `password_file`; SourceError (naming it) if
+    it cannot be read or if group or others may read it, as a password
+    file must be private to its owner (libpq even ignores it silently)."""
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            content = f.read()
+    except OSError as exc:
+        raise SourceError(f"password_file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise SourceError(f"password_file {path}: mode {stat.S_IMODE(mode):04o}; a password "
+                          "file must be private to its owner (chmod 600)")
+    return content
+
+
+def describe_server(kind: str, settings: Iterable[tuple[str, object]],
+                    databases: Iterable[str]) -> str:
+    """A database part's source as the snapshot records it: its kind, the
+    settings given (None: not given) and the databases; no credential."""
+    given = "".join(f"{key}={value} " for key, value in settings if value is not None)
+    return f"{kind} {given}databases={','.join(databases)}"

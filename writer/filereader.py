@@ -3,7 +3,6 @@ FastCDC, sparse files region by region so that holes are never stored."""
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections.abc import Callable
@@ -65,16 +64,6 @@ class _RegionReader:
         got = os.preadv(self._fd, [buf[:n]], self._pos)
         self._pos += got
         return got
-
-
-class _PipeReader:
-    """A `readinto` stream over a binary stream (a pipe's buffered reader)."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = cast(io.BufferedIOBase, stream)
-
-    def readinto(self, buf: memoryview) -> int:
-        return self._stream.readinto(buf)
 
 
 def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
@@ -204,7 +193,8 @@ class FileReader:
         extents: list[Extent] = []
         pending: list[Future[None]] = []
         try:
-            size = self._chunk(_PipeReader(stream), 0, self._chunker(), extents, pending,
+            # A pipe's buffered reader has readinto, which IO[bytes] does not declare.
+            size = self._chunk(cast(Readable, stream), 0, self._chunker(), extents, pending,
                                on_bytes)
         finally:
             for fut in pending:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from index.errors import SourceError
-from writer.command_output import how_it_ended, last_lines
-from writer.dumps import Dump, dump_file_name
+from writer.command_output import last_lines, process_failed
+from writer.dumps import Dump, describe_server, dump_file_name, read_password_file
 
 SYSTEM_DATABASES = frozenset({"information_schema", "performance_schema", "sys"})
 # Names in hexadecimal: whatever they hold, one line each.
@@ -49,10 +48,7 @@ class MysqlDumps:
 
     def describe(self) -> str:
         """The server and databases, as the snapshot records the source."""
-        where = " ".join(f"{k}={v}" for k, v in (("host", self.host), ("port", self.port),
-                                                 ("socket", self.socket),
-                                                 ("user", self.user)) if v is not None)
-        return f"mysql {where + ' ' if where else ''}databases={','.join(self.databases)}"
+        return describe_server("mysql", self._server(), self.databases)
 
     def dumps(self) -> Iterator[Dump]:
         """Each database's dump; "all" lists the databases first
@@ -68,26 +64,20 @@ class MysqlDumps:
                         "--databases", "--", name),
                        env, what=f"{os.path.basename(dump)} of database {name!r}")
 
+    def _server(self) -> tuple[tuple[str, object], ...]:
+        """The settings that reach the server, as the client programs name them."""
+        return (("host", self.host), ("port", self.port), ("socket", self.socket),
+                ("user", self.user))
+
     def _server_args(self) -> list[str]:
-        args = [f"--{key}={value}" for key, value in (
-            ("host", self.host), ("port", self.port), ("socket", self.socket),
-            ("user", self.user)) if value is not None]
-        return args
+        return [f"--{key}={value}" for key, value in self._server() if value is not None]
 
     def _env(self) -> dict[str, str]:
         """MYSQL_PWD, from the password file once checked."""
         if self.password_file is None:
             return {}
         path = self.password_file
-        try:
-            st = os.stat(path)
-            with open(path, "rb") as f:
-                first = f.readline().rstrip(b"\r\n")
-        except OSError as exc:
-            raise SourceError(f"password_file {path}: {exc.strerror}") from None
-        if st.st_mode & 0o077:
-            raise SourceError(f"password_file {path}: mode {stat.S_IMODE(st.st_mode):04o}; "
-                              "a password file must be private to its owner (chmod 600)")
+        first = read_password_file(path).partition(b"\n")[0].rstrip(b"\r")
         if not first:
             raise SourceError(f"password_file {path}: no password on its first line")
         return {"MYSQL_PWD": os.fsdecode(first)}
@@ -103,9 +93,8 @@ class MysqlDumps:
         except OSError as exc:
             raise SourceError(f"{client} could not be started: {exc.strerror or exc}") from None
         if proc.returncode != 0:
-            said = last_lines(proc.stderr)
-            raise SourceError(f"{os.path.basename(client)} listing the databases "
-                              f"{how_it_ended(proc.returncode)}" + (f": {said}" if said else ""))
+            raise SourceError(process_failed(f"{os.path.basename(client)} listing the databases",
+                                             proc.returncode, last_lines(proc.stderr)))
         names = [bytes.fromhex(h.decode()).decode("utf-8", "surrogateescape")
                  for h in proc.stdout.split()]
         return [n for n in names if n.lower() not in SYSTEM_DATABASES]

@@ -11,15 +11,14 @@ and histfs does not read the password itself. Every process gets
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from index.errors import SourceError
-from writer.command_output import how_it_ended, last_lines
-from writer.dumps import Dump, dump_file_name
+from writer.command_output import last_lines, process_failed
+from writer.dumps import Dump, describe_server, dump_file_name, read_password_file
 
 GLOBALS = "globals.sql"
 _LIST = ("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
@@ -43,9 +42,8 @@ class PostgresqlDumps:
 
     def describe(self) -> str:
         """The server and databases, as the snapshot records the source."""
-        where = " ".join(f"{k}={v}" for k, v in (("host", self.host), ("port", self.port),
-                                                 ("user", self.user)) if v is not None)
-        return f"postgresql {where + ' ' if where else ''}databases={','.join(self.databases)}"
+        return describe_server("postgresql", (("host", self.host), ("port", self.port),
+                                              ("user", self.user)), self.databases)
 
     def dumps(self) -> Iterator[Dump]:
         """globals.sql, then each database's dump; "all" lists the
@@ -77,16 +75,7 @@ class PostgresqlDumps:
         if self.password_file is None:
             return {}
         path = self.password_file
-        try:
-            st = os.stat(path)
-            with open(path, "rb") as f:
-                lines = f.read().splitlines()
-        except OSError as exc:
-            raise SourceError(f"password_file {path}: {exc.strerror}") from None
-        if st.st_mode & 0o077:
-            raise SourceError(f"password_file {path}: mode {stat.S_IMODE(st.st_mode):04o}; "
-                              "libpq ignores a password file that group or others may read "
-                              "(chmod 600)")
+        lines = read_password_file(path).splitlines()
         if not any(_unescaped_colons(ln) >= 4 for ln in lines if not ln.startswith(b"#")):
             raise SourceError(f"password_file {path}: no line of the form "
                               "host:port:database:user:password")
@@ -113,8 +102,7 @@ class PostgresqlDumps:
             said = last_lines(proc.stderr)
             if f'database "{database}" does not exist' not in said:
                 break
-        raise SourceError(f"psql listing the databases {how_it_ended(proc.returncode)}"
-                          + (f": {said}" if said else ""))
+        raise SourceError(process_failed("psql listing the databases", proc.returncode, said))
 
 
 def conninfo(database: str) -> str:

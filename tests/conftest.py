@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,29 @@ import pytest
 from index.format import codec
 from index.format.compressed_index import MAGIC as COMPRESSED_MAGIC
 from index.format.compressed_index import compress_index, decode_file, is_compressed
+from index.format.config import ChunkerParams
 from index.format.snapshot_format import DB_META, META_KEY
+from index.model.chunk_index import ChunkIndex
 from index.model.repository import Repository
+from writer.filereader import FileContent, FileReader
+from writer.packer import ChunkSink
+from writer.stats import BackupStats
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_through_filereader(repo: Repository, work: Path, path: Path,
+                            params: ChunkerParams) -> tuple[FileContent, ChunkSink]:
+    """`path` read as a backup reads a file, chunked with `params` into
+    `repo` (a chunk index of its own under `work`); what the reader gave,
+    and the sink it stored into (whose `chunk_id` names chunks)."""
+    index = ChunkIndex(work / "chunks.lmdb")
+    sink = ChunkSink(repo.storage, index, repo.config.chunk_id_key, 1, 32 << 20, BackupStats())
+    with ThreadPoolExecutor(2) as pool:
+        content = FileReader(sink, params, pool).read(bytes(path), lambda n: None)
+    sink.flush()
+    index.close()
+    return content, sink
 
 
 @pytest.fixture(autouse=True)

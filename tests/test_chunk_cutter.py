@@ -7,19 +7,16 @@ from __future__ import annotations
 import io
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from pyfastcdc import FastCDC
 
 from index.format.config import ChunkerParams
-from index.model.chunk_index import ChunkIndex
 from index.model.repository import Repository
+from tests.conftest import read_through_filereader
 from writer.chunk_cutter import cut
-from writer.filereader import FileReader, InFlight
-from writer.packer import ChunkSink
-from writer.stats import BackupStats
+from writer.filereader import InFlight
 
 MIN, AVG, MAX = 256 * 1024, 1024 * 1024, 4 * 1024 * 1024
 SEED = 0x2545F4914F6CDD1D & ((1 << 62) - 1)
@@ -106,12 +103,7 @@ def test_a_large_file_keeps_its_chunk_ids(repo: Repository, tmp_path: Path) -> N
     path.write_bytes(data)
     params = ChunkerParams(min_size=MIN, avg_size=AVG, max_size=MAX, normalized_chunking=1,
                            seed=SEED)
-    index = ChunkIndex(tmp_path / "chunks.lmdb")
-    sink = ChunkSink(repo.storage, index, repo.config.chunk_id_key, 1, 32 << 20, BackupStats())
-    with ThreadPoolExecutor(2) as pool:
-        content = FileReader(sink, params, pool).read(bytes(path), lambda n: None)
-    sink.flush()
-    index.close()
+    content, sink = read_through_filereader(repo, tmp_path, path, params)
     want, offset = [], 0
     for chunk in _expected(_chunker(), data):
         want.append((offset, len(chunk), sink.chunk_id(chunk)))

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mount, histfs
+from tests.dump_parts import backup_summary, config_with_part, snapshot_rows
 
 DUMP = 30_000_000
 
@@ -24,29 +25,10 @@ DUMP = 30_000_000
 def _setup(tmp_path: Path, command: str, extra: str = "") -> tuple[Path, Path]:
     """A repository and a config with a directory part and a command part
     `db` (file dump.sql) running `command`."""
-    root = tmp_path / "repo"
-    histfs("init", "--encryption", "none", str(root), check=0)
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a").write_text("mail\n")
-    cfg = tmp_path / "histfs.toml"
-    cfg.write_text(f'repository = "{root}"\nhost = "mx1"\n'
-                   f'[[part]]\nname = "mail"\npath = "{src}"\n'
-                   f'[[part]]\nname = "db"\nkind = "command"\ncommand = {json.dumps(command)}\n'
-                   f'file = "dump.sql"\nchunk_size = "16KiB"\n{extra}')
-    return root, cfg
-
-
-def _backup(cfg: Path, check: int) -> dict[str, object]:
-    proc = histfs("backup", "--config", str(cfg), "--json", check=check, timeout=300)
-    summary: dict[str, object] = json.loads(proc.stdout)
-    return summary
-
-
-def _snapshots(cfg: Path) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = json.loads(
-        histfs("snapshots", "--config", str(cfg), "--json", check=0).stdout)
-    return rows
+    cfg = config_with_part(tmp_path, f'[[part]]\nname = "db"\nkind = "command"\n'
+                                     f'command = {json.dumps(command)}\n'
+                                     f'file = "dump.sql"\nchunk_size = "16KiB"\n{extra}')
+    return tmp_path / "repo", cfg
 
 
 def _sha(data: bytes) -> str:
@@ -62,7 +44,7 @@ def test_a_command_output_is_one_file(tmp_path: Path, mount_repo: Callable[..., 
     command = f"printf -- '-- dump by %s\\n' \"$DUMP_USER\"; head -c {DUMP} {rand}"
     root, cfg = _setup(tmp_path, command)
     monkeypatch.setenv("DUMP_USER", "secret-user")
-    first = _backup(cfg, 0)
+    first = backup_summary(cfg, 0)
     expected = b"-- dump by secret-user\n" + rand.read_bytes()
     got = subprocess.run([sys.executable, "-m", "histfs", "cat", "--config", str(cfg), "last",
                           "db/dump.sql"], capture_output=True, check=True, timeout=300).stdout
@@ -71,7 +53,7 @@ def test_a_command_output_is_one_file(tmp_path: Path, mount_repo: Callable[..., 
                               check=0).stdout)
     assert row["type"] == "regular" and row["mode"] == 0o600 and row["size"] == len(expected)
     # The second dump of the same data adds (almost) nothing.
-    second = _backup(cfg, 0)
+    second = backup_summary(cfg, 0)
     added = second["bytes_added"]
     assert isinstance(added, int) and added < DUMP // 100, (first, second)
     m = mount_repo(root)
@@ -94,7 +76,7 @@ def test_a_failing_command_publishes_nothing(tmp_path: Path, ending: str) -> Non
     assert "part db" in last
     assert ("status 4" in last and "pg_dump: connection refused" in last
             if ending == "exit 4" else "signal 9" in last), proc.stderr
-    assert _snapshots(cfg) == []
+    assert snapshot_rows(cfg) == []
 
 
 @pytest.mark.timeout(300)
@@ -104,7 +86,7 @@ def test_on_error_warn_publishes_without_the_part(tmp_path: Path) -> None:
     proc = histfs("backup", "--config", str(cfg), timeout=300)
     assert proc.returncode == 1
     assert "mysqldump: access denied" in proc.stderr and "part db" in proc.stderr
-    [snap] = _snapshots(cfg)
+    [snap] = snapshot_rows(cfg)
     assert snap["parts"] == ["mail"]
     names = [r["path"] for r in json.loads(histfs("ls", "--config", str(cfg), "--json",
                                                   "last", check=0).stdout)]

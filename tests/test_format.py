@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,7 @@ from index.format.types import ChunkId
 from index.model.chunk_index import ChunkIndex
 from index.model.repository import Repository
 from index.store.packs import PackWriter, list_packs
-from writer.filereader import FileReader
-from writer.packer import ChunkSink
-from writer.stats import BackupStats
+from tests.conftest import read_through_filereader
 
 # Golden chunk boundaries: if these change, every existing repository stops
 # deduplicating against new backups. Never update them to make a test pass.
@@ -39,12 +36,7 @@ def test_chunk_boundaries_are_frozen(repo: Repository, tmp_path: Path, seed: int
     path.write_bytes(data)
     params = ChunkerParams(min_size=256 * 1024, avg_size=1024 * 1024,
                            max_size=4 * 1024 * 1024, normalized_chunking=1, seed=seed)
-    index = ChunkIndex(tmp_path / "chunks.lmdb")
-    sink = ChunkSink(repo.storage, index, repo.config.chunk_id_key, 1, 32 << 20, BackupStats())
-    with ThreadPoolExecutor(2) as pool:
-        content = FileReader(sink, params, pool).read(bytes(path), lambda n: None)
-    sink.flush()
-    index.close()
+    content, _ = read_through_filereader(repo, tmp_path, path, params)
     assert [e.offset for e in content.extents] == golden
     assert sum(e.length for e in content.extents) == len(data)
 

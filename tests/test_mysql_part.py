@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mount, histfs
+from tests.dump_parts import backup_summary, config_with_part, snapshot_rows
 from tests.mariadb_server import DUMPER, MariadbServer, mariadb_server
 from writer.mysql_dumps import MysqlDumps
 
@@ -35,30 +36,9 @@ def my() -> Iterator[MariadbServer]:
 
 
 def _config(tmp_path: Path, my: MariadbServer, extra: str = "") -> Path:
-    root = tmp_path / "repo"
-    if not root.exists():
-        histfs("init", "--encryption", "none", str(root), check=0)
-    src = tmp_path / "src"
-    src.mkdir(exist_ok=True)
-    (src / "a").write_text("mail\n")
-    cfg = tmp_path / "histfs.toml"
-    cfg.write_text(f'repository = "{root}"\nhost = "mx1"\n'
-                   f'[[part]]\nname = "mail"\npath = "{src}"\n'
-                   f'[[part]]\nname = "mysql"\nkind = "mysql"\n'
-                   f'socket = "{my.socket}"\noptions = ["--no-defaults"]\n{extra}')
-    return cfg
-
-
-def _backup(cfg: Path, check: int = 0) -> dict[str, object]:
-    proc = histfs("backup", "--config", str(cfg), "--json", check=check, timeout=600)
-    summary: dict[str, object] = json.loads(proc.stdout)
-    return summary
-
-
-def _snapshots(cfg: Path) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = json.loads(
-        histfs("snapshots", "--config", str(cfg), "--json", check=0).stdout)
-    return rows
+    return config_with_part(tmp_path, '[[part]]\nname = "mysql"\nkind = "mysql"\n'
+                                      f'socket = "{my.socket}"\n'
+                                      f'options = ["--no-defaults"]\n{extra}')
 
 
 SHOP = """
@@ -94,10 +74,10 @@ def test_round_trip_day_by_day(tmp_path: Path, my: MariadbServer,
     cfg = _config(tmp_path, my)
     days = []
     for _ in range(2):
-        summary = _backup(cfg)
+        summary = backup_summary(cfg)
         # "all": the system's databases but mysql are left out.
         assert summary["part_files"] == {"mail": 1, "mysql": 3}, summary
-        days.append((_snapshots(cfg)[-1]["time"], my.sql(SHOP_QUERY, "shop"),
+        days.append((snapshot_rows(cfg)[-1]["time"], my.sql(SHOP_QUERY, "shop"),
                      my.sql("SELECT * FROM log ORDER BY item", "shop"),
                      my.sql("SELECT t FROM note ORDER BY t", ODD_NAME),
                      my.sql("SELECT count(*) FROM cheap", "shop")))
@@ -114,7 +94,7 @@ def test_round_trip_day_by_day(tmp_path: Path, my: MariadbServer,
     assert sorted(row["path"] for row in listed) == sorted(
         f"mysql/{n}" for n in ("mysql.sql", "shop.sql", odd_file))
     assert all(row["mode"] == 0o600 for row in listed)
-    [snap] = _snapshots(cfg)[-1:]
+    [snap] = snapshot_rows(cfg)[-1:]
     for at, shop_rows, log_rows, notes, cheap in days:
         _restore(cfg, my, str(at), "shop.sql", "shop")
         assert my.sql(SHOP_QUERY, "shop") == shop_rows
@@ -195,11 +175,11 @@ def test_a_missing_database_publishes_nothing(tmp_path: Path, my: MariadbServer)
     last = proc.stderr.strip().splitlines()[-1]
     assert "part mysql: " in last and "of database 'nosuch' exited with status 2" in last, last
     assert "Unknown database 'nosuch'" in last, last
-    assert _snapshots(cfg) == []
+    assert snapshot_rows(cfg) == []
     cfg = _config(tmp_path, my, 'databases = ["shop", "nosuch"]\non_error = "warn"\n')
     proc = histfs("backup", "--config", str(cfg), timeout=300)
     assert proc.returncode == 1 and "nosuch" in proc.stderr, proc.stderr
-    [snap] = _snapshots(cfg)
+    [snap] = snapshot_rows(cfg)
     assert snap["parts"] == ["mail"]
 
 
@@ -238,7 +218,7 @@ def test_a_dump_killed_midway_publishes_nothing(tmp_path: Path, my: MariadbServe
     assert proc.returncode == 2, proc.stderr
     assert "part mysql: " in proc.stderr and \
         "of database 'big' killed by signal 9" in proc.stderr, proc.stderr
-    assert _snapshots(cfg) == []
+    assert snapshot_rows(cfg) == []
 
 
 def test_config_of_a_mysql_part(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mount, histfs
+from tests.dump_parts import backup_summary, config_with_part, snapshot_rows
 from tests.pg_server import DUMPER, PgServer, pg_server
 from writer.postgresql_dumps import PostgresqlDumps
 
@@ -34,30 +35,8 @@ def pg() -> Iterator[PgServer]:
 
 
 def _config(tmp_path: Path, pg: PgServer, extra: str = "") -> Path:
-    root = tmp_path / "repo"
-    if not root.exists():
-        histfs("init", "--encryption", "none", str(root), check=0)
-    src = tmp_path / "src"
-    src.mkdir(exist_ok=True)
-    (src / "a").write_text("mail\n")
-    cfg = tmp_path / "histfs.toml"
-    cfg.write_text(f'repository = "{root}"\nhost = "mx1"\n'
-                   f'[[part]]\nname = "mail"\npath = "{src}"\n'
-                   f'[[part]]\nname = "pgsql"\nkind = "postgresql"\n'
-                   f'host = "{pg.socket_dir}"\n{extra}')
-    return cfg
-
-
-def _backup(cfg: Path, check: int = 0) -> dict[str, object]:
-    proc = histfs("backup", "--config", str(cfg), "--json", check=check, timeout=600)
-    summary: dict[str, object] = json.loads(proc.stdout)
-    return summary
-
-
-def _snapshots(cfg: Path) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = json.loads(
-        histfs("snapshots", "--config", str(cfg), "--json", check=0).stdout)
-    return rows
+    return config_with_part(tmp_path, '[[part]]\nname = "pgsql"\nkind = "postgresql"\n'
+                                      f'host = "{pg.socket_dir}"\n{extra}')
 
 
 SHOP = """
@@ -87,9 +66,9 @@ def test_round_trip_day_by_day(tmp_path: Path, pg: PgServer,
     cfg = _config(tmp_path, pg, 'user = "postgres"\n')
     days = []
     for _ in range(2):
-        summary = _backup(cfg)
+        summary = backup_summary(cfg)
         assert summary["part_files"] == {"mail": 1, "pgsql": 4}, summary
-        days.append((_snapshots(cfg)[-1]["time"], pg.psql(SHOP_QUERY, "shop"),
+        days.append((snapshot_rows(cfg)[-1]["time"], pg.psql(SHOP_QUERY, "shop"),
                      pg.psql("SELECT t FROM note", ODD_NAME)))
         # The next day: rows changed, added and removed, in both databases.
         pg.psql("UPDATE item SET name = name || ' (soldé)', picture = '\\x00ff'::bytea "
@@ -182,12 +161,12 @@ def test_a_missing_database_publishes_nothing(tmp_path: Path, pg: PgServer) -> N
     last = proc.stderr.strip().splitlines()[-1]
     assert "part pgsql: pg_dump of database 'nosuch' exited with status 1" in last, last
     assert 'database "nosuch" does not exist' in last, last
-    assert _snapshots(cfg) == []
+    assert snapshot_rows(cfg) == []
     cfg = _config(tmp_path, pg,
                   'user = "postgres"\ndatabases = ["shop", "nosuch"]\non_error = "warn"\n')
     proc = histfs("backup", "--config", str(cfg), timeout=300)
     assert proc.returncode == 1 and "nosuch" in proc.stderr, proc.stderr
-    [snap] = _snapshots(cfg)
+    [snap] = snapshot_rows(cfg)
     assert snap["parts"] == ["mail"]
 
 
@@ -225,7 +204,7 @@ def test_a_dump_killed_midway_publishes_nothing(tmp_path: Path, pg: PgServer) ->
     assert killed, "pg_dump ended before it could be killed"
     assert proc.returncode == 2, proc.stderr
     assert "part pgsql: pg_dump of database 'big' killed by signal 9" in proc.stderr
-    assert _snapshots(cfg) == []
+    assert snapshot_rows(cfg) == []
 
 
 def test_config_of_a_postgresql_part(tmp_path: Path) -> None:
@@ -264,13 +243,13 @@ def test_a_large_table(tmp_path: Path, pg: PgServer) -> None:
     pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT i, "
             f"repeat(md5(i::text), 6) FROM generate_series(1, {rows}) AS i", "big")
     cfg = _config(tmp_path, pg, 'user = "postgres"\ndatabases = ["big"]\n')
-    first = _backup(cfg)
-    day1 = (_snapshots(cfg)[-1]["time"], pg.psql(CHECKSUM, "big"))
+    first = backup_summary(cfg)
+    day1 = (snapshot_rows(cfg)[-1]["time"], pg.psql(CHECKSUM, "big"))
     # 0.3% of the rows, spread over the whole table.
     pg.psql("UPDATE t SET v = upper(v) WHERE id % 333 = 0", "big")
     time.sleep(1)
-    second = _backup(cfg)
-    day2 = (_snapshots(cfg)[-1]["time"], pg.psql(CHECKSUM, "big"))
+    second = backup_summary(cfg)
+    day2 = (snapshot_rows(cfg)[-1]["time"], pg.psql(CHECKSUM, "big"))
     size = first["bytes_read"]
     assert isinstance(size, int) and size > rows * 190
     added = second["bytes_added"]

@@ -7,12 +7,9 @@ dump's environment)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mount, histfs
-from tests.dump_parts import backup_summary, config_with_part, snapshot_rows
+from tests.dump_parts import (
+    assert_config_errors,
+    backup_killing_dump,
+    backup_summary,
+    config_with_part,
+    snapshot_rows,
+)
 from tests.mariadb_server import DUMPER, MariadbServer, mariadb_server
 from writer.mysql_dumps import MysqlDumps
 
@@ -183,37 +186,15 @@ def test_a_missing_database_publishes_nothing(tmp_path: Path, my: MariadbServer)
     assert snap["parts"] == ["mail"]
 
 
-def _kill_dump_when_busy(my: MariadbServer, done: threading.Event, killed: list[int]) -> None:
-    """SIGKILL the dump of this server once it has run a little."""
-    while not done.is_set():
-        for pid in os.listdir("/proc"):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if pid.isdigit() and argv[0].endswith((b"mariadb-dump", b"mysqldump")) \
-                    and f"--socket={my.socket}".encode() in argv:
-                time.sleep(0.3)
-                os.kill(int(pid), signal.SIGKILL)
-                killed.append(int(pid))
-                return
-        time.sleep(0.01)
-
-
 @pytest.mark.timeout(600)
 def test_a_dump_killed_midway_publishes_nothing(tmp_path: Path, my: MariadbServer) -> None:
     my.sql("CREATE DATABASE big")
     my.sql("CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t SELECT seq, "
            "REPEAT(MD5(seq), 8) FROM seq_1_to_400000", "big")
     cfg = _config(tmp_path, my, 'databases = ["big"]\n')
-    done, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_dump_when_busy, args=(my, done, killed))
-    killer.start()
-    try:
-        proc = histfs("backup", "--config", str(cfg), "--json", timeout=300)
-    finally:
-        done.set()
-        killer.join()
+    proc, killed = backup_killing_dump(
+        cfg, lambda argv: argv[0].endswith((b"mariadb-dump", b"mysqldump"))
+        and f"--socket={my.socket}".encode() in argv)
     assert killed, "the dump ended before it could be killed"
     assert proc.returncode == 2, proc.stderr
     assert "part mysql: " in proc.stderr and \
@@ -236,12 +217,4 @@ def test_config_of_a_mysql_part(tmp_path: Path) -> None:
         ('command = "mysqldump"\n', "command"),
         ('paths = ["/x"]\n', "paths"),
     ]
-    for i, (extra, key) in enumerate(cases):
-        cfg = tmp_path / f"c{i}.toml"
-        cfg.write_text(f'repository = "{tmp_path}/repo"\n[[part]]\nname = "mysql"\n'
-                       f'kind = "mysql"\n{extra}')
-        proc = histfs("backup", "--config", str(cfg))
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(lines) == 1, (extra, proc.stderr)
-        assert f"{cfg}: part[0].{key}" in lines[0], (extra, lines)
-        assert "secret" not in lines[0]
+    assert_config_errors(tmp_path, 'name = "mysql"\nkind = "mysql"\n', cases, hidden="secret")

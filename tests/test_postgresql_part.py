@@ -6,12 +6,9 @@ failing dumps publish nothing truncated; no password anywhere but its file."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mount, histfs
-from tests.dump_parts import backup_summary, config_with_part, snapshot_rows
+from tests.dump_parts import (
+    assert_config_errors,
+    backup_killing_dump,
+    backup_summary,
+    config_with_part,
+    snapshot_rows,
+)
 from tests.pg_server import DUMPER, PgServer, pg_server
 from writer.postgresql_dumps import PostgresqlDumps
 
@@ -170,37 +173,15 @@ def test_a_missing_database_publishes_nothing(tmp_path: Path, pg: PgServer) -> N
     assert snap["parts"] == ["mail"]
 
 
-def _kill_pg_dump_when_busy(pg: PgServer, done: threading.Event, killed: list[int]) -> None:
-    """SIGKILL the pg_dump of this server once it has run a little."""
-    while not done.is_set():
-        for pid in os.listdir("/proc"):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if pid.isdigit() and any(a.endswith(b"pg_dump") for a in argv[:2]) \
-                    and f"--host={pg.socket_dir}".encode() in argv:
-                time.sleep(0.3)
-                os.kill(int(pid), signal.SIGKILL)
-                killed.append(int(pid))
-                return
-        time.sleep(0.01)
-
-
 @pytest.mark.timeout(600)
 def test_a_dump_killed_midway_publishes_nothing(tmp_path: Path, pg: PgServer) -> None:
     pg.psql("CREATE DATABASE big")
     pg.psql("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat(md5(i::text), 8) "
             "FROM generate_series(1, 400000) AS i", "big")
     cfg = _config(tmp_path, pg, 'user = "postgres"\ndatabases = ["big"]\n')
-    done, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_pg_dump_when_busy, args=(pg, done, killed))
-    killer.start()
-    try:
-        proc = histfs("backup", "--config", str(cfg), "--json", timeout=300)
-    finally:
-        done.set()
-        killer.join()
+    proc, killed = backup_killing_dump(
+        cfg, lambda argv: any(a.endswith(b"pg_dump") for a in argv[:2])
+        and f"--host={pg.socket_dir}".encode() in argv)
     assert killed, "pg_dump ended before it could be killed"
     assert proc.returncode == 2, proc.stderr
     assert "part pgsql: pg_dump of database 'big' killed by signal 9" in proc.stderr
@@ -223,14 +204,7 @@ def test_config_of_a_postgresql_part(tmp_path: Path) -> None:
         ('paths = ["/x"]\n', "paths"),
         ('chunk_size = "1KiB"\n', "chunk_size"),
     ]
-    for i, (extra, key) in enumerate(cases):
-        cfg = tmp_path / f"c{i}.toml"
-        cfg.write_text(f'repository = "{tmp_path}/repo"\n[[part]]\nname = "pgsql"\n'
-                       f'kind = "postgresql"\n{extra}')
-        proc = histfs("backup", "--config", str(cfg))
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(lines) == 1, (extra, proc.stderr)
-        assert f"{cfg}: part[0].{key}" in lines[0], (extra, lines)
+    assert_config_errors(tmp_path, 'name = "pgsql"\nkind = "postgresql"\n', cases)
 
 
 CHECKSUM = "SELECT count(*), md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM t"

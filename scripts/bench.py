@@ -119,6 +119,11 @@ class Tool:
     def backup(self, corpus: Path) -> tuple[float, float]:
         raise NotImplementedError
 
+    def backup_stdin(self, command: str, name: str) -> tuple[float, float]:
+        """Back up what the shell command `command` writes, as one file
+        `name`, the way its users stream a database dump in."""
+        raise NotImplementedError
+
     def restore(self, target: Path) -> float:
         raise NotImplementedError
 
@@ -245,6 +250,15 @@ class Borg(Tool):
         return run_timed([self.exe, "create", "--compression", "zstd,3",
                           f"{self.repo}::a{self.seq:04d}", *PARTS], cwd=corpus, env=self.env)
 
+    def backup_stdin(self, command: str, name: str) -> tuple[float, float]:
+        # Chunks of 16 KiB on average (2^14), as histfs's dump parts have.
+        self.seq += 1
+        borg = shlex.quote(self.exe)
+        return run_timed(["/bin/bash", "-c", f"set -o pipefail; {command} | {borg} create "
+                          "--compression zstd,3 --chunker-params buzhash,12,16,14,4095 "
+                          f"--stdin-name {shlex.quote(name)} "
+                          f"{shlex.quote(f'{self.repo}::a{self.seq:04d}')} -"], env=self.env)
+
     def restore(self, target: Path) -> float:
         target.mkdir(parents=True, exist_ok=True)
         return run_timed([self.exe, "extract", f"{self.repo}::a{self.seq:04d}"], cwd=target,
@@ -280,6 +294,12 @@ class Restic(Tool):
     def backup(self, corpus: Path) -> tuple[float, float]:
         return run_timed([self.exe, "-r", str(self.repo), "backup", "-q", "--host", "bench",
                           *PARTS], cwd=corpus, env=self.env)
+
+    def backup_stdin(self, command: str, name: str) -> tuple[float, float]:
+        # restic's chunk size is fixed (1 MiB on average).
+        return run_timed(["/bin/bash", "-c", f"set -o pipefail; {command} | {self.exe} -r "
+                          f"{shlex.quote(str(self.repo))} backup -q --host bench --stdin "
+                          f"--stdin-filename {shlex.quote(name)}"], env=self.env)
 
     def restore(self, target: Path) -> float:
         return run_timed([self.exe, "-r", str(self.repo), "restore", "latest", "--target",
@@ -815,7 +835,7 @@ def main() -> int:
     BORG = args.borg
     if args.postgres:
         import bench_postgres
-        print(bench_postgres.run(args.postgres, args.dir))
+        print(bench_postgres.run(args.postgres, args.dir, args.borg))
         return 0
     if args.scale_test:
         scale_test(args)
